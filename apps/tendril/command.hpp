@@ -1,0 +1,17 @@
+// The subcommands of the tendril command.
+#ifndef TENDRIL_APPS_TENDRIL_COMMAND_HPP
+#define TENDRIL_APPS_TENDRIL_COMMAND_HPP
+
+#include <string>
+#include <vector>
+
+namespace tendril::app {
+
+using args = std::vector<std::string>;
+
+// Each returns the process exit status.
+int tour(const args& a);
+
+}  // namespace tendril::app
+
+#endif

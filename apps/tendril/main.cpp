@@ -1,0 +1,62 @@
+// tendril: the command. `tendril tour` replays the seed's examples; `tendril help` lists
+// the rest.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "command.hpp"
+#include "tendril/version.hpp"
+
+namespace {
+
+struct command {
+  const char* name;
+  const char* usage;
+  const char* summary;
+  int (*run)(const tendril::app::args&);
+};
+
+int version(const tendril::app::args&) {
+  std::printf("tendril %s\n", TENDRIL_VERSION_STRING);
+  return 0;
+}
+
+int help(const tendril::app::args&);
+
+const command commands[] = {
+    {"tour", "tour [--quick]",
+     "replay the seed's examples: generators, greenlets (--quick shortens the sleeps)",
+     &tendril::app::tour},
+    {"version", "version", "print the version", &version},
+    {"help", "help", "this list", &help},
+};
+
+int help(const tendril::app::args&) {
+  std::printf("usage: tendril COMMAND [ARGS]\n\ncommands:\n");
+  for (const auto& c : commands) std::printf("  %-22s %s\n", c.usage, c.summary);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    help({});
+    return 2;
+  }
+  tendril::app::args rest(argv + 2, argv + argc);
+  for (const auto& c : commands) {
+    if (std::strcmp(argv[1], c.name) == 0 ||
+        (std::strcmp(argv[1], "--help") == 0 && c.run == &help)) {
+      try {
+        return c.run(rest);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "tendril %s: %s\n", c.name, e.what());
+        return 1;
+      }
+    }
+  }
+  std::fprintf(stderr, "tendril: unknown command '%s' (try 'tendril help')\n", argv[1]);
+  return 2;
+}

@@ -1,0 +1,73 @@
+# Build options, warnings and sanitizers for every tendril target.
+
+option(TENDRIL_BUILD_TESTS "Build the test suite" ON)
+option(TENDRIL_BUILD_BENCH "Build the benchmarks (needs Google Benchmark)" OFF)
+option(TENDRIL_BUILD_APPS "Build the tendril command" ON)
+option(TENDRIL_BUILD_EXAMPLES "Build the examples and the documentation snippets" ON)
+option(TENDRIL_WERROR "Treat warnings as errors" OFF)
+option(TENDRIL_ASAN "Build with AddressSanitizer" OFF)
+option(TENDRIL_UBSAN "Build with UndefinedBehaviorSanitizer" OFF)
+option(TENDRIL_TSAN "Build with ThreadSanitizer" OFF)
+
+# The machine switch: hand-written assembly, or glibc's ucontext (slower, but understood by
+# valgrind and available on targets without an assembly port).
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
+  set(_tendril_arch x86_64)
+elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")
+  set(_tendril_arch arm64)
+else()
+  set(_tendril_arch unknown)
+endif()
+set(TENDRIL_ARCH ${_tendril_arch} CACHE STRING "Target architecture of the context switch" FORCE)
+if(TENDRIL_ARCH STREQUAL "unknown")
+  set(_tendril_default_context ucontext)
+else()
+  set(_tendril_default_context asm)
+endif()
+set(TENDRIL_CONTEXT ${_tendril_default_context} CACHE STRING "Context switch: asm or ucontext")
+set_property(CACHE TENDRIL_CONTEXT PROPERTY STRINGS asm ucontext)
+if(NOT TENDRIL_CONTEXT MATCHES "^(asm|ucontext)$")
+  message(FATAL_ERROR "TENDRIL_CONTEXT must be asm or ucontext, not '${TENDRIL_CONTEXT}'")
+endif()
+if(TENDRIL_CONTEXT STREQUAL "asm" AND TENDRIL_ARCH STREQUAL "unknown")
+  message(FATAL_ERROR "no assembly context switch for ${CMAKE_SYSTEM_PROCESSOR}; use -DTENDRIL_CONTEXT=ucontext")
+endif()
+
+if(TENDRIL_TSAN AND (TENDRIL_ASAN OR TENDRIL_UBSAN))
+  message(FATAL_ERROR "TENDRIL_TSAN cannot be combined with TENDRIL_ASAN or TENDRIL_UBSAN")
+endif()
+
+# tendril_warnings: an interface target every tendril target links.
+add_library(tendril_warnings INTERFACE)
+target_compile_options(tendril_warnings INTERFACE
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
+    -Wold-style-cast -Wcast-align -Woverloaded-virtual -Wnull-dereference -Wformat=2>
+  $<$<COMPILE_LANGUAGE:C>:-Wall -Wextra>)
+if(TENDRIL_WERROR)
+  target_compile_options(tendril_warnings INTERFACE $<$<COMPILE_LANGUAGE:CXX,C>:-Werror>)
+endif()
+
+set(_tendril_san_flags "")
+if(TENDRIL_ASAN)
+  list(APPEND _tendril_san_flags -fsanitize=address)
+endif()
+if(TENDRIL_UBSAN)
+  list(APPEND _tendril_san_flags -fsanitize=undefined -fno-sanitize-recover=undefined)
+endif()
+if(TENDRIL_TSAN)
+  list(APPEND _tendril_san_flags -fsanitize=thread)
+endif()
+if(_tendril_san_flags)
+  # Sanitizers apply to everything built here, googletest included, so that ASan sees every
+  # allocation and TSan every synchronisation.
+  add_compile_options(${_tendril_san_flags} -fno-omit-frame-pointer)
+  add_link_options(${_tendril_san_flags})
+endif()
+
+if(TENDRIL_CONTEXT STREQUAL "asm")
+  set(TENDRIL_CONTEXT_ASM 1)
+else()
+  set(TENDRIL_CONTEXT_ASM 0)
+endif()
+configure_file(${PROJECT_SOURCE_DIR}/include/tendril/config.hpp.in
+  ${PROJECT_BINARY_DIR}/include/tendril/config.hpp @ONLY)

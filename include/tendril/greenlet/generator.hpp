@@ -1,0 +1,202 @@
+// tendril::generator<Y, S>: python's generators with yield and send, but stackful: the body
+// runs on a greenlet of its own, so a function it calls may yield too (docs/generators.md).
+#ifndef TENDRIL_GREENLET_GENERATOR_HPP
+#define TENDRIL_GREENLET_GENERATOR_HPP
+
+#include <cstddef>
+#include <iterator>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+#include "tendril/greenlet/greenlet.hpp"
+
+namespace tendril {
+
+namespace detail {
+// plan_resume() makes the current greenlet the parent of g (when it is not already) and
+// plans a switch to g without a value; plan_suspend() plans the switch from g, which must be
+// running, back to its parent. complete_bare() finishes either after the jump, rethrowing
+// what was raised into the resumed side. See switch_inline() for why these are split.
+switch_plan plan_resume(greenlet_record* g);
+switch_plan plan_suspend(greenlet_record* g);
+void complete_bare(bool jumped);
+bool generator_is_current(greenlet_record* g) noexcept;
+
+inline void switch_bare(switch_plan p) {
+  if (p.to == nullptr) return complete_bare(false);
+  context::jump(p.save, p.to, nullptr);
+  complete_bare(true);
+}
+
+struct no_value {};
+}  // namespace detail
+
+// generator<Y, S> runs body(yielder&) on its own greenlet. Each y.yield(v) hands v to the
+// consumer and suspends the body until the consumer asks for the next value; with a send
+// type S, yield() returns what the consumer sent. Move-only.
+template <class Y, class S = void>
+class generator {
+  static_assert(!std::is_reference_v<Y> && !std::is_void_v<Y>,
+                "generator<Y, S>: Y must be a value type");
+  using sent_type = std::conditional_t<std::is_void_v<S>, detail::no_value, S>;
+
+  struct state {
+    std::optional<Y> out;
+    std::optional<sent_type> in;
+  };
+
+ public:
+  // yielder is what the body receives: its one operation hands a value out.
+  class yielder {
+   public:
+    // yield() hands `value` to the consumer and suspends the body until the next next() or
+    // send(); returns the value sent (S), or nothing when S is void. Must be called from the
+    // body's own greenlet (directly or from a function it calls): elsewhere it throws
+    // std::logic_error. Switches: yes. If the generator is destroyed meanwhile, greenlet_exit
+    // is raised here.
+    decltype(auto) yield(Y value) {
+      if (!detail::generator_is_current(gen_)) {
+        throw std::logic_error("tendril::generator: yield() called outside the generator's body");
+      }
+      st_->out.emplace(std::move(value));
+      detail::switch_bare(detail::plan_suspend(gen_));
+      if constexpr (!std::is_void_v<S>) {
+        sent_type v = std::move(*st_->in);
+        st_->in.reset();
+        return v;
+      }
+    }
+
+   private:
+    friend class generator;
+    yielder(state* st, detail::greenlet_record* g) : st_(st), gen_(g) {}
+    state* st_;
+    detail::greenlet_record* gen_;
+  };
+
+  // generator(body, stack) makes a generator; the body runs from the first next() or
+  // range-for step. body is callable as body(yielder&). Throws as greenlet's constructor.
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, generator>>>
+  explicit generator(F&& body, stack_size stack = {}) {
+    // The state lives beside the body, on the greenlet's own stack.
+    struct run {
+      std::decay_t<F> body;
+      state st;
+      void operator()() {
+        yielder y(&st, greenlet::current().record());
+        body(y);
+      }
+    };
+    g_ = greenlet(run{std::forward<F>(body), state{}}, stack);
+    st_ = &state_of<run>(g_);
+  }
+
+  generator(generator&& other) noexcept
+      : g_(std::move(other.g_)), st_(std::exchange(other.st_, nullptr)) {}
+  generator& operator=(generator&& other) noexcept {
+    g_ = std::move(other.g_);
+    st_ = std::exchange(other.st_, nullptr);
+    return *this;
+  }
+  generator(const generator&) = delete;
+  generator& operator=(const generator&) = delete;
+  // ~generator() unwinds an unfinished body (greenlet_exit is raised at its yield).
+  ~generator() = default;
+
+  // next() resumes the body until it yields (returning the value) or ends (returning an
+  // empty optional, also on every later call). An exception thrown by the body comes out
+  // here. With a send type, the pending yield() returns S{}. Switches: yes.
+  std::optional<Y> next() {
+    if constexpr (std::is_void_v<S>) {
+      return resume();
+    } else {
+      static_assert(std::is_default_constructible_v<S>,
+                    "generator<Y, S>::next() sends S{}, so S must be default constructible");
+      return resume_with(S{});
+    }
+  }
+
+  // send() resumes the body with `value` as the result of its pending yield() and returns
+  // the next value, or an empty optional once the body ended. The first resumption must be
+  // next(): a body that has not started has no yield to receive a value (std::logic_error).
+  template <class T = S, class = std::enable_if_t<!std::is_void_v<T>>>
+  std::optional<Y> send(T value) {
+    if (!g_.started()) {
+      throw std::logic_error(
+          "tendril::generator: send() before the body started; call next() first");
+    }
+    return resume_with(std::move(value));
+  }
+
+  // done() is true once the body has ended (returned, thrown, or never will run again).
+  bool done() const noexcept { return g_.empty() || g_.dead(); }
+
+  class iterator {
+   public:
+    using value_type = Y;
+    using difference_type = std::ptrdiff_t;
+    using reference = Y&;
+    using iterator_concept = std::input_iterator_tag;
+    iterator() = default;
+    Y& operator*() const { return *gen_->current_; }
+    Y* operator->() const { return &*gen_->current_; }
+    iterator& operator++() {
+      gen_->current_ = gen_->next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.at_end(); }
+
+   private:
+    friend class generator;
+    explicit iterator(generator* g) : gen_(g) {}
+    bool at_end() const { return !gen_->current_.has_value(); }
+    generator* gen_ = nullptr;
+  };
+
+  // begin() runs the body to its first yield; range-for then drains it.
+  iterator begin() {
+    current_ = next();
+    return iterator(this);
+  }
+  std::default_sentinel_t end() const noexcept { return {}; }
+
+ private:
+  template <class Run>
+  static state& state_of(const greenlet& g);
+
+  std::optional<Y> resume() {
+    if (done()) return std::nullopt;
+    detail::switch_bare(detail::plan_resume(g_.record()));
+    if (g_.dead()) return std::nullopt;
+    std::optional<Y> v = std::move(st_->out);
+    st_->out.reset();
+    return v;
+  }
+  std::optional<Y> resume_with(sent_type value) {
+    if (done()) return std::nullopt;
+    if (g_.started()) st_->in.emplace(std::move(value));
+    return resume();
+  }
+
+  greenlet g_;
+  state* st_ = nullptr;
+  std::optional<Y> current_;
+};
+
+namespace detail {
+// generator_callable() is where greenlet_create() put the callable of g.
+void* greenlet_callable(greenlet_record* g) noexcept;
+}  // namespace detail
+
+template <class Y, class S>
+template <class Run>
+typename generator<Y, S>::state& generator<Y, S>::state_of(const greenlet& g) {
+  return static_cast<Run*>(detail::greenlet_callable(g.record()))->st;
+}
+
+}  // namespace tendril
+
+#endif

@@ -1,0 +1,238 @@
+// tendril::greenlet: a stackful coroutine that control is switched into explicitly, with
+// the semantics of python's greenlet (docs/greenlets.md).
+#ifndef TENDRIL_GREENLET_GREENLET_HPP
+#define TENDRIL_GREENLET_GREENLET_HPP
+
+#include <any>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "tendril/context/jump.hpp"
+#include "tendril/greenlet/exceptions.hpp"
+#include "tendril/greenlet/stack.hpp"
+
+namespace tendril {
+
+class greenlet;
+
+namespace detail {
+
+struct greenlet_record;
+
+// How a greenlet calls and destroys the callable it was made with, which lives at the top
+// of its own stack (no allocation).
+struct callable_ops {
+  std::any (*invoke)(void* callable, std::any&& first_value);
+  void (*destroy)(void* callable) noexcept;
+};
+
+template <class F>
+std::any invoke_callable(void* p, std::any&& first_value) {
+  F& f = *static_cast<F*>(p);
+  if constexpr (std::is_invocable_v<F&, std::any>) {
+    if constexpr (std::is_void_v<std::invoke_result_t<F&, std::any>>) {
+      f(std::move(first_value));
+      return {};
+    } else {
+      return std::any(f(std::move(first_value)));
+    }
+  } else {
+    static_assert(std::is_invocable_v<F&>,
+                  "a greenlet's run must be callable with no argument or with one std::any");
+    if constexpr (std::is_void_v<std::invoke_result_t<F&>>) {
+      f();
+      return {};
+    } else {
+      return std::any(f());
+    }
+  }
+}
+
+template <class F>
+void destroy_callable(void* p) noexcept {
+  static_cast<F*>(p)->~F();
+}
+
+template <class F>
+inline constexpr callable_ops callable_ops_for{&invoke_callable<F>, &destroy_callable<F>};
+
+// greenlet_create() makes a greenlet record with a stack and returns where the callable
+// must be constructed (`storage`, callable_size bytes aligned to callable_align, at the top
+// of the new stack). parent == nullptr means the current greenlet.
+greenlet_record* greenlet_create(std::size_t callable_size, std::size_t callable_align,
+                                 const callable_ops* ops, const greenlet* parent,
+                                 std::size_t stack_bytes, void** storage);
+// greenlet_abandon_create() undoes greenlet_create() when the callable's constructor threw.
+void greenlet_abandon_create(greenlet_record* r) noexcept;
+void greenlet_retain(greenlet_record* r) noexcept;
+void greenlet_release(greenlet_record* r) noexcept;
+// A handle keeps its greenlet alive unless the handle lies on that greenlet's own stack
+// (greenlet::current() inside the greenlet, say): such a reference would otherwise keep a
+// suspended greenlet alive forever. These adjust the count for a handle at `where`.
+void greenlet_handle_adopted(greenlet_record* r, const void* where) noexcept;
+void greenlet_handle_copied(greenlet_record* r, const void* where) noexcept;
+void greenlet_handle_moved(greenlet_record* r, const void* from, const void* to) noexcept;
+void greenlet_handle_dropped(greenlet_record* r, const void* where) noexcept;
+
+// A switch is three steps, so that the jump is made from the caller's own frame (see
+// include/tendril/context/jump.hpp): plan_switch() does every check and all bookkeeping and
+// returns where to jump (to == nullptr: the target is the running greenlet itself, no jump);
+// the jump; complete_switch() restores the resumed greenlet's state and returns the value
+// handed to it, or throws the exception raised into it.
+struct switch_plan {
+  void** save;
+  void* to;
+};
+switch_plan plan_switch(greenlet_record* target, std::any* value);
+std::any complete_switch(bool jumped);
+
+inline std::any switch_inline(greenlet_record* target, std::any* value) {
+  switch_plan p = plan_switch(target, value);
+  if (p.to == nullptr) return complete_switch(false);
+  context::jump(p.save, p.to, nullptr);
+  return complete_switch(true);
+}
+
+}  // namespace detail
+
+// greenlet is a handle to a stackful coroutine: copying it shares the greenlet, and the
+// greenlet lives while any handle (or any child's parent link) refers to it. Every OS thread
+// has a root greenlet, its own stack, which greenlet::current() returns outside any other.
+//
+// All members must be called from the greenlet's own thread unless noted; doing otherwise
+// throws wrong_thread.
+class greenlet {
+ public:
+  // greenlet() is an empty handle: no greenlet.
+  greenlet() noexcept = default;
+
+  // greenlet(run, parent, stack) makes a greenlet that will call run when first switched
+  // to, with the value of that switch if run takes a std::any. Nothing runs yet. parent
+  // defaults to the current greenlet; the stack to default_stack_size.
+  // Throws std::invalid_argument for a stack below min_stack_size, std::system_error (ENOMEM)
+  // when no memory or address space is left for a stack, wrong_thread for a parent of another
+  // thread. Switches: no.
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, greenlet>>>
+  explicit greenlet(F&& run, stack_size stack = {})
+      : greenlet(std::forward<F>(run), nullptr, stack) {}
+  template <class F>
+  greenlet(F&& run, const greenlet& parent, stack_size stack = {})
+      : greenlet(std::forward<F>(run), &parent, stack) {}
+
+  greenlet(const greenlet& other) noexcept : rec_(other.rec_) {
+    if (rec_) detail::greenlet_handle_copied(rec_, this);
+  }
+  greenlet(greenlet&& other) noexcept : rec_(std::exchange(other.rec_, nullptr)) {
+    if (rec_) detail::greenlet_handle_moved(rec_, &other, this);
+  }
+  greenlet& operator=(const greenlet& other) noexcept {
+    if (this != &other) {
+      detail::greenlet_record* old = std::exchange(rec_, other.rec_);
+      if (rec_) detail::greenlet_handle_copied(rec_, this);
+      if (old) detail::greenlet_handle_dropped(old, this);
+    }
+    return *this;
+  }
+  greenlet& operator=(greenlet&& other) noexcept {
+    if (this != &other) {
+      detail::greenlet_record* old = std::exchange(rec_, std::exchange(other.rec_, nullptr));
+      if (rec_) detail::greenlet_handle_moved(rec_, &other, this);
+      if (old) detail::greenlet_handle_dropped(old, this);
+    }
+    return *this;
+  }
+  // ~greenlet() drops this handle. A handle kept on the greenlet's own stack (such as
+  // greenlet::current() called inside it) does not keep it alive. When this was the last
+  // reference to a suspended greenlet,
+  // greenlet_exit is raised inside it (its parent becomes the current greenlet) so that its
+  // destructors run; switches: yes, in that case. Dropping the last handle on another thread
+  // hands the greenlet back to its own thread, which unwinds it at its next switch.
+  ~greenlet() {
+    if (rec_) detail::greenlet_handle_dropped(rec_, this);
+  }
+  void swap(greenlet& other) noexcept {
+    greenlet tmp(std::move(other));
+    other = std::move(*this);
+    *this = std::move(tmp);
+  }
+
+  // switch_to() starts this greenlet (first switch) or resumes it, handing it `value`: run()
+  // receives it, or the greenlet's own pending switch_to() returns it. Returns the value
+  // handed back by whoever switches to the caller next; if that side raised an exception
+  // into the caller (its run() threw, or throw_into()), it is thrown here. Switching to a
+  // dead greenlet goes to its first live ancestor instead; switching to the current greenlet
+  // returns `value` at once. Switches: yes. Throws wrong_thread, greenlet_error (empty).
+  std::any switch_to(std::any value = {}) { return detail::switch_inline(rec_, &value); }
+
+  // throw_into() resumes this greenlet with `e` raised at its switch point and returns what
+  // comes back, as switch_to(). Into a greenlet that has not started, run() never runs: the
+  // greenlet dies at once and `e` surfaces in its parent (a greenlet_exit arrives there as a
+  // value instead). Throws std::invalid_argument for a null `e`. Switches: yes.
+  std::any throw_into(std::exception_ptr e);
+  template <class E, class = std::enable_if_t<!std::is_same_v<std::decay_t<E>, std::exception_ptr>>>
+  std::any throw_into(E&& e) {
+    return throw_into(std::make_exception_ptr(std::forward<E>(e)));
+  }
+
+  // current() is the greenlet running on the calling thread (its root outside any other).
+  static greenlet current();
+
+  // parent() is where control goes when this greenlet ends; empty for a root greenlet.
+  greenlet parent() const;
+  // set_parent() changes it. Throws parent_cycle if this greenlet would become its own
+  // ancestor, wrong_thread for a parent of another thread, greenlet_error for a root.
+  void set_parent(const greenlet& parent);
+
+  // started() is true once the greenlet was first switched to (always, for a root); dead()
+  // once run() returned or threw, or it was killed before starting.
+  bool started() const noexcept;
+  bool dead() const noexcept;
+  // A greenlet is true while it is started and not dead (python's bool(g)).
+  explicit operator bool() const noexcept { return started() && !dead(); }
+  // empty() is true for a handle that refers to no greenlet.
+  bool empty() const noexcept { return rec_ == nullptr; }
+  bool is_root() const noexcept;
+
+  // name() is the greenlet's name for messages ("main" for the main thread's root,
+  // "greenlet-<id>" unless set_name() gave another). Any thread.
+  std::string name() const;
+  void set_name(std::string name);
+  // id() is unique among the greenlets of the process. Any thread.
+  std::uint64_t id() const noexcept;
+
+  friend bool operator==(const greenlet& a, const greenlet& b) noexcept { return a.rec_ == b.rec_; }
+
+  // For the layers above: adopt a reference the caller owns, or look at the record.
+  struct adopt_t {};
+  greenlet(detail::greenlet_record* r, adopt_t) noexcept : rec_(r) {
+    if (rec_) detail::greenlet_handle_adopted(rec_, this);
+  }
+  detail::greenlet_record* record() const noexcept { return rec_; }
+
+ private:
+  template <class F>
+  greenlet(F&& run, const greenlet* parent, stack_size stack) {
+    using fn = std::decay_t<F>;
+    void* storage = nullptr;
+    rec_ = detail::greenlet_create(sizeof(fn), alignof(fn), &detail::callable_ops_for<fn>, parent,
+                                   stack.bytes, &storage);
+    try {
+      ::new (storage) fn(std::forward<F>(run));
+    } catch (...) {
+      detail::greenlet_abandon_create(std::exchange(rec_, nullptr));
+      throw;
+    }
+  }
+
+  detail::greenlet_record* rec_ = nullptr;
+};
+
+}  // namespace tendril
+
+#endif

@@ -1,0 +1,10 @@
+// The version of tendril.
+#ifndef TENDRIL_VERSION_HPP
+#define TENDRIL_VERSION_HPP
+
+#define TENDRIL_VERSION_MAJOR 0
+#define TENDRIL_VERSION_MINOR 1
+#define TENDRIL_VERSION_PATCH 0
+#define TENDRIL_VERSION_STRING "0.1.0"
+
+#endif

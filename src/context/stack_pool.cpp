@@ -1,0 +1,225 @@
+#include "context/stack_pool.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "context/sanitizer.hpp"
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102  // Linux 6.13, newer than glibc 2.36's headers
+#endif
+
+namespace tendril::detail::stack_pool {
+namespace {
+
+constexpr std::size_t region_size = std::size_t{4} << 30;
+
+// One size class: the stacks of one usable size, most recently released last.
+struct size_class {
+  std::size_t size;
+  std::vector<stack> stacks;
+};
+
+std::vector<stack>& class_for(std::vector<size_class>& classes, std::size_t size) {
+  for (auto& c : classes) {
+    if (c.size == size) return c.stacks;
+  }
+  classes.push_back(size_class{size, {}});
+  return classes.back().stacks;
+}
+
+// The process-wide part: reservations and the stacks of threads that ended.
+struct global_pool {
+  std::mutex mu;
+  std::byte* region_next = nullptr;  // first free byte of the current region
+  std::byte* region_end = nullptr;
+  std::size_t reserved = 0;
+  std::size_t carved = 0;
+  std::vector<size_class> free;
+};
+
+global_pool& global() {
+  static auto* g = new global_pool;  // never destroyed: threads may release after exit
+  return *g;
+}
+
+std::atomic<int> g_guard_mode{0};  // 0 unknown, 1 markers, 2 mprotect
+
+// The calling thread's cache, reached through a trivially destructible pointer so that a
+// release during thread teardown, after the cache is gone, still finds out it is gone.
+struct thread_cache;
+thread_local thread_cache* t_cache = nullptr;
+thread_local bool t_cache_gone = false;
+
+struct thread_cache {
+  std::vector<size_class> classes;
+  ~thread_cache() {
+    auto& g = global();
+    std::lock_guard lock(g.mu);
+    for (auto& c : classes) {
+      auto& dst = class_for(g.free, c.size);
+      dst.insert(dst.end(), c.stacks.begin(), c.stacks.end());
+    }
+    t_cache = nullptr;
+    t_cache_gone = true;
+  }
+};
+
+thread_cache* cache() noexcept {
+  if (t_cache == nullptr && !t_cache_gone) {
+    thread_local thread_cache storage;
+    t_cache = &storage;
+  }
+  return t_cache;
+}
+
+int install_guard(std::byte* lo, std::size_t len) noexcept {
+  int mode = g_guard_mode.load(std::memory_order_relaxed);
+  if (mode != 2) {
+    if (madvise(lo, len, MADV_GUARD_INSTALL) == 0) {
+      g_guard_mode.store(1, std::memory_order_relaxed);
+      return 0;
+    }
+    if (errno != EINVAL) return errno;
+    g_guard_mode.store(2, std::memory_order_relaxed);  // an older kernel
+  }
+  if (mprotect(lo, len, PROT_NONE) != 0) return errno == ENOMEM ? ENOMEM : errno;
+  return 0;
+}
+
+// Cuts a new stack from the current region, reserving a new one when it is used up.
+// Called with the global lock held.
+int carve(global_pool& g, std::size_t size, stack& out) noexcept {
+  const std::size_t slot = guard_size + size;
+  if (g.region_next == nullptr || static_cast<std::size_t>(g.region_end - g.region_next) < slot) {
+    // Reserve generously; under a tight RLIMIT_AS or strict overcommit fall back to smaller
+    // reservations down to a single slot before giving up with ENOMEM.
+    void* p = MAP_FAILED;
+    std::size_t want = std::max(region_size, slot);
+    while (true) {
+      p = mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+               -1, 0);
+      if (p != MAP_FAILED || want == slot) break;
+      want = std::max(slot, want / 16);
+    }
+    if (p == MAP_FAILED) return ENOMEM;
+    g.region_next = static_cast<std::byte*>(p);
+    g.region_end = g.region_next + want;
+    g.reserved += want;
+  }
+  std::byte* lo = g.region_next;
+  if (int err = install_guard(lo, guard_size); err != 0) return err;
+  g.region_next += slot;
+  ++g.carved;
+  out.base = lo + guard_size;
+  out.size = size;
+  out.valgrind_id = sanitizer::valgrind_register(out.base, out.base + size);
+  return 0;
+}
+
+}  // namespace
+
+std::size_t page_size() noexcept {
+  static const std::size_t size = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+std::size_t rounded_size(std::size_t requested) noexcept {
+  const std::size_t page = page_size();
+  return (std::max(requested, min_size) + page - 1) / page * page;
+}
+
+int allocate(std::size_t size, stack& out) noexcept {
+  size = rounded_size(size);
+  if (thread_cache* c = cache()) {
+    // The default size class is first in practice: a linear scan of one or two classes.
+    for (auto& cls : c->classes) {
+      if (cls.size == size && !cls.stacks.empty()) {
+        out = cls.stacks.back();
+        cls.stacks.pop_back();
+        sanitizer::asan_forget_stack(out.base, out.size);
+        return 0;
+      }
+    }
+  }
+  auto& g = global();
+  std::lock_guard lock(g.mu);
+  auto& shared = class_for(g.free, size);
+  if (!shared.empty()) {
+    out = shared.back();
+    shared.pop_back();
+    sanitizer::asan_forget_stack(out.base, out.size);
+    return 0;
+  }
+  return carve(g, size, out);
+}
+
+void release(const stack& s) noexcept {
+  if (!s) return;
+  if (thread_cache* c = cache()) {
+    try {
+      class_for(c->classes, s.size).push_back(s);
+      return;
+    } catch (const std::bad_alloc&) {
+      // fall through to the global list, whose push may fail the same way
+    }
+  }
+  auto& g = global();
+  std::lock_guard lock(g.mu);
+  try {
+    class_for(g.free, s.size).push_back(s);
+  } catch (const std::bad_alloc&) {
+    // Out of memory for the bookkeeping: the stack's address space is lost, its memory is not.
+    madvise(s.base, s.size, MADV_DONTNEED);
+  }
+}
+
+std::size_t trim() noexcept {
+  std::vector<stack> all;
+  auto collect = [&all](std::vector<size_class>& classes) {
+    for (auto& c : classes) all.insert(all.end(), c.stacks.begin(), c.stacks.end());
+  };
+  auto& g = global();
+  std::lock_guard lock(g.mu);
+  try {
+    if (thread_cache* c = cache()) collect(c->classes);
+    collect(g.free);
+  } catch (const std::bad_alloc&) {
+    return 0;
+  }
+  std::sort(all.begin(), all.end(), [](const stack& a, const stack& b) { return a.base < b.base; });
+  // Neighbouring slots form one range [first base, last top); the guards inside it keep
+  // their markers (MADV_DONTNEED leaves guard markers and PROT_NONE pages alone).
+  std::size_t i = 0;
+  while (i < all.size()) {
+    std::byte* lo = all[i].base;
+    std::byte* hi = all[i].top();
+    std::size_t j = i + 1;
+    while (j < all.size() && all[j].base == hi + guard_size) hi = all[j++].top();
+    madvise(lo, static_cast<std::size_t>(hi - lo), MADV_DONTNEED);
+    i = j;
+  }
+  return all.size();
+}
+
+bool uses_guard_markers() noexcept { return g_guard_mode.load(std::memory_order_relaxed) == 1; }
+
+statistics stats() noexcept {
+  auto& g = global();
+  std::lock_guard lock(g.mu);
+  statistics st{g.reserved, g.carved, 0, 0};
+  for (auto& c : g.free) st.cached_global += c.stacks.size();
+  if (thread_cache* c = cache()) {
+    for (auto& cls : c->classes) st.cached_here += cls.stacks.size();
+  }
+  return st;
+}
+
+}  // namespace tendril::detail::stack_pool

@@ -1,0 +1,47 @@
+// The C++ runtime's per-thread exception state, saved and restored on every switch so that
+// each greenlet has its own: the stack of exceptions being handled (what a `throw;` in a
+// catch block rethrows, what std::current_exception() returns) and the count of exceptions
+// in flight (std::uncaught_exceptions()). Without this, a greenlet that switches away inside
+// a catch block would hand its caught exception to whichever greenlet runs next.
+//
+// libstdc++ and libc++abi both keep these as the first two fields of __cxa_eh_globals,
+// returned by __cxa_get_globals(); the pointer is fixed for the life of a thread, so it is
+// looked up once per thread.
+#ifndef TENDRIL_SRC_GREENLET_EXCEPTION_STATE_HPP
+#define TENDRIL_SRC_GREENLET_EXCEPTION_STATE_HPP
+
+namespace __cxxabiv1 {
+struct __cxa_eh_globals;
+extern "C" __cxa_eh_globals* __cxa_get_globals() noexcept;
+}  // namespace __cxxabiv1
+
+namespace tendril::detail {
+
+struct exception_state {
+  void* caught = nullptr;     // __cxa_eh_globals::caughtExceptions
+  unsigned int uncaught = 0;  // __cxa_eh_globals::uncaughtExceptions
+};
+
+// The prefix of __cxa_eh_globals both runtimes share.
+struct eh_globals_prefix {
+  void* caught;
+  unsigned int uncaught;
+};
+
+inline eh_globals_prefix* thread_eh_globals() noexcept {
+  return reinterpret_cast<eh_globals_prefix*>(__cxxabiv1::__cxa_get_globals());
+}
+
+inline void save_exception_state(eh_globals_prefix* g, exception_state& into) noexcept {
+  into.caught = g->caught;
+  into.uncaught = g->uncaught;
+}
+
+inline void restore_exception_state(eh_globals_prefix* g, const exception_state& from) noexcept {
+  g->caught = from.caught;
+  g->uncaught = from.uncaught;
+}
+
+}  // namespace tendril::detail
+
+#endif

@@ -1,0 +1,375 @@
+#include "tendril/greenlet/greenlet.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <system_error>
+
+#include "context/sanitizer.hpp"
+#include "context/stack_pool.hpp"
+#include "greenlet/greenlet_record.hpp"
+#include "greenlet/thread_state.hpp"
+#include "tendril/greenlet/generator.hpp"
+
+namespace tendril {
+namespace detail {
+namespace {
+
+std::string quoted(const greenlet_record* r) { return "'" + record_name(r) + "'"; }
+
+[[noreturn]] void throw_wrong_thread(const char* what, const greenlet_record* target,
+                                     const thread_state& here) {
+  throw wrong_thread(std::string("tendril: cannot ") + what + " greenlet " + quoted(target) +
+                     " of thread " + std::to_string(target->owner->tid()) + " from greenlet " +
+                     quoted(here.current()) + " of thread " + std::to_string(here.tid()));
+}
+
+thread_state& owner_thread(const char* what, const greenlet_record* r) {
+  if (r == nullptr) {
+    throw greenlet_error(std::string("tendril: cannot ") + what + " an empty greenlet handle");
+  }
+  thread_state& ts = thread_state::get();
+  if (r->owner != &ts) throw_wrong_thread(what, r, ts);
+  return ts;
+}
+
+// The body of every greenlet: it runs on the greenlet's own stack, from the trampoline of
+// its made context, and leaves through finish().
+void greenlet_entry(void*) {
+  thread_state& ts = *thread_state::peek();
+  greenlet_record* self = ts.current();
+  ts.landed(self);
+  std::any result;
+  std::exception_ptr error;
+  if (self->pending) {
+    // Started by a descendant that died with an exception: it goes on up, run never runs.
+    error = std::move(self->pending);
+    self->pending = nullptr;
+  } else {
+    try {
+      result = self->ops->invoke(self->callable, std::move(self->inbox));
+    } catch (const greenlet_exit& e) {
+      result = e;
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+  self->ops->destroy(self->callable);
+  self->callable = nullptr;
+  ts.finish(self, std::move(result), std::move(error));
+}
+
+bool is_greenlet_exit(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const greenlet_exit&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+void report_escaped(const greenlet_record* r, const std::exception_ptr& e) {
+  std::string what = "an exception that is not a std::exception";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    what = ex.what();
+  } catch (...) {
+  }
+  std::fprintf(stderr, "tendril: greenlet '%s' raised while it was being destroyed: %s\n",
+               record_name(r).c_str(), what.c_str());
+}
+
+// The last reference to a suspended greenlet of this thread went away: raise greenlet_exit
+// in it, with the current greenlet as its parent so that control comes back here.
+void kill_for_destruction(thread_state& ts, greenlet_record* r) noexcept {
+  r->refs.store(1, std::memory_order_relaxed);  // ours, while it unwinds
+  r->being_destroyed = true;
+  greenlet_record* old_parent = r->parent;
+  r->parent = ts.current();
+  greenlet_retain(r->parent);
+  try {
+    ts.switch_to(r, {}, std::make_exception_ptr(greenlet_exit{}));
+  } catch (...) {
+    report_escaped(r, std::current_exception());
+  }
+  if (old_parent) greenlet_release(old_parent);
+  if (r->status != greenlet_status::dead) {
+    // It caught greenlet_exit and switched away instead of ending. Nothing refers to it, so
+    // nothing can ever resume it; keep its memory rather than free a stack still in use.
+    std::fprintf(stderr,
+                 "tendril: greenlet '%s' did not end when it was destroyed (it caught "
+                 "greenlet_exit and switched away); its stack is leaked\n",
+                 record_name(r).c_str());
+    return;
+  }
+  greenlet_release(r);
+}
+
+}  // namespace
+
+std::string record_name(const greenlet_record* r) {
+  if (r->name) return *r->name;
+  if (r->is_root) {
+    if (r->owner && r->owner->tid() == static_cast<int>(getpid())) return "main";
+    return "root-" + std::to_string(r->owner ? r->owner->tid() : 0);
+  }
+  return "greenlet-" + std::to_string(r->id);
+}
+
+greenlet_record* greenlet_create(std::size_t callable_size, std::size_t callable_align,
+                                 const callable_ops* ops, const greenlet* parent,
+                                 std::size_t stack_bytes, void** storage) {
+  thread_state& ts = thread_state::get();
+  ts.run_deferred();
+  const std::size_t want = stack_bytes ? stack_bytes : default_stack_size;
+  if (want < min_stack_size) {
+    throw std::invalid_argument("tendril::greenlet: a stack of " + std::to_string(want) +
+                                " bytes is below the minimum of " + std::to_string(min_stack_size) +
+                                " bytes (tendril::min_stack_size)");
+  }
+  greenlet_record* p = ts.current();
+  if (parent) {
+    if (parent->empty())
+      throw greenlet_error("tendril::greenlet: the parent is an empty greenlet handle");
+    p = parent->record();
+    if (p->owner != &ts) throw_wrong_thread("take as parent", p, ts);
+  }
+  if (callable_size + callable_align + context::make_reserve > want / 2) {
+    throw std::invalid_argument(
+        "tendril::greenlet: the callable (" + std::to_string(callable_size) +
+        " bytes) takes more than half of its " + std::to_string(want) + "-byte stack");
+  }
+  stack s;
+  if (int err = stack_pool::allocate(want, s); err != 0) {
+    throw std::system_error(
+        err, std::generic_category(),
+        "tendril::greenlet: no memory for a stack of " + std::to_string(want) + " bytes");
+  }
+  greenlet_record* r;
+  try {
+    r = new greenlet_record;
+  } catch (...) {
+    stack_pool::release(s);
+    throw;
+  }
+  r->owner = &ts;
+  ts.retain();
+  r->parent = p;
+  greenlet_retain(p);
+  r->ops = ops;
+  r->stk = s;
+  r->id = next_greenlet_id();
+  auto top = reinterpret_cast<std::uintptr_t>(s.top());
+  auto place = (top - callable_size) & ~(std::uintptr_t{callable_align} - 1);
+  place &= ~std::uintptr_t{15};
+  r->callable = reinterpret_cast<void*>(place);
+  *storage = r->callable;
+  r->ctx =
+      context::make(r->callable, place - reinterpret_cast<std::uintptr_t>(s.base), &greenlet_entry);
+  r->asan_stack_bottom = s.base;
+  r->asan_stack_size = s.size;
+  r->tsan_fiber = sanitizer::tsan_create();
+  return r;
+}
+
+void greenlet_abandon_create(greenlet_record* r) noexcept {
+  r->callable = nullptr;  // never constructed
+  r->refs.store(0, std::memory_order_relaxed);
+  destroy_record(r);
+}
+
+void greenlet_retain(greenlet_record* r) noexcept {
+  r->refs.fetch_add(1, std::memory_order_relaxed);
+}
+
+void greenlet_release(greenlet_record* r) noexcept {
+  if (r->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  if (r->status != greenlet_status::active || r->is_root) {
+    destroy_record(r);
+    return;
+  }
+  thread_state* owner = r->owner;
+  if (owner->exited()) {
+    destroy_record(r);
+    return;
+  }
+  thread_state* here = thread_state::peek();
+  if (here != owner || r == owner->current()) {
+    owner->defer_destruction(r);
+    return;
+  }
+  kill_for_destruction(*here, r);
+}
+
+namespace {
+// Whether a handle at `where` counts: not when it lies on the stack of the greenlet it names.
+bool counts(const greenlet_record* r, const void* where) noexcept {
+  auto* p = static_cast<const std::byte*>(where);
+  return !(p >= r->stk.base && p < r->stk.top());
+}
+}  // namespace
+
+void greenlet_handle_adopted(greenlet_record* r, const void* where) noexcept {
+  if (!counts(r, where)) greenlet_release(r);
+}
+void greenlet_handle_copied(greenlet_record* r, const void* where) noexcept {
+  if (counts(r, where)) greenlet_retain(r);
+}
+void greenlet_handle_moved(greenlet_record* r, const void* from, const void* to) noexcept {
+  bool had = counts(r, from);
+  bool has = counts(r, to);
+  if (has && !had) greenlet_retain(r);
+  if (had && !has) greenlet_release(r);
+}
+void greenlet_handle_dropped(greenlet_record* r, const void* where) noexcept {
+  if (counts(r, where)) greenlet_release(r);
+}
+
+void* greenlet_callable(greenlet_record* g) noexcept { return g->callable; }
+
+bool generator_is_current(greenlet_record* g) noexcept {
+  thread_state* ts = thread_state::peek();
+  return ts && ts->current() == g;
+}
+
+namespace {
+
+[[gnu::noinline]] switch_plan plan_switch_slow(greenlet_record* target, std::any* value) {
+  thread_state& ts = owner_thread("switch to", target);
+  ts.run_deferred();
+  return ts.plan(target, value, nullptr);
+}
+
+[[gnu::noinline]] std::any complete_switch_slow(thread_state* ts) { return ts->take_inbox(); }
+
+}  // namespace
+
+// The fast paths below are leaf functions on purpose: every switch runs them.
+switch_plan plan_switch(greenlet_record* target, std::any* value) {
+  thread_state* ts = thread_state::peek();
+  if (target == nullptr || ts == nullptr || target->owner != ts || value->has_value() ||
+      ts->has_deferred() || target->status == greenlet_status::dead || target == ts->current())
+      [[unlikely]] {
+    return plan_switch_slow(target, value);
+  }
+  return ts->plan_fast(target);
+}
+
+std::any complete_switch(bool jumped) {
+  thread_state* ts = thread_state::peek();
+  greenlet_record* self = ts->current();
+  if (jumped) ts->landed(self);
+  if (self->pending || self->inbox.has_value()) [[unlikely]]
+    return complete_switch_slow(ts);
+  return {};
+}
+
+switch_plan plan_resume(greenlet_record* g) {
+  thread_state& ts = owner_thread("resume the generator on", g);
+  greenlet_record* cur = ts.current();
+  for (greenlet_record* a = cur; a; a = a->parent) {
+    if (a == g)
+      throw std::logic_error(
+          "tendril::generator: next() or send() on a generator that is already running");
+  }
+  if (g->parent != cur) {
+    greenlet_retain(cur);
+    greenlet_record* old = std::exchange(g->parent, cur);
+    greenlet_release(old);
+  }
+  return ts.plan(g, nullptr, nullptr);
+}
+
+switch_plan plan_suspend(greenlet_record* g) { return g->owner->plan(g->parent, nullptr, nullptr); }
+
+void complete_bare(bool jumped) {
+  thread_state& ts = *thread_state::peek();
+  if (jumped) ts.landed(ts.current());
+  ts.drop_inbox();
+}
+
+}  // namespace detail
+
+using detail::greenlet_record;
+using detail::greenlet_status;
+using detail::thread_state;
+
+std::any greenlet::throw_into(std::exception_ptr e) {
+  thread_state& ts = detail::owner_thread("throw into", rec_);
+  if (!e) {
+    throw std::invalid_argument(
+        "tendril::greenlet::throw_into: null exception_ptr thrown into greenlet '" +
+        detail::record_name(rec_) + "'");
+  }
+  if (rec_->status == greenlet_status::unstarted) {
+    // It dies without running: the exception surfaces in its parent, a greenlet_exit as a
+    // value, exactly as if run had raised it on its first line.
+    rec_->status = greenlet_status::dead;
+    rec_->ops->destroy(rec_->callable);
+    rec_->callable = nullptr;
+    detail::stack_pool::release(rec_->stk);
+    rec_->stk = {};
+    detail::sanitizer::tsan_destroy(rec_->tsan_fiber);
+    rec_->tsan_fiber = nullptr;
+    if (detail::is_greenlet_exit(e))
+      return ts.switch_to(rec_->parent, std::any(greenlet_exit{}), nullptr);
+    return ts.switch_to(rec_->parent, {}, std::move(e));
+  }
+  return ts.switch_to(rec_, {}, std::move(e));
+}
+
+greenlet greenlet::current() {
+  greenlet_record* r = thread_state::get().current();
+  detail::greenlet_retain(r);
+  return greenlet(r, adopt_t{});
+}
+
+greenlet greenlet::parent() const {
+  if (!rec_ || !rec_->parent) return {};
+  detail::greenlet_retain(rec_->parent);
+  return greenlet(rec_->parent, adopt_t{});
+}
+
+void greenlet::set_parent(const greenlet& parent) {
+  thread_state& ts = detail::owner_thread("set the parent of", rec_);
+  if (parent.empty())
+    throw greenlet_error("tendril: set_parent() of greenlet '" + detail::record_name(rec_) +
+                         "' to an empty handle");
+  greenlet_record* p = parent.rec_;
+  if (p->owner != &ts) detail::throw_wrong_thread("take as parent", p, ts);
+  if (rec_->is_root) {
+    throw greenlet_error("tendril: the root greenlet '" + detail::record_name(rec_) +
+                         "' has no parent to set");
+  }
+  for (greenlet_record* a = p; a; a = a->parent) {
+    if (a == rec_) {
+      throw parent_cycle("tendril: making greenlet '" + detail::record_name(p) +
+                         "' the parent of greenlet '" + detail::record_name(rec_) +
+                         "' would make a cycle of parents");
+    }
+  }
+  detail::greenlet_retain(p);
+  greenlet_record* old = std::exchange(rec_->parent, p);
+  detail::greenlet_release(old);
+}
+
+bool greenlet::started() const noexcept {
+  return rec_ && rec_->status != greenlet_status::unstarted;
+}
+bool greenlet::dead() const noexcept { return rec_ && rec_->status == greenlet_status::dead; }
+bool greenlet::is_root() const noexcept { return rec_ && rec_->is_root; }
+
+std::string greenlet::name() const { return rec_ ? detail::record_name(rec_) : std::string(); }
+
+void greenlet::set_name(std::string name) {
+  if (!rec_) throw greenlet_error("tendril: set_name() on an empty greenlet handle");
+  rec_->name = std::make_unique<std::string>(std::move(name));
+}
+
+std::uint64_t greenlet::id() const noexcept { return rec_ ? rec_->id : 0; }
+
+std::size_t trim_stack_cache() noexcept { return detail::stack_pool::trim(); }
+
+}  // namespace tendril

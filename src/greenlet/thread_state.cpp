@@ -1,0 +1,232 @@
+#include "greenlet/thread_state.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "context/overflow.hpp"
+#include "context/sanitizer.hpp"
+
+namespace tendril::detail {
+
+constinit thread_local thread_state* thread_state::t_state_ = nullptr;
+
+namespace {
+
+thread_local bool t_gone = false;
+
+std::atomic<std::uint64_t> g_next_id_block{1};
+thread_local std::uint64_t t_next_id = 0;
+thread_local std::uint64_t t_id_end = 0;
+
+[[noreturn]] void fatal_used_during_thread_exit() {
+  std::fputs("tendril: greenlets used after their thread's state was torn down\n", stderr);
+  std::abort();
+}
+
+// Writes the decimal digits of v at buf, returns the end.
+char* put_number(char* buf, char* end, std::uint64_t v) noexcept {
+  char digits[24];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  while (n > 0 && buf < end) *buf++ = digits[--n];
+  return buf;
+}
+
+char* put_text(char* buf, char* end, const char* s) noexcept {
+  while (*s && buf < end) *buf++ = *s++;
+  return buf;
+}
+
+// Inside the SIGSEGV handler: is addr the guard of the running greenlet's stack?
+bool describe_overflow(const void* addr, char* buf, std::size_t len) noexcept {
+  thread_state* ts = thread_state::peek();
+  if (ts == nullptr || len == 0) return false;
+  greenlet_record* cur = ts->current();
+  if (cur == nullptr || !stack_pool::in_guard(cur->stk, addr)) return false;
+  char* end = buf + len - 1;
+  char* p = buf;
+  if (cur->name) {
+    p = put_text(p, end, cur->name->c_str());
+  } else {
+    p = put_text(p, end, "greenlet-");
+    p = put_number(p, end, cur->id);
+  }
+  *p = '\0';
+  return true;
+}
+
+}  // namespace
+
+std::uint64_t next_greenlet_id() noexcept {
+  if (t_next_id == t_id_end) {
+    constexpr std::uint64_t block = 1024;
+    t_next_id = g_next_id_block.fetch_add(block, std::memory_order_relaxed);
+    t_id_end = t_next_id + block;
+  }
+  return t_next_id++;
+}
+
+struct thread_state::holder {
+  thread_state* ts = nullptr;
+  ~holder() {
+    if (ts) ts->exit_thread();
+  }
+};
+
+thread_state& thread_state::make_for_this_thread() {
+  if (t_gone) fatal_used_during_thread_exit();
+  thread_local holder h;
+  auto* ts = new thread_state();
+  h.ts = ts;
+  t_state_ = ts;
+  overflow::install(&describe_overflow);
+  overflow::ensure_signal_stack();
+  return *ts;
+}
+
+thread_state::thread_state() {
+  eh_ = thread_eh_globals();
+  errno_ = &errno;
+  tid_ = static_cast<int>(gettid());
+  root_ = new greenlet_record;
+  root_->is_root = true;
+  root_->status = greenlet_status::active;
+  root_->owner = this;
+  refs_.fetch_add(1, std::memory_order_relaxed);  // the root's reference
+  root_->id = next_greenlet_id();
+  root_->tsan_fiber = sanitizer::tsan_current();
+  current_ = root_;
+}
+
+thread_state::~thread_state() = default;
+
+void thread_state::release() noexcept {
+  if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+}
+
+void thread_state::asan_landed(greenlet_record* self) noexcept {
+  const void* left_bottom = nullptr;
+  std::size_t left_size = 0;
+  sanitizer::asan_finish_switch(self->asan_fake_stack, &left_bottom, &left_size);
+  // The first switch away from the root teaches us the bounds of the thread's own stack,
+  // which ASan needs when something switches back to it.
+  if (root_->asan_stack_bottom == nullptr && left_bottom != nullptr && self != root_) {
+    root_->asan_stack_bottom = left_bottom;
+    root_->asan_stack_size = left_size;
+  }
+}
+
+void thread_state::raise_pending(greenlet_record* self) {
+  std::exception_ptr e = std::move(self->pending);
+  self->pending = nullptr;
+  self->inbox.reset();
+  std::rethrow_exception(std::move(e));
+}
+
+namespace {
+
+struct death_note {
+  greenlet_record* dead;
+  greenlet_record* next;
+};
+
+// Runs on the successor's stack, right after the jump away from the dead greenlet.
+void* after_death(void* p) {
+  death_note note = *static_cast<death_note*>(p);  // p lies on the stack released below
+  greenlet_record* r = note.dead;
+  stack_pool::release(r->stk);
+  r->stk = {};
+  sanitizer::tsan_destroy(r->tsan_fiber);
+  r->tsan_fiber = nullptr;
+  r->ctx = nullptr;
+  return note.next;  // the argument of entry, if the successor had not started
+}
+
+}  // namespace
+
+void thread_state::finish(greenlet_record* self, std::any&& result,
+                          std::exception_ptr&& error) noexcept {
+  self->status = greenlet_status::dead;
+  self->inbox.reset();
+  greenlet_record* next = self->parent;
+  while (next->status == greenlet_status::dead) next = next->parent;
+  next->status = greenlet_status::active;
+  next->inbox = std::move(result);
+  next->pending = std::move(error);
+  current_ = next;
+  death_note note{self, next};
+  sanitizer::asan_start_switch(nullptr, next->asan_stack_bottom, next->asan_stack_size);
+  sanitizer::tsan_switch(next->tsan_fiber);
+  context::ontop(&self->ctx, next->ctx, &note, &after_death);
+  std::abort();  // a dead greenlet is never resumed
+}
+
+void thread_state::defer_destruction(greenlet_record* r) noexcept {
+  {
+    std::lock_guard lock(deferred_mu_);
+    if (!exited_.load(std::memory_order_relaxed)) {
+      r->refs.store(1, std::memory_order_relaxed);  // the queue's reference
+      try {
+        deferred_.push_back(r);
+        has_deferred_.store(true, std::memory_order_release);
+        return;
+      } catch (const std::bad_alloc&) {
+        std::fprintf(
+            stderr,
+            "tendril: out of memory queueing greenlet '%s' for unwinding; its stack is leaked\n",
+            record_name(r).c_str());
+        return;
+      }
+    }
+  }
+  destroy_record(r);  // its thread is gone: nothing can run its frames
+}
+
+void thread_state::run_deferred_slow() noexcept {
+  std::vector<greenlet_record*> todo;
+  {
+    std::lock_guard lock(deferred_mu_);
+    todo.swap(deferred_);
+    has_deferred_.store(false, std::memory_order_relaxed);
+  }
+  for (greenlet_record* r : todo) greenlet_release(r);  // drops the queue's reference
+}
+
+void thread_state::exit_thread() noexcept {
+  run_deferred();
+  std::vector<greenlet_record*> left;
+  {
+    std::lock_guard lock(deferred_mu_);
+    exited_.store(true, std::memory_order_release);
+    left.swap(deferred_);
+  }
+  for (greenlet_record* r : left) {
+    r->refs.store(0, std::memory_order_relaxed);
+    destroy_record(r);
+  }
+  t_state_ = nullptr;
+  t_gone = true;
+  root_->status = greenlet_status::dead;
+  greenlet_release(root_);
+  release();
+}
+
+void destroy_record(greenlet_record* r) noexcept {
+  if (r->status == greenlet_status::unstarted && r->callable) r->ops->destroy(r->callable);
+  if (r->stk) stack_pool::release(r->stk);
+  if (!r->is_root) sanitizer::tsan_destroy(r->tsan_fiber);
+  greenlet_record* parent = r->parent;
+  thread_state* owner = r->owner;
+  delete r;
+  if (parent) greenlet_release(parent);
+  if (owner) owner->release();
+}
+
+}  // namespace tendril::detail

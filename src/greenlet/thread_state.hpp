@@ -1,0 +1,170 @@
+// The greenlet layer's state of one OS thread: its root greenlet, the running greenlet,
+// and the switch itself.
+//
+// Invariants (each checked where it can break):
+//  1. current is never null and never dead; it is the root outside any other greenlet.
+//  2. Only current runs; every other active greenlet of the thread is suspended in a jump,
+//     with its context in ctx.
+//  3. A greenlet is switched to only from its own thread (plan_switch() checks).
+//  4. A dead greenlet owns no stack and no callable; its stack went back to the pool from its
+//     successor's stack, after the jump (finish()), never from its own.
+//  5. The root is never dead while its thread runs, so every chain of parents ends in a live
+//     greenlet.
+//  6. An inbox is empty except between the plan of a switch and its completion.
+#ifndef TENDRIL_SRC_GREENLET_THREAD_STATE_HPP
+#define TENDRIL_SRC_GREENLET_THREAD_STATE_HPP
+
+#include <any>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <vector>
+
+#include "context/context.hpp"
+#include "context/sanitizer.hpp"
+#include "greenlet/exception_state.hpp"
+#include "greenlet/greenlet_record.hpp"
+
+namespace tendril::detail {
+
+class thread_state {
+ public:
+  // get() is the calling thread's state, made on first use.
+  static thread_state& get() {
+    thread_state* ts = t_state_;
+    return ts ? *ts : make_for_this_thread();
+  }
+  // peek() is the calling thread's state, or null if it has none (yet, or any more).
+  static thread_state* peek() noexcept { return t_state_; }
+
+  greenlet_record* current() const noexcept { return current_; }
+  bool has_deferred() const noexcept { return has_deferred_.load(std::memory_order_relaxed); }
+  greenlet_record* root() const noexcept { return root_; }
+  int tid() const noexcept { return tid_; }
+  bool exited() const noexcept { return exited_.load(std::memory_order_acquire); }
+
+  // A switch is plan(), the jump, landed() and take_inbox() (see switch_to()).
+  //
+  // plan() resolves a dead target to its first live ancestor, hands it `value` and `error`
+  // (either may be null), saves the running greenlet's state and makes the target current.
+  // Returns where to jump, or to == nullptr when the target is the running greenlet (the
+  // value and error then wait in its own inbox).
+  switch_plan plan(greenlet_record* target, std::any* value, std::exception_ptr* error) noexcept {
+    greenlet_record* self = current_;
+    while (target->status == greenlet_status::dead) target = target->parent;
+    if (value && value->has_value()) [[unlikely]]
+      target->inbox = std::move(*value);
+    if (error && *error) [[unlikely]]
+      target->pending = std::move(*error);
+    if (target == self) [[unlikely]]
+      return {nullptr, nullptr};
+    target->status = greenlet_status::active;
+    save_exception_state(eh_, self->eh);
+    self->saved_errno = *errno_;
+    current_ = target;
+    sanitizer::asan_start_switch(&self->asan_fake_stack, target->asan_stack_bottom,
+                                 target->asan_stack_size);
+    sanitizer::tsan_switch(target->tsan_fiber);
+    return {&self->ctx, target->ctx};
+  }
+
+  // plan_fast() is plan() for the common case the caller has checked: a live target other
+  // than the running greenlet, no value, no error.
+  switch_plan plan_fast(greenlet_record* target) noexcept {
+    greenlet_record* self = current_;
+    target->status = greenlet_status::active;
+    save_exception_state(eh_, self->eh);
+    self->saved_errno = *errno_;
+    current_ = target;
+    sanitizer::asan_start_switch(&self->asan_fake_stack, target->asan_stack_bottom,
+                                 target->asan_stack_size);
+    sanitizer::tsan_switch(target->tsan_fiber);
+    return {&self->ctx, target->ctx};
+  }
+
+  // landed() is the first thing a greenlet does on its own stack after a jump.
+  void landed(greenlet_record* self) noexcept {
+    if constexpr (sanitizer::asan) {
+      asan_landed(self);
+    }
+    restore_exception_state(eh_, self->eh);
+    *errno_ = self->saved_errno;
+  }
+
+  // take_inbox() ends a switch: it throws what was raised into the running greenlet, or
+  // returns the value it was handed. drop_inbox() is the same for switches without values.
+  std::any take_inbox() {
+    greenlet_record* self = current_;
+    if (self->pending) [[unlikely]]
+      raise_pending(self);
+    if (!self->inbox.has_value()) [[likely]]
+      return {};
+    return std::move(self->inbox);
+  }
+  void drop_inbox() {
+    greenlet_record* self = current_;
+    if (self->pending) [[unlikely]]
+      raise_pending(self);
+    if (self->inbox.has_value()) [[unlikely]]
+      self->inbox.reset();
+  }
+
+  // switch_to() is the whole switch, for tendril's own callers.
+  std::any switch_to(greenlet_record* target, std::any&& value, std::exception_ptr&& error) {
+    switch_plan p = plan(target, &value, &error);
+    if (p.to != nullptr) {
+      context::jump(p.save, p.to, nullptr);
+      landed(current_);
+    }
+    return take_inbox();
+  }
+
+  // finish() ends the current greenlet: its result or exception goes to its first live
+  // ancestor, which resumes, and its stack is released from there. Never returns.
+  [[noreturn]] void finish(greenlet_record* self, std::any&& result,
+                           std::exception_ptr&& error) noexcept;
+
+  // defer_destruction() queues a greenlet whose last reference was dropped where it could
+  // not be unwound (on another thread, or while it was running) for its own thread.
+  void defer_destruction(greenlet_record* r) noexcept;
+  // run_deferred() unwinds what was queued; a no-op unless something was.
+  void run_deferred() noexcept {
+    if (has_deferred_.load(std::memory_order_relaxed)) [[unlikely]]
+      run_deferred_slow();
+  }
+
+  void retain() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept;
+
+ private:
+  thread_state();
+  ~thread_state();
+  static thread_state& make_for_this_thread();
+  struct holder;
+  void asan_landed(greenlet_record* self) noexcept;
+  [[noreturn]] static void raise_pending(greenlet_record* self);
+  void run_deferred_slow() noexcept;
+  void exit_thread() noexcept;
+
+  static constinit thread_local thread_state* t_state_ __attribute__((tls_model("initial-exec")));
+
+  greenlet_record* current_ = nullptr;
+  greenlet_record* root_ = nullptr;
+  eh_globals_prefix* eh_ = nullptr;
+  int* errno_ = nullptr;
+  int tid_ = 0;
+  std::atomic<bool> exited_{false};
+  std::atomic<bool> has_deferred_{false};
+  std::atomic<std::uint32_t> refs_{1};
+
+  std::mutex deferred_mu_;
+  std::vector<greenlet_record*> deferred_;
+};
+
+// destroy_record() frees a record whose last reference is gone and that has no frames to
+// unwind (unstarted, dead, or of a thread that ended).
+void destroy_record(greenlet_record* r) noexcept;
+
+}  // namespace tendril::detail
+
+#endif
