@@ -35,7 +35,8 @@
 #if defined(TENDRIL_HAS_TSAN)
 #include <sanitizer/tsan_interface.h>
 #endif
-#if __has_include(<valgrind/valgrind.h>)
+#if __has_include(<valgrind/valgrind.h>) && __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 #define TENDRIL_HAS_VALGRIND_H 1
 #endif
@@ -75,12 +76,15 @@ inline void asan_finish_switch([[maybe_unused]] void* fake_stack,
 #endif
 }
 
-// asan_forget_stack() clears ASan's poisoning of a stack before it is reused: the frames of
-// the greenlet that last ran on it left redzones behind.
-inline void asan_forget_stack([[maybe_unused]] void* base,
-                              [[maybe_unused]] std::size_t size) noexcept {
+// stack_reused() tells the tools that a stack is handed out again: ASan forgets the redzones
+// the frames of its last greenlet left behind, and valgrind forgets that the memory below
+// that greenlet's last stack pointer was inaccessible (it is fresh, undefined memory now).
+inline void stack_reused([[maybe_unused]] void* base, [[maybe_unused]] std::size_t size) noexcept {
 #if defined(TENDRIL_HAS_ASAN)
   __asan_unpoison_memory_region(base, size);
+#endif
+#if defined(TENDRIL_HAS_VALGRIND_H)
+  VALGRIND_MAKE_MEM_UNDEFINED(base, size);
 #endif
 }
 

@@ -144,7 +144,7 @@ int allocate(std::size_t size, stack& out) noexcept {
       if (cls.size == size && !cls.stacks.empty()) {
         out = cls.stacks.back();
         cls.stacks.pop_back();
-        sanitizer::asan_forget_stack(out.base, out.size);
+        sanitizer::stack_reused(out.base, out.size);
         return 0;
       }
     }
@@ -155,7 +155,7 @@ int allocate(std::size_t size, stack& out) noexcept {
   if (!shared.empty()) {
     out = shared.back();
     shared.pop_back();
-    sanitizer::asan_forget_stack(out.base, out.size);
+    sanitizer::stack_reused(out.base, out.size);
     return 0;
   }
   return carve(g, size, out);

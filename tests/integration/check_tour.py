@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Runs `tendril tour --quick` and checks each section's output, line by line and in order."""
+import re
+import subprocess
+import sys
+
+
+def sections(text):
+    out = {}
+    current = None
+    for line in text.splitlines():
+        m = re.match(r"^== (\d+)\. ", line)
+        if m:
+            current = int(m.group(1))
+            out[current] = []
+        elif current is not None and line.strip():
+            out[current].append(line)
+    return out
+
+
+def expect(cond, what):
+    if not cond:
+        print("check_tour: " + what)
+        sys.exit(1)
+
+
+def main():
+    run = subprocess.run([sys.argv[1], "tour", "--quick"], capture_output=True, text=True, timeout=120)
+    expect(run.returncode == 0, f"exit status {run.returncode}\n{run.stderr}")
+    s = sections(run.stdout)
+    expect(s.get(1) == ["1", "2", "3", "4"], f"section 1: {s.get(1)}")
+    pairs = []
+    for n in (1, 2, 3):
+        pairs += [f"[producer] producing {n}", f"[consumer] consuming {n}",
+                  "[producer] consumer returned: 200 OK"]
+    expect(s.get(2, [])[:9] == pairs, f"section 2: {s.get(2)}")
+    expect(re.match(r"time taken: \d+\.\d{3} s", s[2][9]), f"section 2 time: {s[2][9:]}")
+    expect(pairs == [l for l in s.get(3, []) if l.startswith("[")], f"section 3: {s.get(3)}")
+    taken = float(re.search(r"time taken: (\d+\.\d+) s", "\n".join(s[3])).group(1))
+    # 3 sleeps of 2 s scaled by 0.05: at least 0.3 s (the sleeps add up).
+    expect(taken >= 0.29, f"section 3 took {taken} s, less than the sleeps it made")
+    expect(s.get(4, [])[:4] == ["1", "2", "3", "4"], f"section 4: {s.get(4)}")
+    expect("end of the tour" in run.stdout, "the tour did not reach its end")
+    print("check_tour: ok")
+
+
+if __name__ == "__main__":
+    main()
