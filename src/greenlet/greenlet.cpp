@@ -54,6 +54,7 @@ void greenlet_entry(void*) {
       error = std::current_exception();
     }
   }
+  if (self->locals) run_locals_cleanup(self);
   self->ops->destroy(self->callable);
   self->callable = nullptr;
   ts.finish(self, std::move(result), std::move(error));
@@ -85,16 +86,13 @@ void report_escaped(const greenlet_record* r, const std::exception_ptr& e) {
 // in it, with the current greenlet as its parent so that control comes back here.
 void kill_for_destruction(thread_state& ts, greenlet_record* r) noexcept {
   r->refs.store(1, std::memory_order_relaxed);  // ours, while it unwinds
-  r->being_destroyed = true;
-  greenlet_record* old_parent = r->parent;
-  r->parent = ts.current();
-  greenlet_retain(r->parent);
+  unlink_child(r);
+  link_child(ts.current(), r);
   try {
     ts.switch_to(r, {}, std::make_exception_ptr(greenlet_exit{}));
   } catch (...) {
     report_escaped(r, std::current_exception());
   }
-  if (old_parent) greenlet_release(old_parent);
   if (r->status != greenlet_status::dead) {
     // It caught greenlet_exit and switched away instead of ending. Nothing refers to it, so
     // nothing can ever resume it; keep its memory rather than free a stack still in use.
@@ -111,6 +109,7 @@ void kill_for_destruction(thread_state& ts, greenlet_record* r) noexcept {
 
 std::string record_name(const greenlet_record* r) {
   if (r->name) return *r->name;
+  if (r->name_prefix) return r->name_prefix + std::to_string(r->name_number);
   if (r->is_root) {
     if (r->owner && r->owner->tid() == static_cast<int>(getpid())) return "main";
     return "root-" + std::to_string(r->owner ? r->owner->tid() : 0);
@@ -121,46 +120,60 @@ std::string record_name(const greenlet_record* r) {
 greenlet_record* greenlet_create(std::size_t callable_size, std::size_t callable_align,
                                  const callable_ops* ops, const greenlet* parent,
                                  std::size_t stack_bytes, void** storage) {
+  greenlet_record* p = nullptr;
+  if (parent) {
+    if (parent->empty()) {
+      throw greenlet_error("tendril::greenlet: the parent is an empty greenlet handle");
+    }
+    p = parent->record();
+  }
+  void* extra = nullptr;
+  return greenlet_create_ex(callable_size, callable_align, ops, p, stack_bytes, 0, nullptr, storage,
+                            &extra);
+}
+
+greenlet_record* greenlet_create_ex(std::size_t callable_size, std::size_t callable_align,
+                                    const callable_ops* ops, greenlet_record* parent,
+                                    std::size_t stack_bytes, std::size_t extra_size,
+                                    void (*extra_destroy)(void*), void** storage, void** extra) {
   thread_state& ts = thread_state::get();
   ts.run_deferred();
   const std::size_t want = stack_bytes ? stack_bytes : default_stack_size;
-  if (want < min_stack_size) {
+  if (want < min_stack_size) [[unlikely]] {
     throw std::invalid_argument("tendril::greenlet: a stack of " + std::to_string(want) +
                                 " bytes is below the minimum of " + std::to_string(min_stack_size) +
                                 " bytes (tendril::min_stack_size)");
   }
-  greenlet_record* p = ts.current();
-  if (parent) {
-    if (parent->empty())
-      throw greenlet_error("tendril::greenlet: the parent is an empty greenlet handle");
-    p = parent->record();
-    if (p->owner != &ts) throw_wrong_thread("take as parent", p, ts);
-  }
-  if (callable_size + callable_align + context::make_reserve > want / 2) {
+  greenlet_record* p = parent ? parent : ts.current();
+  if (p->owner != &ts) [[unlikely]]
+    throw_wrong_thread("take as parent", p, ts);
+  if (callable_size + callable_align + context::make_reserve > want / 2) [[unlikely]] {
     throw std::invalid_argument(
         "tendril::greenlet: the callable (" + std::to_string(callable_size) +
         " bytes) takes more than half of its " + std::to_string(want) + "-byte stack");
   }
   stack s;
-  if (int err = stack_pool::allocate(want, s); err != 0) {
+  if (int err = stack_pool::allocate(want, s); err != 0) [[unlikely]] {
     throw std::system_error(
         err, std::generic_category(),
         "tendril::greenlet: no memory for a stack of " + std::to_string(want) + " bytes");
   }
-  greenlet_record* r;
+  void* mem;
   try {
-    r = new greenlet_record;
+    mem = ::operator new(record_extra_offset + extra_size);
   } catch (...) {
     stack_pool::release(s);
     throw;
   }
+  auto* r = ::new (mem) greenlet_record;
   r->owner = &ts;
   ts.retain();
-  r->parent = p;
-  greenlet_retain(p);
+  link_child(p, r);
   r->ops = ops;
   r->stk = s;
   r->id = next_greenlet_id();
+  r->extra_destroy = extra_destroy;
+  *extra = extra_size ? static_cast<char*>(mem) + record_extra_offset : nullptr;
   auto top = reinterpret_cast<std::uintptr_t>(s.top());
   auto place = (top - callable_size) & ~(std::uintptr_t{callable_align} - 1);
   place &= ~std::uintptr_t{15};
@@ -168,10 +181,27 @@ greenlet_record* greenlet_create(std::size_t callable_size, std::size_t callable
   *storage = r->callable;
   r->ctx =
       context::make(r->callable, place - reinterpret_cast<std::uintptr_t>(s.base), &greenlet_entry);
-  r->asan_stack_bottom = s.base;
-  r->asan_stack_size = s.size;
+#if defined(TENDRIL_HAS_TSAN)
   r->tsan_fiber = sanitizer::tsan_create();
+#endif
   return r;
+}
+
+void* greenlet_extra(greenlet_record* r) noexcept {
+  return reinterpret_cast<char*>(r) + record_extra_offset;
+}
+
+void greenlet_discard_unstarted(greenlet_record* r) noexcept {
+  if (r->status != greenlet_status::unstarted) return;
+  r->status = greenlet_status::dead;
+  r->ops->destroy(r->callable);
+  r->callable = nullptr;
+  stack_pool::release(r->stk);
+  r->stk = {};
+#if defined(TENDRIL_HAS_TSAN)
+  sanitizer::tsan_destroy(r->tsan_fiber);
+  r->tsan_fiber = nullptr;
+#endif
 }
 
 void greenlet_abandon_create(greenlet_record* r) noexcept {
@@ -186,18 +216,20 @@ void greenlet_retain(greenlet_record* r) noexcept {
 
 void greenlet_release(greenlet_record* r) noexcept {
   if (r->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  if (r->status != greenlet_status::active || r->is_root) {
-    destroy_record(r);
-    return;
-  }
   thread_state* owner = r->owner;
   if (owner->exited()) {
-    destroy_record(r);
+    destroy_record(r);  // nothing will ever run on that thread again
     return;
   }
   thread_state* here = thread_state::peek();
+  // Records are only ever taken apart on their own thread (their relatives' lists are that
+  // thread's), and a running greenlet only once it has switched away.
   if (here != owner || r == owner->current()) {
     owner->defer_destruction(r);
+    return;
+  }
+  if (r->status != greenlet_status::active || r->is_root) {
+    destroy_record(r);
     return;
   }
   kill_for_destruction(*here, r);
@@ -249,11 +281,11 @@ namespace {
 // The fast paths below are leaf functions on purpose: every switch runs them.
 switch_plan plan_switch(greenlet_record* target, std::any* value) {
   thread_state* ts = thread_state::peek();
-  if (target == nullptr || ts == nullptr || target->owner != ts || value->has_value() ||
-      ts->has_deferred() || target->status == greenlet_status::dead || target == ts->current())
-      [[unlikely]] {
+  if (target == nullptr || ts == nullptr || target->owner != ts || ts->has_deferred() ||
+      target->status == greenlet_status::dead || target == ts->current()) [[unlikely]] {
     return plan_switch_slow(target, value);
   }
+  if (value->has_value()) target->inbox = std::move(*value);
   return ts->plan_fast(target);
 }
 
@@ -275,9 +307,8 @@ switch_plan plan_resume(greenlet_record* g) {
           "tendril::generator: next() or send() on a generator that is already running");
   }
   if (g->parent != cur) {
-    greenlet_retain(cur);
-    greenlet_record* old = std::exchange(g->parent, cur);
-    greenlet_release(old);
+    unlink_child(g);
+    link_child(cur, g);
   }
   return ts.plan(g, nullptr, nullptr);
 }
@@ -306,16 +337,16 @@ std::any greenlet::throw_into(std::exception_ptr e) {
   if (rec_->status == greenlet_status::unstarted) {
     // It dies without running: the exception surfaces in its parent, a greenlet_exit as a
     // value, exactly as if run had raised it on its first line.
-    rec_->status = greenlet_status::dead;
-    rec_->ops->destroy(rec_->callable);
-    rec_->callable = nullptr;
-    detail::stack_pool::release(rec_->stk);
-    rec_->stk = {};
-    detail::sanitizer::tsan_destroy(rec_->tsan_fiber);
-    rec_->tsan_fiber = nullptr;
+    detail::greenlet_discard_unstarted(rec_);
     if (detail::is_greenlet_exit(e))
       return ts.switch_to(rec_->parent, std::any(greenlet_exit{}), nullptr);
     return ts.switch_to(rec_->parent, {}, std::move(e));
+  }
+  if (rec_->status == greenlet_status::dead && detail::is_greenlet_exit(e)) {
+    // Killing a greenlet that already ended must not kill whoever receives the switch: as in
+    // python, the dead greenlet swallows it and its first live ancestor gets it as a value
+    // (greenlet_test: throw_greenlet_exit_into_a_dead_greenlet_returns_greenlet_exit).
+    return ts.switch_to(rec_, std::any(greenlet_exit{}), nullptr);
   }
   return ts.switch_to(rec_, {}, std::move(e));
 }
@@ -327,7 +358,9 @@ greenlet greenlet::current() {
 }
 
 greenlet greenlet::parent() const {
-  if (!rec_ || !rec_->parent) return {};
+  if (!rec_) return {};
+  detail::owner_thread("look at the parent of", rec_);
+  if (!rec_->parent) return {};
   detail::greenlet_retain(rec_->parent);
   return greenlet(rec_->parent, adopt_t{});
 }
@@ -350,9 +383,8 @@ void greenlet::set_parent(const greenlet& parent) {
                          "' would make a cycle of parents");
     }
   }
-  detail::greenlet_retain(p);
-  greenlet_record* old = std::exchange(rec_->parent, p);
-  detail::greenlet_release(old);
+  detail::unlink_child(rec_);
+  detail::link_child(p, rec_);
 }
 
 bool greenlet::started() const noexcept {

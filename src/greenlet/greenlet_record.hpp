@@ -11,6 +11,7 @@
 #include <string>
 
 #include "context/context.hpp"
+#include "context/sanitizer.hpp"
 #include "context/stack_pool.hpp"
 #include "greenlet/exception_state.hpp"
 #include "tendril/greenlet/greenlet.hpp"
@@ -26,15 +27,19 @@ enum class greenlet_status : std::uint8_t {
 };
 
 struct greenlet_record {
-  // References: handles, children's parent links, and the thread state's link to its root.
+  // References: handles (except those on the greenlet's own stack) and the thread state's
+  // link to its root. A parent link is not a reference: a parent holding its child's handle
+  // would otherwise never be freed. When a record goes, its children move to its parent.
   std::atomic<std::uint32_t> refs{1};
   greenlet_status status = greenlet_status::unstarted;
   bool is_root = false;
-  // Set while greenlet_exit is being raised into it because its last handle went away.
-  bool being_destroyed = false;
+  bool parked = false;  // in the hub's park() (L2)
 
   thread_state* owner = nullptr;      // holds a reference on its thread state
-  greenlet_record* parent = nullptr;  // a reference; null only for roots
+  greenlet_record* parent = nullptr;  // null only for roots
+  greenlet_record* first_child = nullptr;
+  greenlet_record* next_sibling = nullptr;
+  greenlet_record* prev_sibling = nullptr;
 
   context::handle ctx = nullptr;  // where it resumes (unstarted: its made context)
   stack stk;                      // none for roots and dead greenlets
@@ -48,23 +53,60 @@ struct greenlet_record {
   int saved_errno = 0;
 
   std::uint64_t id = 0;
-  std::unique_ptr<std::string> name;  // set_name(); otherwise made up from id
+  // The name, made up when asked: `name` if set, else name_prefix + name_number (tasks are
+  // "Greenlet-N"), else "greenlet-<id>".
+  const char* name_prefix = nullptr;
+  std::uint64_t name_number = 0;
+  std::unique_ptr<std::string> name;
 
+  // Owned by the layers above (L2, L3), which the greenlet layer does not interpret.
+  void* waiter = nullptr;                       // the waiter it is parked in
+  std::exception_ptr interrupt;                 // a kill that arrived while it was not parked
+  void* timeouts = nullptr;                     // its innermost timeout scope
+  void* locals = nullptr;                       // its greenlet-local values
+  void (*on_dead)(greenlet_record*) = nullptr;  // called by the hub once it died
+
+  void (*extra_destroy)(void*) = nullptr;  // destroys the extra storage after the record
+
+#if defined(TENDRIL_HAS_ASAN)
   void* asan_fake_stack = nullptr;
-  const void* asan_stack_bottom = nullptr;  // learned for roots, stk otherwise
-  std::size_t asan_stack_size = 0;
+#endif
+#if defined(TENDRIL_HAS_TSAN)
   void* tsan_fiber = nullptr;
-
-  // user_data: one pointer for the layers above (the task of a hub greenlet).
-  void* user_data = nullptr;
+#endif
 };
+
+// Extra storage (a task's state) lives right after the record, in the same allocation.
+inline constexpr std::size_t record_extra_offset =
+    (sizeof(greenlet_record) + alignof(std::max_align_t) - 1) / alignof(std::max_align_t) *
+    alignof(std::max_align_t);
+
+// greenlet_create_ex() is greenlet_create() with a parent record (null: the current
+// greenlet) and extra_size bytes after the record, returned in *extra and destroyed with
+// extra_destroy when the record goes (the layers above keep a task's state there).
+greenlet_record* greenlet_create_ex(std::size_t callable_size, std::size_t callable_align,
+                                    const callable_ops* ops, greenlet_record* parent,
+                                    std::size_t stack_bytes, std::size_t extra_size,
+                                    void (*extra_destroy)(void*), void** storage, void** extra);
+void* greenlet_extra(greenlet_record* r) noexcept;
+// greenlet_discard_unstarted() ends a greenlet that never ran, without a switch: its
+// callable is destroyed and its stack released.
+void greenlet_discard_unstarted(greenlet_record* r) noexcept;
 
 // next_greenlet_id() is a process-wide unique id (taken in blocks per thread).
 std::uint64_t next_greenlet_id() noexcept;
 
-// The name written into messages, without allocating when none was set: "greenlet-<id>",
-// "main" for the main thread's root, "root-<id>" for another thread's.
+// The name written into messages.
 std::string record_name(const greenlet_record* r);
+
+// link_child() / unlink_child(): the parent's list of children (owner thread only).
+void link_child(greenlet_record* parent, greenlet_record* child) noexcept;
+void unlink_child(greenlet_record* child) noexcept;
+
+// A hook the layers above install to destroy a greenlet's locals when it ends.
+using locals_cleanup_fn = void (*)(greenlet_record*) noexcept;
+void set_locals_cleanup(locals_cleanup_fn f) noexcept;
+void run_locals_cleanup(greenlet_record* r) noexcept;
 
 }  // namespace tendril::detail
 

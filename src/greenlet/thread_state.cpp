@@ -101,8 +101,11 @@ thread_state::thread_state() {
   root_->owner = this;
   refs_.fetch_add(1, std::memory_order_relaxed);  // the root's reference
   root_->id = next_greenlet_id();
+#if defined(TENDRIL_HAS_TSAN)
   root_->tsan_fiber = sanitizer::tsan_current();
+#endif
   current_ = root_;
+  from_ = root_;
 }
 
 thread_state::~thread_state() = default;
@@ -111,17 +114,19 @@ void thread_state::release() noexcept {
   if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
 }
 
+#if defined(TENDRIL_HAS_ASAN)
 void thread_state::asan_landed(greenlet_record* self) noexcept {
   const void* left_bottom = nullptr;
   std::size_t left_size = 0;
   sanitizer::asan_finish_switch(self->asan_fake_stack, &left_bottom, &left_size);
   // The first switch away from the root teaches us the bounds of the thread's own stack,
   // which ASan needs when something switches back to it.
-  if (root_->asan_stack_bottom == nullptr && left_bottom != nullptr && self != root_) {
-    root_->asan_stack_bottom = left_bottom;
-    root_->asan_stack_size = left_size;
+  if (root_asan_bottom_ == nullptr && left_bottom != nullptr && self != root_) {
+    root_asan_bottom_ = left_bottom;
+    root_asan_size_ = left_size;
   }
 }
+#endif
 
 void thread_state::raise_pending(greenlet_record* self) {
   std::exception_ptr e = std::move(self->pending);
@@ -143,8 +148,10 @@ void* after_death(void* p) {
   greenlet_record* r = note.dead;
   stack_pool::release(r->stk);
   r->stk = {};
+#if defined(TENDRIL_HAS_TSAN)
   sanitizer::tsan_destroy(r->tsan_fiber);
   r->tsan_fiber = nullptr;
+#endif
   r->ctx = nullptr;
   return note.next;  // the argument of entry, if the successor had not started
 }
@@ -161,9 +168,9 @@ void thread_state::finish(greenlet_record* self, std::any&& result,
   next->inbox = std::move(result);
   next->pending = std::move(error);
   current_ = next;
+  from_ = self;
   death_note note{self, next};
-  sanitizer::asan_start_switch(nullptr, next->asan_stack_bottom, next->asan_stack_size);
-  sanitizer::tsan_switch(next->tsan_fiber);
+  note_leaving(self, next, true);
   context::ontop(&self->ctx, next->ctx, &note, &after_death);
   std::abort();  // a dead greenlet is never resumed
 }
@@ -211,6 +218,7 @@ void thread_state::exit_thread() noexcept {
     r->refs.store(0, std::memory_order_relaxed);
     destroy_record(r);
   }
+  if (root_->locals) run_locals_cleanup(root_);
   t_state_ = nullptr;
   t_gone = true;
   root_->status = greenlet_status::dead;
@@ -218,15 +226,60 @@ void thread_state::exit_thread() noexcept {
   release();
 }
 
+void link_child(greenlet_record* parent, greenlet_record* child) noexcept {
+  child->parent = parent;
+  child->prev_sibling = nullptr;
+  child->next_sibling = parent->first_child;
+  if (parent->first_child) parent->first_child->prev_sibling = child;
+  parent->first_child = child;
+}
+
+void unlink_child(greenlet_record* child) noexcept {
+  greenlet_record* parent = child->parent;
+  if (parent == nullptr) return;
+  if (child->prev_sibling) {
+    child->prev_sibling->next_sibling = child->next_sibling;
+  } else {
+    parent->first_child = child->next_sibling;
+  }
+  if (child->next_sibling) child->next_sibling->prev_sibling = child->prev_sibling;
+  child->parent = child->next_sibling = child->prev_sibling = nullptr;
+}
+
 void destroy_record(greenlet_record* r) noexcept {
   if (r->status == greenlet_status::unstarted && r->callable) r->ops->destroy(r->callable);
   if (r->stk) stack_pool::release(r->stk);
+#if defined(TENDRIL_HAS_TSAN)
   if (!r->is_root) sanitizer::tsan_destroy(r->tsan_fiber);
-  greenlet_record* parent = r->parent;
+#endif
   thread_state* owner = r->owner;
-  delete r;
-  if (parent) greenlet_release(parent);
+  // Its children now go where it would have sent them: its parent (python's "switching to a
+  // dead greenlet goes to its parent" becomes permanent). A thread that ended runs nothing
+  // any more, so its records' links no longer matter and are left alone.
+  if (owner == nullptr || !owner->exited()) {
+    greenlet_record* up = r->parent;
+    while (greenlet_record* c = r->first_child) {
+      unlink_child(c);
+      if (up) link_child(up, c);
+    }
+    unlink_child(r);
+  }
+  if (r->extra_destroy) r->extra_destroy(reinterpret_cast<char*>(r) + record_extra_offset);
+  r->~greenlet_record();
+  ::operator delete(r);
   if (owner) owner->release();
+}
+
+namespace {
+std::atomic<locals_cleanup_fn> g_locals_cleanup{nullptr};
+}  // namespace
+
+void set_locals_cleanup(locals_cleanup_fn f) noexcept {
+  g_locals_cleanup.store(f, std::memory_order_release);
+}
+
+void run_locals_cleanup(greenlet_record* r) noexcept {
+  if (locals_cleanup_fn f = g_locals_cleanup.load(std::memory_order_acquire)) f(r);
 }
 
 }  // namespace tendril::detail

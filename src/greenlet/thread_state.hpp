@@ -58,37 +58,38 @@ class thread_state {
       target->pending = std::move(*error);
     if (target == self) [[unlikely]]
       return {nullptr, nullptr};
-    target->status = greenlet_status::active;
-    save_exception_state(eh_, self->eh);
-    self->saved_errno = *errno_;
-    current_ = target;
-    sanitizer::asan_start_switch(&self->asan_fake_stack, target->asan_stack_bottom,
-                                 target->asan_stack_size);
-    sanitizer::tsan_switch(target->tsan_fiber);
-    return {&self->ctx, target->ctx};
+    return plan_fast(target);
   }
 
   // plan_fast() is plan() for the common case the caller has checked: a live target other
-  // than the running greenlet, no value, no error.
+  // than the running greenlet, its value (if any) already in its inbox, no error.
   switch_plan plan_fast(greenlet_record* target) noexcept {
     greenlet_record* self = current_;
     target->status = greenlet_status::active;
     save_exception_state(eh_, self->eh);
     self->saved_errno = *errno_;
     current_ = target;
-    sanitizer::asan_start_switch(&self->asan_fake_stack, target->asan_stack_bottom,
-                                 target->asan_stack_size);
-    sanitizer::tsan_switch(target->tsan_fiber);
+    from_ = self;
+    note_leaving(self, target, false);
     return {&self->ctx, target->ctx};
   }
 
+  // switched_from() is the greenlet that switched to the running one last.
+  greenlet_record* switched_from() const noexcept { return from_; }
+
   // landed() is the first thing a greenlet does on its own stack after a jump.
   void landed(greenlet_record* self) noexcept {
-    if constexpr (sanitizer::asan) {
-      asan_landed(self);
-    }
+#if defined(TENDRIL_HAS_ASAN)
+    asan_landed(self);
+#endif
     restore_exception_state(eh_, self->eh);
     *errno_ = self->saved_errno;
+  }
+
+  // clear_inbox() drops what was handed to the running greenlet (after invalid_switch).
+  void clear_inbox() noexcept {
+    current_->pending = nullptr;
+    current_->inbox.reset();
   }
 
   // take_inbox() ends a switch: it throws what was raised into the running greenlet, or
@@ -137,6 +138,20 @@ class thread_state {
   void release() noexcept;
 
  private:
+  // The sanitizer notes of a switch away from self (for good: it has ended).
+  void note_leaving([[maybe_unused]] greenlet_record* self,
+                    [[maybe_unused]] greenlet_record* target,
+                    [[maybe_unused]] bool for_good) noexcept {
+#if defined(TENDRIL_HAS_ASAN)
+    const void* bottom = target->is_root ? root_asan_bottom_ : target->stk.base;
+    std::size_t size = target->is_root ? root_asan_size_ : target->stk.size;
+    sanitizer::asan_start_switch(for_good ? nullptr : &self->asan_fake_stack, bottom, size);
+#endif
+#if defined(TENDRIL_HAS_TSAN)
+    sanitizer::tsan_switch(target->tsan_fiber);
+#endif
+  }
+
   thread_state();
   ~thread_state();
   static thread_state& make_for_this_thread();
@@ -149,7 +164,12 @@ class thread_state {
   static constinit thread_local thread_state* t_state_ __attribute__((tls_model("initial-exec")));
 
   greenlet_record* current_ = nullptr;
+  greenlet_record* from_ = nullptr;
   greenlet_record* root_ = nullptr;
+#if defined(TENDRIL_HAS_ASAN)
+  const void* root_asan_bottom_ = nullptr;  // learned at the first switch away from the root
+  std::size_t root_asan_size_ = 0;
+#endif
   eh_globals_prefix* eh_ = nullptr;
   int* errno_ = nullptr;
   int tid_ = 0;

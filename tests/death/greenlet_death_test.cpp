@@ -1,1 +1,162 @@
+// Processes that must die, each in a child process: a stack overflow in a greenlet ends the
+// process with a message naming the greenlet, whatever stack it ran on (fresh, trimmed,
+// reused, on another thread, beside other greenlets); greenlets used after their thread's
+// state was torn down.
 #include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+#include "greenlet/greenlet_record.hpp"
+#include "tendril/greenlet/generator.hpp"
+#include "tendril/greenlet/greenlet.hpp"
+#include "tendril/greenlet/stack.hpp"
+
+using tendril::greenlet;
+
+namespace {
+
+// Never reached: keeps the recursion from being provably infinite to the compiler.
+volatile int g_depth_limit = 1 << 30;
+
+// Recurses until the stack runs out, with frames well below the guard's size so that one of
+// them lands in the guard rather than jumping over it.
+[[gnu::noinline]] int recurse(int depth) {
+  volatile char frame[256];
+  frame[0] = static_cast<char>(depth);
+  if (depth == g_depth_limit) return frame[0];
+  return recurse(depth + 1) + frame[0];
+}
+
+[[gnu::noinline]] int recurse_bounded(int depth) {
+  volatile char frame[256];
+  frame[0] = static_cast<char>(depth);
+  if (depth == 0) return frame[0];
+  return recurse_bounded(depth - 1) + frame[0];
+}
+
+constexpr tendril::stack_size small_stack{tendril::min_stack_size};
+
+const void* stack_base(const greenlet& g) { return g.record()->stk.base; }
+
+// The child ends with a message that the death tests below do not expect.
+[[noreturn]] void fail_in_child(const char* why) {
+  std::fprintf(stderr, "precondition failed: %s\n", why);
+  std::_Exit(3);
+}
+
+void overflow_named(const char* name, tendril::stack_size stack = small_stack) {
+  greenlet g([] { recurse(0); }, stack);
+  g.set_name(name);
+  g.switch_to();
+}
+
+class greenlet_death : public testing::Test {
+ protected:
+  void SetUp() override { GTEST_FLAG_SET(death_test_style, "threadsafe"); }
+};
+
+}  // namespace
+
+TEST_F(greenlet_death, stack_overflow_in_a_named_greenlet_reports_its_name) {
+  EXPECT_DEATH(overflow_named("deep-one"), "tendril: stack overflow in greenlet 'deep-one'");
+}
+
+TEST_F(greenlet_death, stack_overflow_on_the_default_stack_reports_the_greenlet_id) {
+  EXPECT_DEATH(
+      {
+        greenlet g([] { recurse(0); });
+        g.switch_to();
+      },
+      "tendril: stack overflow in greenlet 'greenlet-[0-9]+'");
+}
+
+TEST_F(greenlet_death, stack_overflow_after_trim_stack_cache_is_still_caught) {
+  EXPECT_DEATH(
+      {
+        {
+          std::vector<greenlet> warm;
+          for (int i = 0; i < 4; ++i) {
+            warm.emplace_back([] { return recurse_bounded(20); }, small_stack);
+            warm.back().switch_to();
+          }
+        }
+        if (tendril::trim_stack_cache() < 1) fail_in_child("nothing was trimmed");
+        overflow_named("deep-one");
+      },
+      "tendril: stack overflow in greenlet 'deep-one'");
+}
+
+TEST_F(greenlet_death, stack_overflow_on_a_reused_stack_is_still_caught) {
+  EXPECT_DEATH(
+      {
+        const void* first = nullptr;
+        {
+          greenlet warm([] { return recurse_bounded(30); }, small_stack);
+          first = stack_base(warm);
+          warm.switch_to();
+        }
+        greenlet g([] { recurse(0); }, small_stack);
+        if (stack_base(g) != first) fail_in_child("the stack was not reused");
+        g.set_name("deep-one");
+        g.switch_to();
+      },
+      "tendril: stack overflow in greenlet 'deep-one'");
+}
+
+TEST_F(greenlet_death, stack_overflow_in_a_second_greenlet_names_that_one) {
+  EXPECT_DEATH(
+      {
+        greenlet first([] { greenlet::current().parent().switch_to(); }, small_stack);
+        first.set_name("first");
+        first.switch_to();
+        overflow_named("deep-one");
+      },
+      "tendril: stack overflow in greenlet 'deep-one'");
+}
+
+TEST_F(greenlet_death, stack_overflow_in_a_greenlet_of_another_thread_names_it) {
+  EXPECT_DEATH(
+      {
+        std::thread t([] { overflow_named("deep-one"); });
+        t.join();
+      },
+      "tendril: stack overflow in greenlet 'deep-one'");
+}
+
+TEST_F(greenlet_death, stack_overflow_in_a_generator_body_is_caught) {
+  EXPECT_DEATH(
+      {
+        tendril::generator<int> gen(
+            [](auto& y) {
+              y.yield(1);
+              recurse(0);
+            },
+            small_stack);
+        gen.next();
+        gen.next();
+      },
+      "tendril: stack overflow in greenlet 'greenlet-[0-9]+'");
+}
+
+namespace {
+// A thread_local made before tendril's own state in its thread, hence destroyed after it.
+struct uses_greenlets_at_thread_exit {
+  ~uses_greenlets_at_thread_exit() { (void)greenlet::current(); }
+};
+}  // namespace
+
+TEST_F(greenlet_death, greenlets_used_after_their_threads_state_was_torn_down_abort) {
+  EXPECT_DEATH(
+      {
+        std::thread t([] {
+          thread_local uses_greenlets_at_thread_exit late;
+          (void)&late;
+          (void)greenlet::current();
+        });
+        t.join();
+      },
+      "tendril: greenlets used after their thread's state was torn down");
+}

@@ -173,7 +173,9 @@ class greenlet {
   // throw_into() resumes this greenlet with `e` raised at its switch point and returns what
   // comes back, as switch_to(). Into a greenlet that has not started, run() never runs: the
   // greenlet dies at once and `e` surfaces in its parent (a greenlet_exit arrives there as a
-  // value instead). Throws std::invalid_argument for a null `e`. Switches: yes.
+  // value instead). Into a dead greenlet, `e` is raised in its first live ancestor, except
+  // that a greenlet_exit arrives there as a value. Throws std::invalid_argument for a null
+  // `e`. Switches: yes.
   std::any throw_into(std::exception_ptr e);
   template <class E, class = std::enable_if_t<!std::is_same_v<std::decay_t<E>, std::exception_ptr>>>
   std::any throw_into(E&& e) {
