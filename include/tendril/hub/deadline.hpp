@@ -1,0 +1,46 @@
+// Deadlines on the hub's clock, made from any std::chrono duration or time point without
+// overflow: a negative duration acts as zero, one too large for the clock as "forever".
+#ifndef TENDRIL_HUB_DEADLINE_HPP
+#define TENDRIL_HUB_DEADLINE_HPP
+
+#include <chrono>
+#include <cstdint>
+#include <limits>
+
+namespace tendril::detail {
+
+inline constexpr std::int64_t forever_ns = std::numeric_limits<std::int64_t>::max();
+
+// hub_now_ns() is the hub clock: steady_clock, unless a test paused it.
+std::int64_t hub_now_ns() noexcept;
+
+// saturating_ns() is d in nanoseconds, clamped to [0, forever_ns].
+template <class Rep, class Period>
+constexpr std::int64_t saturating_ns(std::chrono::duration<Rep, Period> d) noexcept {
+  if (d <= std::chrono::duration<Rep, Period>::zero()) return 0;
+  const long double ns = std::chrono::duration<long double, std::nano>(d).count();
+  if (!(ns < static_cast<long double>(forever_ns / 2))) return forever_ns;
+  return static_cast<std::int64_t>(ns);
+}
+
+// deadline_after() is now + d on the hub clock, forever_ns for "never".
+template <class Rep, class Period>
+std::int64_t deadline_after(std::chrono::duration<Rep, Period> d) noexcept {
+  const std::int64_t ns = saturating_ns(d);
+  if (ns == forever_ns) return forever_ns;
+  const std::int64_t now = hub_now_ns();
+  return ns > forever_ns - now ? forever_ns : now + ns;
+}
+
+// deadline_at() turns a time point of any clock into a hub deadline (through that clock's
+// own now(), so the two clocks need not agree).
+template <class Clock, class Duration>
+std::int64_t deadline_at(std::chrono::time_point<Clock, Duration> tp) noexcept {
+  const auto now = Clock::now();
+  if (tp <= now) return hub_now_ns();
+  return deadline_after(tp - now);
+}
+
+}  // namespace tendril::detail
+
+#endif

@@ -1,0 +1,143 @@
+// tendril::async_result<T>: a value, or an exception, that greenlets wait for
+// (gevent.event.AsyncResult).
+#ifndef TENDRIL_SYNC_ASYNC_RESULT_HPP
+#define TENDRIL_SYNC_ASYNC_RESULT_HPP
+
+#include <chrono>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+#include "tendril/hub/deadline.hpp"
+#include "tendril/sync/observer.hpp"
+#include "tendril/sync/waiter.hpp"
+
+namespace tendril {
+
+namespace detail {
+
+// The part of async_result that does not depend on T.
+class async_core {
+ public:
+  // settle() runs store(ctx) under the lock, marks the result ready and wakes everyone.
+  void settle(void (*store)(void* ctx), void* ctx);
+  bool ready() const noexcept;
+  // wait_deadline() returns true once ready.
+  bool wait_deadline(std::int64_t deadline_ns);
+  void observe(observer& o);
+  void unobserve(observer& o) noexcept;
+  std::mutex& mutex() noexcept { return mu_; }
+
+ private:
+  mutable std::mutex mu_;
+  bool ready_ = false;
+  waiter_list waiters_;
+  observer_list observers_;
+};
+
+}  // namespace detail
+
+// async_result<T>: set(v) or set_exception(e) once it is known; get() waits and returns the
+// value or rethrows. set() and set_exception() may be called from any thread; a later set
+// replaces the earlier result. T = void has set() without an argument.
+template <class T>
+class async_result {
+  using stored = std::conditional_t<std::is_void_v<T>, bool, T>;
+
+ public:
+  async_result() = default;
+  async_result(const async_result&) = delete;
+  async_result& operator=(const async_result&) = delete;
+
+  // set() stores the value and wakes every waiter. Switches: no. Any thread.
+  template <class U = T, class = std::enable_if_t<!std::is_void_v<U>>>
+  void set(U&& v) {
+    struct ctx {
+      async_result* self;
+      U* v;
+    } args{this, &v};
+    core_.settle(
+        [](void* p) {
+          auto* c = static_cast<ctx*>(p);
+          c->self->value_.emplace(std::forward<U>(*c->v));
+          c->self->error_ = nullptr;
+        },
+        &args);
+  }
+  template <class U = T, class = std::enable_if_t<std::is_void_v<U>>>
+  void set() {
+    core_.settle(
+        [](void* p) {
+          auto* self = static_cast<async_result*>(p);
+          self->value_.emplace(true);
+          self->error_ = nullptr;
+        },
+        this);
+  }
+  // set_exception() stores e (which get() rethrows) and wakes every waiter. Throws
+  // std::invalid_argument for a null e. Any thread.
+  void set_exception(std::exception_ptr e) {
+    if (!e) throw std::invalid_argument("tendril::async_result::set_exception: null exception_ptr");
+    struct ctx {
+      async_result* self;
+      std::exception_ptr e;
+    } args{this, std::move(e)};
+    core_.settle(
+        [](void* p) {
+          auto* c = static_cast<ctx*>(p);
+          c->self->value_.reset();
+          c->self->error_ = std::move(c->e);
+        },
+        &args);
+  }
+
+  // ready() is true once set.
+  bool ready() const noexcept { return core_.ready(); }
+
+  // wait() blocks until ready; wait_for() returns false if the time ran out first.
+  // Switches: yes.
+  void wait() { core_.wait_deadline(detail::forever_ns); }
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> d) {
+    return core_.wait_deadline(detail::deadline_after(d));
+  }
+
+  // get() waits, then returns the value (a copy) or rethrows the exception. Switches: yes.
+  T get() {
+    wait();
+    return take();
+  }
+  // get_for() is get() with a time limit: an empty optional if it ran out (T = void: false).
+  template <class Rep, class Period>
+  auto get_for(std::chrono::duration<Rep, Period> d) {
+    if constexpr (std::is_void_v<T>) {
+      if (!wait_for(d)) return false;
+      take();
+      return true;
+    } else {
+      if (!wait_for(d)) return std::optional<T>();
+      return std::optional<T>(take());
+    }
+  }
+
+  void observe(detail::observer& o) { core_.observe(o); }
+  void unobserve(detail::observer& o) noexcept { core_.unobserve(o); }
+
+ private:
+  T take() {
+    std::unique_lock lock(core_.mutex());
+    if (error_) std::rethrow_exception(error_);
+    if constexpr (!std::is_void_v<T>) return *value_;
+  }
+
+  detail::async_core core_;
+  std::optional<stored> value_;
+  std::exception_ptr error_;
+};
+
+}  // namespace tendril
+
+#endif

@@ -1,0 +1,312 @@
+// tendril::queue<T>, channel<T> and joinable_queue<T>: FIFO queues between greenlets of one
+// thread (gevent.queue.Queue, Channel, JoinableQueue).
+#ifndef TENDRIL_SYNC_QUEUE_HPP
+#define TENDRIL_SYNC_QUEUE_HPP
+
+#include <chrono>
+#include <cstddef>
+#include <deque>
+#include <iterator>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+#include "tendril/hub/deadline.hpp"
+#include "tendril/sync/observer.hpp"
+#include "tendril/sync/waiter.hpp"
+
+namespace tendril {
+
+// queue_closed: get() on a closed queue that has been drained, or put() on a closed queue.
+class queue_closed : public std::runtime_error {
+ public:
+  queue_closed() : std::runtime_error("tendril::queue: the queue is closed") {}
+};
+
+// queue<T>(maxsize): items in the order they were put. put() waits while the queue holds
+// maxsize items (back-pressure); get() waits while it is empty. A waiting getter receives an
+// item directly from the putter, and a getter or putter whose wait ended by a time limit or a
+// kill never receives or hands over an item. close() ends the queue: getters drain what is
+// left and then get queue_closed, putters get it at once. For the greenlets of one thread.
+template <class T>
+class queue {
+ public:
+  static constexpr std::size_t unbounded = std::numeric_limits<std::size_t>::max();
+
+  explicit queue(std::size_t maxsize = unbounded) : maxsize_(maxsize) {}
+  queue(const queue&) = delete;
+  queue& operator=(const queue&) = delete;
+  ~queue() = default;
+
+  // put() appends item, waiting while the queue is full. Throws queue_closed. Switches: yes.
+  void put(T item) { put_deadline(item, detail::forever_ns); }
+  // put_for(): false if the time ran out. An lvalue T is moved from only when it was put,
+  // so nothing is lost on a timeout.
+  template <class U, class Rep, class Period>
+  bool put_for(U&& item, std::chrono::duration<Rep, Period> d) {
+    return put_as(std::forward<U>(item), detail::deadline_after(d));
+  }
+  // try_put() puts only if that needs no wait (an lvalue T is moved from only then).
+  // Switches: no.
+  template <class U>
+  bool try_put(U&& item) {
+    return put_as(std::forward<U>(item), 0);
+  }
+
+  // get() takes the oldest item, waiting while there is none. Throws queue_closed once the
+  // queue is closed and empty. Switches: yes.
+  T get() { return *get_deadline(detail::forever_ns); }
+  // get_for() / get_until(): an empty optional if the time ran out.
+  template <class Rep, class Period>
+  std::optional<T> get_for(std::chrono::duration<Rep, Period> d) {
+    return get_deadline(detail::deadline_after(d));
+  }
+  template <class Clock, class Duration>
+  std::optional<T> get_until(std::chrono::time_point<Clock, Duration> tp) {
+    return get_deadline(detail::deadline_at(tp));
+  }
+  // try_get() takes an item only if that needs no wait (empty optional otherwise, also when
+  // closed). Switches: no.
+  std::optional<T> try_get() {
+    if (closed_ && items_.empty() && putters_.empty()) return std::nullopt;
+    return get_deadline(0);
+  }
+
+  std::size_t size() const noexcept { return items_.size(); }
+  bool empty() const noexcept { return items_.empty(); }
+  bool full() const noexcept { return items_.size() >= maxsize_; }
+  std::size_t maxsize() const noexcept { return maxsize_; }
+
+  // close() ends the queue (see above). Switches: no.
+  void close() {
+    closed_ = true;
+    while (detail::waiter* w = getters_.pop_front()) w->wake();  // their slots stay empty
+    while (detail::waiter* w = putters_.pop_front()) {
+      if (w->claim()) {
+        w->payload = nullptr;  // tells the putter its item was refused
+        w->schedule();
+      }
+    }
+    observers_.notify_all();
+  }
+  bool closed() const noexcept { return closed_; }
+
+  // Range-for takes items until the queue is closed and drained.
+  class iterator {
+   public:
+    using value_type = T;
+    using difference_type = std::ptrdiff_t;
+    iterator& operator++() {
+      next();
+      return *this;
+    }
+    void operator++(int) { next(); }
+    T& operator*() { return *item_; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return !it.item_; }
+
+   private:
+    friend class queue;
+    explicit iterator(queue* q) : q_(q) { next(); }
+    void next() {
+      try {
+        item_ = q_->get();
+      } catch (const queue_closed&) {
+        item_.reset();
+      }
+    }
+    queue* q_;
+    std::optional<T> item_;
+  };
+  iterator begin() { return iterator(this); }
+  std::default_sentinel_t end() const noexcept { return {}; }
+
+  // For wait() and iwait(): ready when a get() would not wait.
+  bool ready() const noexcept { return !items_.empty() || !putters_.empty() || closed_; }
+  void observe(detail::observer& o) {
+    if (ready()) {
+      o.notify(&o);
+    } else {
+      observers_.push_back(o);
+    }
+  }
+  void unobserve(detail::observer& o) noexcept { observers_.remove(o); }
+
+ protected:
+  template <class U>
+  bool put_as(U&& item, std::int64_t deadline_ns) {
+    if constexpr (std::is_same_v<U, T&>) {
+      return put_deadline(item, deadline_ns);
+    } else {
+      T v(std::forward<U>(item));
+      return put_deadline(v, deadline_ns);
+    }
+  }
+
+  bool put_deadline(T& item, std::int64_t deadline_ns) {
+    if (closed_) throw queue_closed();
+    while (detail::waiter* w = getters_.pop_front()) {
+      if (w->claim()) {
+        *static_cast<std::optional<T>*>(w->payload) = std::move(item);
+        w->schedule();
+        return true;
+      }
+    }
+    if (items_.size() < maxsize_) {
+      items_.push_back(std::move(item));
+      observers_.notify_all();
+      return true;
+    }
+    if (deadline_ns == 0) return false;
+    detail::waiter w;
+    w.payload = &item;
+    putters_.push_back(w);
+    observers_.notify_all();  // a channel is ready for a getter once a putter waits
+    struct unlink {
+      detail::waiter_list& l;
+      detail::waiter& w;
+      ~unlink() { l.remove(w); }
+    } guard{putters_, w};
+    if (!w.wait(deadline_ns)) return false;
+    if (w.payload == nullptr) throw queue_closed();
+    return true;
+  }
+
+  std::optional<T> get_deadline(std::int64_t deadline_ns) {
+    if (!items_.empty()) {
+      std::optional<T> v(std::move(items_.front()));
+      items_.pop_front();
+      refill();
+      return v;
+    }
+    while (detail::waiter* w = putters_.pop_front()) {
+      if (w->claim()) {
+        std::optional<T> v(std::move(*static_cast<T*>(w->payload)));
+        w->schedule();
+        return v;
+      }
+    }
+    if (closed_) throw queue_closed();
+    if (deadline_ns == 0) return std::nullopt;
+    std::optional<T> slot;
+    detail::waiter w;
+    w.payload = &slot;
+    getters_.push_back(w);
+    struct unlink {
+      detail::waiter_list& l;
+      detail::waiter& w;
+      ~unlink() { l.remove(w); }
+    } guard{getters_, w};
+    if (!w.wait(deadline_ns)) return std::nullopt;
+    if (!slot) throw queue_closed();
+    return slot;
+  }
+
+ private:
+  // After a get() made room, the longest waiting putter's item moves into the queue.
+  void refill() {
+    while (items_.size() < maxsize_) {
+      detail::waiter* w = putters_.pop_front();
+      if (w == nullptr) return;
+      if (w->claim()) {
+        items_.push_back(std::move(*static_cast<T*>(w->payload)));
+        w->schedule();
+      }
+    }
+  }
+
+  std::deque<T> items_;
+  std::size_t maxsize_;
+  bool closed_ = false;
+  detail::waiter_list getters_;  // payload: std::optional<T>* to fill
+  detail::waiter_list putters_;  // payload: T* to take from
+  detail::observer_list observers_;
+};
+
+// channel<T>: a queue of size 0, a hand-off: put() waits until a getter takes the item.
+template <class T>
+class channel : public queue<T> {
+ public:
+  channel() : queue<T>(0) {}
+};
+
+// joinable_queue<T>: a queue that also counts unfinished items: put() adds one, task_done()
+// marks one finished, join() waits until none is unfinished (gevent's JoinableQueue).
+template <class T>
+class joinable_queue : public queue<T> {
+ public:
+  explicit joinable_queue(std::size_t maxsize = queue<T>::unbounded) : queue<T>(maxsize) {}
+
+  void put(T item) {
+    ++unfinished_;
+    try {
+      queue<T>::put(std::move(item));
+    } catch (...) {
+      --unfinished_;
+      throw;
+    }
+  }
+  template <class U>
+  bool try_put(U&& item) {
+    return counted_put(std::forward<U>(item), 0);
+  }
+  template <class U, class Rep, class Period>
+  bool put_for(U&& item, std::chrono::duration<Rep, Period> d) {
+    return counted_put(std::forward<U>(item), detail::deadline_after(d));
+  }
+
+  // task_done() marks one item finished; calling it more often than put() is a bug
+  // (std::logic_error).
+  void task_done() {
+    if (unfinished_ == 0) {
+      throw std::logic_error(
+          "tendril::joinable_queue::task_done: called more times than items were put");
+    }
+    if (--unfinished_ == 0) {
+      while (detail::waiter* w = joiners_.pop_front()) w->wake();
+    }
+  }
+  std::size_t unfinished() const noexcept { return unfinished_; }
+
+  // join() waits until every item put was marked done. Switches: yes.
+  void join() { join_deadline(detail::forever_ns); }
+  template <class Rep, class Period>
+  bool join_for(std::chrono::duration<Rep, Period> d) {
+    return join_deadline(detail::deadline_after(d));
+  }
+
+ private:
+  template <class U>
+  bool counted_put(U&& item, std::int64_t deadline_ns) {
+    ++unfinished_;
+    bool ok = false;
+    try {
+      ok = this->put_as(std::forward<U>(item), deadline_ns);
+    } catch (...) {
+      --unfinished_;
+      throw;
+    }
+    if (!ok) --unfinished_;
+    return ok;
+  }
+
+  bool join_deadline(std::int64_t deadline_ns) {
+    if (unfinished_ == 0) return true;
+    detail::waiter w;
+    joiners_.push_back(w);
+    struct unlink {
+      detail::waiter_list& l;
+      detail::waiter& w;
+      ~unlink() { l.remove(w); }
+    } guard{joiners_, w};
+    return w.wait(deadline_ns);
+  }
+
+  std::size_t unfinished_ = 0;
+  detail::waiter_list joiners_;
+};
+
+}  // namespace tendril
+
+#endif

@@ -1,0 +1,129 @@
+// tendril::detail::waiter: one parked greenlet's wake slot, the single park/wake primitive
+// every blocking call of tendril is built on (gevent's Waiter). Not API: public only because
+// the templates (queue<T>, async_result<T>, task<R>) embed it.
+//
+// A waiter lives on the stack of the greenlet that waits in it. Exactly one of these ends a
+// wait, whichever comes first:
+//   wake()        what the greenlet waited for happened (any thread)
+//   the deadline  the wait's own time limit passed
+//   interrupt(e)  a kill, a timeout scope or loop_exit raises e in the greenlet
+// The others then lose: a later wake is ignored by the waiter (the object that woke it can
+// tell: wake() returns false), and a lost interrupt stays pending in the greenlet (or its
+// timeout scope) and is raised at its next blocking call. Nothing that was handed to a
+// waiter is therefore ever lost.
+#ifndef TENDRIL_SYNC_WAITER_HPP
+#define TENDRIL_SYNC_WAITER_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+
+#include "tendril/hub/deadline.hpp"
+#include "tendril/hub/nodes.hpp"
+
+namespace tendril::detail {
+
+class hub_impl;
+
+class waiter {
+ public:
+  enum state : std::uint8_t { waiting, woken, timed_out, interrupted, cancelled };
+
+  // A waiter belongs to the current greenlet and the current thread's hub (which it starts).
+  // cross_thread: whether wake() may come from another thread (events, async results,
+  // semaphores): the state then changes with atomic operations, and the hub counts the wait
+  // as one another thread might end (it will not raise loop_exit while other threads live).
+  // shielded: the wait cannot be interrupted (a kill or timeout stays pending for the next
+  // blocking call); for the few waits that must complete, such as retaking a mutex.
+  explicit waiter(bool cross_thread = false, bool shielded = false);
+  waiter(const waiter&) = delete;
+  waiter& operator=(const waiter&) = delete;
+  ~waiter();
+
+  // wait() parks the greenlet until the waiter is woken (returns true), the deadline (hub
+  // clock, forever_ns for none) passes (returns false), or an interrupt arrives (throws it).
+  // A pending interrupt is raised at once, before parking, unless the waiter was woken
+  // already. A deadline already past returns false without parking. Call once. Switches: yes.
+  bool wait(std::int64_t deadline_ns = forever_ns);
+
+  // claim() takes the waiter for a wake without scheduling it yet (so that the waker can
+  // hand it something first); false if something else ended the wait. schedule() then
+  // resumes its greenlet. wake() is both. Any thread for cross-thread waiters, the hub's
+  // thread otherwise.
+  bool claim() noexcept { return transition(woken); }
+  void schedule() noexcept;
+  bool wake() noexcept {
+    if (!claim()) return false;
+    schedule();
+    return true;
+  }
+
+  // interrupt() ends the wait by raising e, if nothing else ended it first. Hub thread.
+  bool interrupt(std::exception_ptr e) noexcept;
+
+  state current_state() const noexcept { return state_.load(std::memory_order_acquire); }
+  greenlet_record* greenlet() const noexcept { return node_.greenlet; }
+
+  // Intrusive links for the wait list of the object waited on, and a word for that object's
+  // own use (a queue keeps a pointer to the item slot here).
+  waiter* prev = nullptr;
+  waiter* next = nullptr;
+  bool linked = false;
+  void* payload = nullptr;
+
+ private:
+  bool transition(state to) noexcept {
+    if (cross_thread_) {
+      state expected = waiting;
+      return state_.compare_exchange_strong(expected, to, std::memory_order_acq_rel);
+    }
+    if (state_.load(std::memory_order_relaxed) != waiting) return false;
+    state_.store(to, std::memory_order_relaxed);
+    return true;
+  }
+  static void on_deadline(timer_node* t);
+  void finish_wait() noexcept;
+
+  ready_node node_;
+  timer_node timer_;
+  std::atomic<state> state_{waiting};
+  bool cross_thread_;
+  bool shielded_;
+  hub_impl* hub_;
+  std::exception_ptr error_;
+};
+
+// An intrusive FIFO of waiters. Not thread-safe by itself: the owning object guards it.
+class waiter_list {
+ public:
+  bool empty() const noexcept { return head_ == nullptr; }
+  waiter* front() const noexcept { return head_; }
+  void push_back(waiter& w) noexcept {
+    w.prev = tail_;
+    w.next = nullptr;
+    (tail_ ? tail_->next : head_) = &w;
+    tail_ = &w;
+    w.linked = true;
+  }
+  // remove() unlinks w if it is in this list (a no-op otherwise).
+  void remove(waiter& w) noexcept {
+    if (!w.linked) return;
+    (w.prev ? w.prev->next : head_) = w.next;
+    (w.next ? w.next->prev : tail_) = w.prev;
+    w.prev = w.next = nullptr;
+    w.linked = false;
+  }
+  waiter* pop_front() noexcept {
+    waiter* w = head_;
+    if (w) remove(*w);
+    return w;
+  }
+
+ private:
+  waiter* head_ = nullptr;
+  waiter* tail_ = nullptr;
+};
+
+}  // namespace tendril::detail
+
+#endif

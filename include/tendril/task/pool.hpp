@@ -1,0 +1,176 @@
+// tendril::group and tendril::pool: sets of tasks handled together (gevent.pool.Group and
+// gevent.pool.Pool).
+#ifndef TENDRIL_TASK_POOL_HPP
+#define TENDRIL_TASK_POOL_HPP
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "tendril/greenlet/generator.hpp"
+#include "tendril/sync/queue.hpp"
+#include "tendril/sync/semaphore.hpp"
+#include "tendril/task/task.hpp"
+
+namespace tendril {
+
+// group: the tasks added to it (or spawned through it) until they end. join() waits for all
+// of them, kill() kills all of them. For the greenlets of one thread.
+class group {
+ public:
+  group() = default;
+  group(const group&) = delete;
+  group& operator=(const group&) = delete;
+  virtual ~group() = default;
+
+  // add() tracks a task (an ended one is forgotten at once).
+  void add(const task_base& t) {
+    prune();
+    if (!t.ready()) tasks_.push_back(t);
+  }
+  // spawn() spawns f(args...) and adds the task. Switches: no (a pool's may wait).
+  template <class F, class... Args>
+  auto spawn(F&& f, Args&&... args) {
+    auto t = tendril::spawn(std::forward<F>(f), std::forward<Args>(args)...);
+    add(t);
+    return t;
+  }
+  // size() is the number of tasks that have not ended.
+  std::size_t size() {
+    prune();
+    return tasks_.size();
+  }
+  // join() waits until every task ended; join_for() returns false if the time ran out.
+  // Switches: yes.
+  void join() {
+    while (!tasks_.empty()) {
+      task_base t = tasks_.front();
+      t.join();
+      prune();
+    }
+  }
+  template <class Rep, class Period>
+  bool join_for(std::chrono::duration<Rep, Period> d) {
+    const std::int64_t deadline = detail::deadline_after(d);
+    while (true) {
+      prune();
+      if (tasks_.empty()) return true;
+      task_base t = tasks_.front();
+      if (!t.join_deadline(deadline)) return false;
+    }
+  }
+  // kill() kills every task, then (with block) waits for them all. Switches: when block.
+  void kill(bool block = true) {
+    std::vector<task_base> all = tasks_;
+    for (auto& t : all) t.kill(false);
+    if (block) join();
+  }
+
+ protected:
+  void prune() {
+    std::erase_if(tasks_, [](const task_base& t) { return t.ready(); });
+  }
+  std::vector<task_base> tasks_;
+};
+
+// pool(n): a group that never runs more than n tasks at once: spawn() waits for a free slot
+// (first come, first served). A slot is given back when its task ends, however it ends
+// (returned, threw, was killed before or after it started).
+class pool : public group {
+ public:
+  explicit pool(std::size_t size)
+      : size_(size), slots_(std::make_shared<semaphore>(static_cast<std::ptrdiff_t>(size))) {}
+
+  // spawn() waits for a free slot, then spawns. pool(0) has none ever: spawn() throws
+  // std::logic_error at once rather than wait forever (spawn_for() waits and returns an empty
+  // optional). Switches: yes, while the pool is full.
+  template <class F, class... Args>
+  auto spawn(F&& f, Args&&... args) {
+    if (size_ == 0)
+      throw std::logic_error("tendril::pool::spawn: a pool of size 0 can never run a task");
+    slots_->acquire();
+    return start(std::forward<F>(f), std::forward<Args>(args)...);
+  }
+  template <class Rep, class Period, class F, class... Args>
+  auto spawn_for(std::chrono::duration<Rep, Period> d, F&& f, Args&&... args)
+      -> std::optional<decltype(this->spawn(std::forward<F>(f), std::forward<Args>(args)...))> {
+    if (!slots_->try_acquire_for(d)) return std::nullopt;
+    return start(std::forward<F>(f), std::forward<Args>(args)...);
+  }
+
+  // free_count() is the number of free slots.
+  std::size_t free_count() const noexcept { return static_cast<std::size_t>(slots_->count()); }
+  std::size_t capacity() const noexcept { return size_; }
+
+  // map() runs f on every item, at most size() at a time, and returns the results in the
+  // order of the items; the first exception (in item order) is rethrown after all ended.
+  // Switches: yes.
+  template <class F, class Range>
+  auto map(F f, const Range& items) {
+    using item_t = std::decay_t<decltype(*std::begin(items))>;
+    using R = std::invoke_result_t<F&, const item_t&>;
+    std::vector<task<R>> tasks;
+    for (const auto& item : items) tasks.push_back(spawn(f, item));
+    for (auto& t : tasks) t.join();
+    if constexpr (std::is_void_v<R>) {
+      for (auto& t : tasks) t.get();
+    } else {
+      std::vector<R> out;
+      out.reserve(tasks.size());
+      for (auto& t : tasks) out.push_back(t.get());
+      return out;
+    }
+  }
+
+  // imap_unordered() runs f on every item, at most size() at a time, and yields the results
+  // as the tasks end. A task's exception comes out of the step that reaches it.
+  template <class F, class Range>
+  auto imap_unordered(F f, const Range& items) {
+    using item_t = std::decay_t<decltype(*std::begin(items))>;
+    using R = std::invoke_result_t<F&, const item_t&>;
+    static_assert(!std::is_void_v<R>, "imap_unordered needs a function that returns a value");
+    std::vector<item_t> copy(std::begin(items), std::end(items));
+    return generator<R>(
+        [this, f = std::move(f), copy = std::move(copy)](typename generator<R>::yielder& y) {
+          queue<task<R>> finished;
+          std::size_t n = 0;
+          for (const auto& item : copy) {
+            auto t = spawn(f, item);
+            t.link([&finished](task<R>& done) { finished.put(done); });
+            ++n;
+            while (auto ready = finished.try_get()) {
+              y.yield(ready->get());
+              --n;
+            }
+          }
+          for (; n > 0; --n) y.yield(finished.get().get());
+        });
+  }
+
+ private:
+  template <class F, class... Args>
+  auto start(F&& f, Args&&... args) {
+    decltype(tendril::spawn(std::forward<F>(f), std::forward<Args>(args)...)) t;
+    try {
+      t = tendril::spawn(std::forward<F>(f), std::forward<Args>(args)...);
+    } catch (...) {
+      slots_->release();
+      throw;
+    }
+    // The slot goes back whenever the task ends; the semaphore outlives the pool if needed.
+    t.link([slots = slots_] { slots->release(); });
+    add(t);
+    return t;
+  }
+
+  std::size_t size_;
+  std::shared_ptr<semaphore> slots_;
+};
+
+}  // namespace tendril
+
+#endif

@@ -1,0 +1,147 @@
+// The poll backend: one poll(2) over every watched descriptor per wait. O(descriptors) per
+// wait, so it is not for servers; it exists for the tests (the whole suite runs once on it)
+// and for systems without epoll. Edge-triggered behaviour is emulated: an event that was
+// reported is left out of the poll set until rearm().
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <system_error>
+#include <vector>
+
+#include "hub/backend.hpp"
+
+namespace tendril::detail {
+namespace {
+
+class poll_backend final : public backend {
+ public:
+  poll_backend() {
+    if (pipe2(wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) {
+      throw std::system_error(errno, std::generic_category(), "tendril: pipe2");
+    }
+    fds_.push_back(pollfd{wake_pipe_[0], POLLIN, 0});
+    watches_.push_back(nullptr);
+  }
+  ~poll_backend() override {
+    ::close(wake_pipe_[0]);
+    ::close(wake_pipe_[1]);
+  }
+
+  const char* name() const noexcept override { return "poll"; }
+
+  int watch(io_watch& w) noexcept override {
+    if (w.fd < 0) return -EBADF;
+    if (fcntl(w.fd, F_GETFD) < 0) return -EBADF;
+    for (std::size_t i = 1; i < fds_.size(); ++i) {
+      if (fds_[i].fd == w.fd) return -EEXIST;
+    }
+    try {
+      fds_.reserve(fds_.size() + 1);
+      watches_.reserve(fds_.size() + 1);
+      ready_.reserve(fds_.size() + 1);  // wait() never allocates
+    } catch (...) {
+      return -ENOMEM;
+    }
+    fds_.push_back(pollfd{w.fd, static_cast<short>(w.events), 0});
+    watches_.push_back(&w);
+    w.slot = static_cast<int>(fds_.size() - 1);
+    return 0;
+  }
+
+  void rearm(io_watch& w, std::uint32_t events) noexcept override {
+    if (w.slot > 0)
+      fds_[static_cast<std::size_t>(w.slot)].events |= static_cast<short>(events & w.events);
+  }
+
+  void unwatch(io_watch& w) noexcept override {
+    if (w.slot <= 0) return;
+    auto i = static_cast<std::size_t>(w.slot);
+    const std::size_t last = fds_.size() - 1;
+    if (i != last) {
+      fds_[i] = fds_[last];
+      watches_[i] = watches_[last];
+      watches_[i]->slot = static_cast<int>(i);
+    }
+    fds_.pop_back();
+    watches_.pop_back();
+    w.slot = -1;
+    ++epoch_;
+  }
+
+  int wait(std::chrono::nanoseconds timeout) noexcept override {
+    int ms = -1;
+    if (timeout.count() >= 0) {
+      // Round up, so that the hub never wakes before its next timer is due.
+      const auto up = (timeout.count() + 999'999) / 1'000'000;
+      ms = up > INT_MAX ? INT_MAX : static_cast<int>(up);
+    }
+    int n = ::poll(fds_.data(), fds_.size(), ms);
+    if (n < 0) return errno == EINTR ? 0 : -errno;
+    if (n == 0) return 0;
+    if (fds_[0].revents & POLLIN) {
+      char buf[64];
+      while (::read(wake_pipe_[0], buf, sizeof buf) > 0) {
+      }
+      wake_pending_.store(false, std::memory_order_release);
+    }
+    // Callbacks may add and remove watches: walk a snapshot of who was ready, checking
+    // before each call that the watch is still where it was.
+    ready_.clear();
+    for (std::size_t i = 1; i < fds_.size(); ++i) {
+      short rev = fds_[i].revents;
+      if (rev == 0) continue;
+      if (rev & POLLNVAL) rev = POLLERR;
+      // Disarm what is reported until rearm().
+      fds_[i].events = static_cast<short>(fds_[i].events & ~rev);
+      ready_.push_back({watches_[i], static_cast<std::uint32_t>(rev)});
+    }
+    int dispatched = 0;
+    const std::uint64_t epoch = epoch_;
+    for (auto& r : ready_) {
+      if (epoch_ != epoch && !still_watched(r.w)) continue;
+      std::uint32_t rev = r.revents & (r.w->events | POLLERR | POLLHUP);
+      if (rev == 0) continue;
+      r.w->ready(r.w, rev);
+      ++dispatched;
+    }
+    return dispatched;
+  }
+
+  void wake() noexcept override {
+    if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
+    char one = 1;
+    [[maybe_unused]] ssize_t r = ::write(wake_pipe_[1], &one, 1);
+  }
+
+  std::size_t watching() const noexcept override { return fds_.size() - 1; }
+
+ private:
+  bool still_watched(io_watch* w) const noexcept {
+    for (std::size_t i = 1; i < watches_.size(); ++i) {
+      if (watches_[i] == w) return true;
+    }
+    return false;
+  }
+
+  struct ready_watch {
+    io_watch* w;
+    std::uint32_t revents;
+  };
+
+  int wake_pipe_[2] = {-1, -1};
+  std::atomic<bool> wake_pending_{false};
+  std::vector<pollfd> fds_;
+  std::vector<io_watch*> watches_;
+  std::vector<ready_watch> ready_;
+  std::uint64_t epoch_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<backend> make_poll_backend() { return std::make_unique<poll_backend>(); }
+
+}  // namespace tendril::detail

@@ -1,0 +1,336 @@
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "hub/clock.hpp"
+#include "hub/hub_impl.hpp"
+#include "hub/thread_pool.hpp"
+#include "tendril/hub/deadline.hpp"
+
+namespace tendril {
+
+hub& hub::current() { return detail::hub_impl::current().facade(); }
+
+const char* hub::backend_name() const noexcept { return impl_->io().name(); }
+
+void hub::set_error_handler(error_handler h) { impl_->set_error_handler(std::move(h)); }
+
+namespace detail {
+
+constinit thread_local hub_impl* hub_impl::t_hub_ = nullptr;
+
+namespace {
+
+std::atomic<interrupt_fn> g_interrupt{nullptr};
+thread_local bool t_hub_gone = false;
+
+// How long the loop sleeps before it looks again whether another thread is still there to
+// set what a greenlet waits on (see someone_else_could_wake()).
+constexpr std::int64_t recheck_ns = 250'000'000;
+
+std::string quoted_name(greenlet_record* r) { return "'" + record_name(r) + "'"; }
+
+// The number of threads of this process, from /proc (0 if it cannot be read).
+int process_threads() {
+  int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[1024];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  // Field 20 (num_threads) counts from after the closing parenthesis of the command name.
+  const char* p = std::strrchr(buf, ')');
+  if (!p) return 0;
+  int field = 2;
+  for (++p; *p && field < 20; ++p) {
+    if (*p == ' ') ++field;
+  }
+  return std::atoi(p);
+}
+
+}  // namespace
+
+struct hub_impl::holder {
+  hub_impl* h = nullptr;
+  ~holder() {
+    delete h;
+    t_hub_ = nullptr;
+    t_hub_gone = true;
+  }
+};
+
+hub_impl& hub_impl::make_for_this_thread() {
+  if (t_hub_gone) {
+    std::fputs(
+        "tendril: a blocking call during thread exit, after the thread's hub was destroyed\n",
+        stderr);
+    std::abort();
+  }
+  thread_state::get();  // first, so that it outlives the hub (thread_locals end in reverse)
+  thread_local holder h;
+  h.h = new hub_impl();
+  t_hub_ = h.h;
+  return *h.h;
+}
+
+hub_impl::hub_impl() : ts_(&thread_state::get()), facade_(this), io_(make_backend()) {
+  children_.next = children_.prev = &children_;
+  greenlet_retain(ts_->root());
+  tendril::greenlet root(ts_->root(), tendril::greenlet::adopt_t{});
+  hub_ = tendril::greenlet([this] { loop(); }, root);
+  hub_.set_name("hub");
+}
+
+hub_impl::~hub_impl() {
+  drain_children();
+  hub_ = tendril::greenlet();  // unwinds the loop (greenlet_exit at its switch)
+}
+
+void hub_impl::set_interrupt_hook(interrupt_fn f) noexcept {
+  g_interrupt.store(f, std::memory_order_release);
+}
+
+void hub_impl::unschedule(ready_node& n) noexcept {
+  if (n.list == ready_node::in_run_queue) {
+    ready_.remove(n);
+  } else if (n.list == ready_node::in_remote_queue) {
+    std::lock_guard lock(remote_mu_);
+    if (n.list == ready_node::in_remote_queue) remote_.remove(n);
+  }
+  n.list = ready_node::in_no_list;
+}
+
+void hub_impl::schedule_remote(ready_node& n) noexcept {
+  {
+    std::lock_guard lock(remote_mu_);
+    n.list = ready_node::in_remote_queue;
+    remote_.push_back(n);
+  }
+  if (!remote_pending_.exchange(true, std::memory_order_acq_rel)) io_->wake();
+}
+
+void hub_impl::run_remote() {
+  if (!remote_pending_.load(std::memory_order_acquire)) return;
+  std::lock_guard lock(remote_mu_);
+  remote_pending_.store(false, std::memory_order_relaxed);
+  while (!remote_.empty()) {
+    ready_node* n = remote_.pop_front();
+    schedule(*n);
+  }
+}
+
+void hub_impl::adopt(hub_child& c) noexcept {
+  c.prev = children_.prev;
+  c.next = &children_;
+  children_.prev->next = &c;
+  children_.prev = &c;
+}
+
+void hub_impl::disown(hub_child& c) noexcept {
+  if (!c.next) return;
+  c.prev->next = c.next;
+  c.next->prev = c.prev;
+  c.prev = c.next = nullptr;
+}
+
+void hub_impl::park() {
+  greenlet_record* self = ts_->current();
+  greenlet_record* hub_rec = hub_.record();
+  if (self == hub_rec) {
+    throw blocking_switch_out(
+        "tendril: a blocking call on the hub itself (in a link callback or the error handler); "
+        "nothing could ever resume it");
+  }
+  self->parked = true;
+  last_parked_ = self;
+  switch_plan p = ts_->plan(hub_rec, nullptr, nullptr);
+  context::jump(p.save, p.to, nullptr);
+  ts_->landed(self);
+  self->parked = false;
+  greenlet_record* from = ts_->switched_from();
+  if (from != hub_rec) [[unlikely]] {
+    throw invalid_switch("tendril: greenlet " + quoted_name(self) +
+                         " is waiting in the hub and was switched into by greenlet " +
+                         quoted_name(from) + "; only the hub may resume it");
+  }
+  ts_->drop_inbox();
+}
+
+void hub_impl::back_in_hub() noexcept {
+  // A task ends by switching to its parent, the hub: it is dead by the time the hub runs
+  // again, and its owner may now let go of it (on_dead).
+  greenlet_record* from = ts_->switched_from();
+  if (from != nullptr && from->status == greenlet_status::dead && from->on_dead) {
+    auto f = std::exchange(from->on_dead, nullptr);
+    f(from);
+  }
+}
+
+void hub_impl::resume(greenlet_record* g) {
+  if (g->status == greenlet_status::dead) return;
+  switch_plan p = ts_->plan(g, nullptr, nullptr);
+  if (p.to != nullptr) {
+    context::jump(p.save, p.to, nullptr);
+    ts_->landed(ts_->current());
+    back_in_hub();
+  }
+  try {
+    ts_->drop_inbox();
+  } catch (const greenlet_exit&) {
+    throw;  // the hub itself is being destroyed
+  } catch (...) {
+    // Only a greenlet whose parent is the hub and that is not a task (tasks catch
+    // everything) can raise into the hub: report it like a failed task.
+    report_task_error("a greenlet whose parent is the hub", std::current_exception());
+  }
+}
+
+void hub_impl::run_timers() {
+  if (timers_.empty()) return;
+  const std::int64_t now = hub_now_ns();
+  // Timers added while these fire (with a sequence number from now on) wait for the next
+  // pass, so that a timer that re-arms itself at "now" cannot keep the loop here.
+  const std::uint64_t limit_seq = timers_.next_seq();
+  while (!timers_.empty()) {
+    timer_node* t = timers_.top();
+    if (t->deadline_ns > now || t->seq >= limit_seq) break;
+    timers_.pop();
+    t->fire(t);
+  }
+}
+
+void hub_impl::run_ready() {
+  // One pass: the nodes that were ready when it started, in order; whatever becomes ready
+  // meanwhile waits for the next pass, after the timers.
+  schedule(batch_end_);
+  batch_end_.greenlet = nullptr;
+  while (true) {
+    ready_node* n = ready_.pop_front();
+    n->list = ready_node::in_no_list;
+    if (n == &batch_end_) break;
+    resume(n->greenlet);
+  }
+}
+
+bool hub_impl::someone_else_could_wake() const {
+  if (cross_thread_waits_ == 0) return false;
+  // Another thread may set the event this thread waits on; tendril's own idle pool threads
+  // cannot. Without a way to know who holds the event, any other thread counts.
+  int others = process_threads() - 1 - static_cast<int>(thread_pool::workers());
+  return others > 0;
+}
+
+void hub_impl::deliver_loop_exit() {
+  greenlet_record* root = ts_->root();
+  greenlet_record* target = root->parked ? root : last_parked_;
+  if (target == nullptr || !target->parked) target = root;
+  auto error = std::make_exception_ptr(loop_exit(
+      "tendril: this operation would block forever: greenlet " + quoted_name(target) +
+      " waits, and no ready greenlet, timer, watched descriptor, pool job or other thread "
+      "is left to wake it"));
+  interrupt_fn hook = g_interrupt.load(std::memory_order_acquire);
+  if (target->parked && hook && hook(target, error)) return;
+  // Nobody parked through a waiter: hand loop_exit to the root wherever it switched away.
+  ts_->switch_to(root, {}, std::move(error));
+}
+
+void hub_impl::loop() {
+  while (true) {
+    ts_->run_deferred();
+    run_timers();
+    run_remote();
+    if (!ready_.empty()) {
+      if (io_->watching() > 0) io_->wait(std::chrono::nanoseconds(0));
+      run_ready();
+      continue;
+    }
+    if (draining_ && children_.next == &children_) {
+      ts_->switch_to(ts_->root(), {}, nullptr);
+      back_in_hub();
+      continue;
+    }
+    std::int64_t timeout = -1;
+    if (!timers_.empty()) {
+      const std::int64_t now = hub_now_ns();
+      const std::int64_t due = timers_.top()->deadline_ns;
+      timeout = due > now ? due - now : 0;
+    }
+    if (timeout < 0 && io_->watching() == 0 && pool_jobs_ == 0 &&
+        !remote_pending_.load(std::memory_order_acquire)) {
+      if (!someone_else_could_wake()) {
+        if (draining_) {
+          ts_->switch_to(ts_->root(), {}, nullptr);
+        } else {
+          deliver_loop_exit();
+        }
+        back_in_hub();
+        continue;
+      }
+      timeout = recheck_ns;
+    }
+    if (timeout > 0 && test_clock::paused()) {
+      // Paused clock: look for I/O without sleeping; if none, jump to the next timer.
+      if (io_->wait(std::chrono::nanoseconds(0)) > 0 || remote_pending_.load()) continue;
+      if (!timers_.empty()) {
+        test_clock::advance_to(timers_.top()->deadline_ns);
+        continue;
+      }
+    }
+    io_->wait(std::chrono::nanoseconds(timeout));
+  }
+}
+
+void hub_impl::drain_children() noexcept {
+  // The thread is ending: ask every child (task) to stop, then let the loop run until they
+  // have unwound, or until nothing could move any more.
+  for (hub_child* c = children_.next; c != &children_;) {
+    hub_child* next = c->next;
+    c->shutdown(c);
+    c = next;
+  }
+  if (children_.next == &children_ || ts_->current() != ts_->root()) return;
+  draining_ = true;
+  try {
+    ts_->switch_to(hub_.record(), {}, nullptr);
+  } catch (...) {
+  }
+  draining_ = false;
+}
+
+void hub_impl::set_error_handler(tendril::hub::error_handler h) { on_error_ = std::move(h); }
+
+void hub_impl::report_task_error(const std::string& task_name, std::exception_ptr error) noexcept {
+  if (on_error_) {
+    try {
+      on_error_(task_name, error);
+      return;
+    } catch (...) {
+      std::fprintf(stderr, "tendril: the hub's error handler threw while reporting task '%s'\n",
+                   task_name.c_str());
+    }
+  }
+  std::string what = "an exception that is not a std::exception";
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+  }
+  std::fprintf(stderr, "tendril: task '%s' failed: %s\n", task_name.c_str(), what.c_str());
+}
+
+std::unique_ptr<backend> make_backend() {
+  const char* want = std::getenv("TENDRIL_BACKEND");
+  if (want == nullptr || *want == '\0' || std::strcmp(want, "epoll") == 0)
+    return make_epoll_backend();
+  if (std::strcmp(want, "poll") == 0) return make_poll_backend();
+  throw std::invalid_argument(std::string("tendril: TENDRIL_BACKEND='") + want +
+                              "' is not a backend (epoll, io_uring, poll)");
+}
+
+}  // namespace detail
+}  // namespace tendril

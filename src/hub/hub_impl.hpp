@@ -1,0 +1,167 @@
+// The hub of one OS thread: a greenlet that runs the loop, resuming parked greenlets when
+// what they wait for happens. Private to the hub layer and the layers above.
+//
+// Invariants (asserted where they can break):
+//  1. Only the hub resumes a parked greenlet: park() raises invalid_switch in a greenlet
+//     that something else switched into.
+//  2. A ready node is in at most one list (the run queue or the remote queue), and only
+//     while its greenlet is parked and will stay parked until the hub resumes it.
+//  3. Nodes that became ready run in the order they became ready; each loop pass first
+//     fires due timers, so a greenlet that keeps yielding cannot starve a timer.
+//  4. The hub never blocks while a greenlet is ready, and never waits forever while nothing
+//     at all could wake a parked greenlet: it raises loop_exit instead.
+//  5. Everything here runs on the hub's own thread, except schedule_remote() and wake().
+#ifndef TENDRIL_SRC_HUB_HUB_IMPL_HPP
+#define TENDRIL_SRC_HUB_HUB_IMPL_HPP
+
+#include <atomic>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "greenlet/thread_state.hpp"
+#include "hub/backend.hpp"
+#include "hub/timer_heap.hpp"
+#include "tendril/greenlet/greenlet.hpp"
+#include "tendril/hub/hub.hpp"
+#include "tendril/hub/nodes.hpp"
+
+namespace tendril::detail {
+
+// An intrusive FIFO of ready nodes: a circular doubly linked list through a sentinel.
+class node_list {
+ public:
+  node_list() noexcept { head_.next = head_.prev = &head_; }
+  node_list(const node_list&) = delete;
+  node_list& operator=(const node_list&) = delete;
+
+  bool empty() const noexcept { return head_.next == &head_; }
+  std::size_t size() const noexcept { return size_; }
+  ready_node* front() const noexcept { return empty() ? nullptr : head_.next; }
+
+  void push_back(ready_node& n) noexcept {
+    n.prev = head_.prev;
+    n.next = &head_;
+    head_.prev->next = &n;
+    head_.prev = &n;
+    ++size_;
+  }
+  void remove(ready_node& n) noexcept {
+    n.prev->next = n.next;
+    n.next->prev = n.prev;
+    n.prev = n.next = nullptr;
+    --size_;
+  }
+  ready_node* pop_front() noexcept {
+    ready_node* n = head_.next;
+    remove(*n);
+    return n;
+  }
+  // splice_back() moves every node of `other` to the end of this list.
+  void splice_back(node_list& other) noexcept {
+    while (!other.empty()) push_back(*other.pop_front());
+  }
+
+ private:
+  ready_node head_;
+  std::size_t size_ = 0;
+};
+
+// The sync layer's way to raise an exception in a greenlet parked in the hub (through its
+// waiter); the hub uses it to deliver loop_exit. Returns false if g is not parked there.
+using interrupt_fn = bool (*)(greenlet_record* g, std::exception_ptr error);
+
+class hub_impl {
+ public:
+  // current() is the calling thread's hub, made on first use; peek() does not make one.
+  static hub_impl& current() {
+    hub_impl* h = t_hub_;
+    return h ? *h : make_for_this_thread();
+  }
+  static hub_impl* peek() noexcept { return t_hub_; }
+
+  tendril::hub& facade() noexcept { return facade_; }
+  backend& io() noexcept { return *io_; }
+  thread_state& threads() noexcept { return *ts_; }
+  greenlet_record* greenlet() const noexcept { return hub_.record(); }
+  bool running_in_hub() const noexcept { return ts_->current() == hub_.record(); }
+
+  // schedule() appends n (n.greenlet set, parked) to the run queue; unschedule() takes it
+  // back out of whichever queue holds it. Hub thread only.
+  void schedule(ready_node& n) noexcept {
+    n.list = ready_node::in_run_queue;
+    ready_.push_back(n);
+  }
+  void unschedule(ready_node& n) noexcept;
+  // schedule_remote() is schedule() from any thread: the node goes to a locked queue that
+  // the hub moves to its run queue at its next pass, and the hub is woken.
+  void schedule_remote(ready_node& n) noexcept;
+
+  // Timers: t.deadline_ns and t.fire set. add_timer() throws std::bad_alloc.
+  void add_timer(timer_node& t) { timers_.push(t); }
+  void cancel_timer(timer_node& t) noexcept { timers_.remove(t); }
+
+  // park() suspends the current greenlet until the hub resumes it. Throws
+  // blocking_switch_out when called on the hub itself, invalid_switch when something other
+  // than the hub switched the greenlet back in. Switches: yes.
+  void park();
+
+  // Children: things the hub stops when it goes away (tasks).
+  void adopt(hub_child& c) noexcept;
+  void disown(hub_child& c) noexcept;
+
+  // Loop-exit accounting: waits that a thread other than this one might end (on an event,
+  // an async_result, a semaphore), and jobs handed to the thread pool.
+  void add_cross_thread_waits(int delta) noexcept { cross_thread_waits_ += delta; }
+  void add_pool_jobs(int delta) noexcept { pool_jobs_ += delta; }
+
+  static void set_interrupt_hook(interrupt_fn f) noexcept;
+
+  void set_error_handler(tendril::hub::error_handler h);
+  // report_task_error() calls the error handler (on the hub, blocking is refused).
+  void report_task_error(const std::string& task_name, std::exception_ptr error) noexcept;
+
+  ~hub_impl();
+
+ private:
+  hub_impl();
+  static hub_impl& make_for_this_thread();
+  struct holder;
+
+  void loop();
+  void run_timers();
+  void run_remote();
+  void run_ready();
+  void resume(greenlet_record* g);
+  void back_in_hub() noexcept;
+  bool someone_else_could_wake() const;
+  void deliver_loop_exit();
+  void drain_children() noexcept;
+
+  static constinit thread_local hub_impl* t_hub_ __attribute__((tls_model("initial-exec")));
+
+  thread_state* ts_;
+  tendril::hub facade_;
+  std::unique_ptr<backend> io_;
+  tendril::greenlet hub_;
+  timer_heap timers_;
+  node_list ready_;
+  ready_node batch_end_;  // marks the end of the current pass of the run queue
+
+  std::mutex remote_mu_;
+  node_list remote_;
+  std::atomic<bool> remote_pending_{false};
+
+  greenlet_record* last_parked_ = nullptr;
+  int cross_thread_waits_ = 0;
+  int pool_jobs_ = 0;
+
+  hub_child children_;  // sentinel of a circular list
+  bool draining_ = false;
+  tendril::hub::error_handler on_error_;
+};
+
+}  // namespace tendril::detail
+
+#endif

@@ -1,0 +1,97 @@
+#include "hub/thread_pool.hpp"
+
+#include <pthread.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <stdexcept>
+#include <system_error>
+#include <thread>
+
+namespace tendril::detail::thread_pool {
+namespace {
+
+struct pool {
+  std::mutex mu;
+  std::condition_variable work;
+  pool_job* head = nullptr;
+  pool_job* tail = nullptr;
+  std::size_t idle = 0;
+  std::size_t limit = 10;
+  std::atomic<std::size_t> alive{0};
+
+  pool() {
+    if (const char* s = std::getenv("TENDRIL_THREADPOOL_SIZE")) {
+      long n = std::atol(s);
+      if (n > 0) limit = static_cast<std::size_t>(n);
+    }
+  }
+
+  void worker() {
+    pthread_setname_np(pthread_self(), "tendril-pool");
+    std::unique_lock lock(mu);
+    while (true) {
+      ++idle;
+      work.wait(lock, [this] { return head != nullptr; });
+      --idle;
+      pool_job* job = head;
+      head = job->next;
+      if (head == nullptr) tail = nullptr;
+      lock.unlock();
+      job->run(job);  // may free job: not touched again
+      lock.lock();
+    }
+  }
+};
+
+pool& the_pool() {
+  static auto* p = new pool;  // never destroyed: workers run until the process ends
+  return *p;
+}
+
+}  // namespace
+
+void submit(pool_job& job) {
+  pool& p = the_pool();
+  std::unique_lock lock(p.mu);
+  job.next = nullptr;
+  if (p.tail) {
+    p.tail->next = &job;
+  } else {
+    p.head = &job;
+  }
+  p.tail = &job;
+  if (p.idle == 0 && p.alive.load() < p.limit) {
+    try {
+      std::thread([&p] { p.worker(); }).detach();
+      p.alive.fetch_add(1);
+    } catch (const std::system_error&) {
+      if (p.alive.load() == 0) {
+        p.head = p.tail = nullptr;
+        throw;
+      }
+      // Some threads run: the job waits for one of them.
+    }
+  }
+  lock.unlock();
+  p.work.notify_one();
+}
+
+std::size_t workers() noexcept { return the_pool().alive.load(); }
+
+std::size_t size() noexcept {
+  pool& p = the_pool();
+  std::lock_guard lock(p.mu);
+  return p.limit;
+}
+
+void set_size(std::size_t n) {
+  if (n == 0) throw std::invalid_argument("tendril: the thread pool needs at least one thread");
+  pool& p = the_pool();
+  std::lock_guard lock(p.mu);
+  p.limit = n;
+}
+
+}  // namespace tendril::detail::thread_pool

@@ -1,0 +1,34 @@
+// The thread pool behind tendril::offload(): OS threads that run blocking calls so that
+// the hub's thread does not have to. One per process, shared by every hub; its threads start
+// on demand, up to tendril::threadpool_size() (default 10, as gevent's; TENDRIL_THREADPOOL_SIZE
+// sets another), and wait for more work once started.
+#ifndef TENDRIL_SRC_HUB_THREAD_POOL_HPP
+#define TENDRIL_SRC_HUB_THREAD_POOL_HPP
+
+#include <cstddef>
+
+namespace tendril::detail {
+
+// A unit of work. run() is called on a pool thread, once; it must not throw.
+struct pool_job {
+  void (*run)(pool_job* self) noexcept = nullptr;
+  pool_job* next = nullptr;
+};
+
+namespace thread_pool {
+
+// submit() queues a job; any thread. Throws std::system_error if no thread can be started
+// and none is running.
+void submit(pool_job& job);
+
+// workers() is the number of pool threads alive.
+std::size_t workers() noexcept;
+
+// size() / set_size() are the most threads the pool starts.
+std::size_t size() noexcept;
+void set_size(std::size_t n);
+
+}  // namespace thread_pool
+}  // namespace tendril::detail
+
+#endif

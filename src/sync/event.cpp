@@ -1,0 +1,52 @@
+#include "tendril/sync/event.hpp"
+
+namespace tendril {
+
+void event::set() {
+  std::lock_guard lock(mu_);
+  flag_.store(true, std::memory_order_release);
+  // Claim and schedule with the lock held: a waiter that times out meanwhile takes the same
+  // lock to unlink itself, so it is either still here (and woken now) or gone.
+  while (detail::waiter* w = waiters_.pop_front()) w->wake();
+  observers_.notify_all();
+}
+
+void event::clear() {
+  std::lock_guard lock(mu_);
+  flag_.store(false, std::memory_order_release);
+}
+
+bool event::wait_deadline(std::int64_t deadline_ns) {
+  if (is_set()) return true;
+  detail::waiter w(true);
+  {
+    std::lock_guard lock(mu_);
+    if (flag_.load(std::memory_order_relaxed)) return true;
+    waiters_.push_back(w);
+  }
+  struct unlink {
+    event* e;
+    detail::waiter* w;
+    ~unlink() {
+      std::lock_guard lock(e->mu_);
+      e->waiters_.remove(*w);
+    }
+  } guard{this, &w};
+  return w.wait(deadline_ns);
+}
+
+void event::observe(detail::observer& o) {
+  std::lock_guard lock(mu_);
+  if (flag_.load(std::memory_order_relaxed)) {
+    o.notify(&o);
+    return;
+  }
+  observers_.push_back(o);
+}
+
+void event::unobserve(detail::observer& o) noexcept {
+  std::lock_guard lock(mu_);
+  observers_.remove(o);
+}
+
+}  // namespace tendril

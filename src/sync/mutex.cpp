@@ -1,0 +1,86 @@
+#include "tendril/sync/mutex.hpp"
+
+#include <stdexcept>
+
+#include "greenlet/thread_state.hpp"
+
+namespace tendril {
+namespace {
+const void* current_greenlet() { return detail::thread_state::get().current(); }
+}  // namespace
+
+void mutex::lock() { lock_deadline(detail::forever_ns); }
+
+void mutex::lock_shielded() { lock_deadline(detail::forever_ns, true); }
+
+bool mutex::lock_deadline(std::int64_t deadline_ns, bool shielded) {
+  const void* me = current_greenlet();
+  if (owner_ == me) {
+    throw std::logic_error("tendril::mutex::lock: the greenlet '" +
+                           detail::record_name(static_cast<const detail::greenlet_record*>(me)) +
+                           "' already holds this mutex (it is not recursive)");
+  }
+  bool got = sem_.acquire_deadline(deadline_ns, shielded);
+  if (got) owner_ = me;
+  return got;
+}
+
+bool mutex::try_lock() {
+  if (!sem_.try_acquire()) return false;
+  owner_ = current_greenlet();
+  return true;
+}
+
+void mutex::unlock() {
+  const void* me = current_greenlet();
+  if (owner_ != me) {
+    throw std::logic_error("tendril::mutex::unlock: greenlet '" +
+                           detail::record_name(static_cast<const detail::greenlet_record*>(me)) +
+                           "' does not hold this mutex");
+  }
+  owner_ = nullptr;
+  sem_.release();
+}
+
+bool condition_variable::wait_deadline(std::unique_lock<mutex>& lock, std::int64_t deadline_ns) {
+  if (!lock.owns_lock())
+    throw std::logic_error("tendril::condition_variable::wait: the lock is not held");
+  detail::waiter w(true);
+  {
+    std::lock_guard guard(mu_);
+    waiters_.push_back(w);
+  }
+  // Whatever ends the wait, the mutex is taken again before returning or throwing; that
+  // wait cannot be interrupted (an interrupt stays pending for the next blocking call).
+  struct relock {
+    condition_variable* cv;
+    detail::waiter* w;
+    std::unique_lock<mutex>& lock;
+    ~relock() {
+      {
+        std::lock_guard guard(cv->mu_);
+        cv->waiters_.remove(*w);
+      }
+      lock.mutex()->lock_shielded();
+      std::unique_lock<mutex> retaken(*lock.mutex(), std::adopt_lock);
+      lock.swap(retaken);
+      retaken.release();
+    }
+  } guard{this, &w, lock};
+  lock.unlock();
+  return w.wait(deadline_ns);
+}
+
+void condition_variable::notify_one() noexcept {
+  std::lock_guard guard(mu_);
+  while (detail::waiter* w = waiters_.pop_front()) {
+    if (w->wake()) return;
+  }
+}
+
+void condition_variable::notify_all() noexcept {
+  std::lock_guard guard(mu_);
+  while (detail::waiter* w = waiters_.pop_front()) w->wake();
+}
+
+}  // namespace tendril

@@ -1,0 +1,97 @@
+#include "tendril/sync/semaphore.hpp"
+
+#include <stdexcept>
+#include <string>
+
+namespace tendril {
+
+semaphore::semaphore(std::ptrdiff_t initial) : count_(initial) {
+  if (initial < 0) {
+    throw std::invalid_argument("tendril::semaphore: a negative count (" + std::to_string(initial) +
+                                ")");
+  }
+}
+
+bool semaphore::try_acquire() noexcept {
+  std::lock_guard lock(mu_);
+  if (count_ > 0 && waiters_.empty()) {
+    --count_;
+    return true;
+  }
+  return false;
+}
+
+bool semaphore::acquire_deadline(std::int64_t deadline_ns, bool shielded) {
+  {
+    std::lock_guard lock(mu_);
+    if (count_ > 0 && waiters_.empty()) {
+      --count_;
+      return true;
+    }
+  }
+  detail::waiter w(true, shielded);
+  {
+    std::lock_guard lock(mu_);
+    if (count_ > 0 && waiters_.empty()) {
+      --count_;
+      return true;
+    }
+    waiters_.push_back(w);
+    ++nwaiting_;
+  }
+  struct unlink {
+    semaphore* s;
+    detail::waiter* w;
+    ~unlink() {
+      std::lock_guard lock(s->mu_);
+      if (w->linked) {
+        s->waiters_.remove(*w);
+        --s->nwaiting_;
+      }
+    }
+  } guard{this, &w};
+  // A woken waiter was handed its permit by release(): count_ was not raised for it.
+  return w.wait(deadline_ns);
+}
+
+void semaphore::give(std::ptrdiff_t n) {
+  // Hand permits to the longest waiters first; a waiter that just timed out or was killed
+  // cannot be claimed and is skipped (it unlinks itself).
+  while (n > 0) {
+    detail::waiter* w = waiters_.pop_front();
+    if (w == nullptr) break;
+    --nwaiting_;
+    if (w->wake()) --n;
+  }
+  count_ += n;
+}
+
+void semaphore::release(std::ptrdiff_t n) {
+  if (n < 0) throw std::invalid_argument("tendril::semaphore::release: a negative count");
+  std::lock_guard lock(mu_);
+  give(n);
+}
+
+std::ptrdiff_t semaphore::count() const noexcept {
+  std::lock_guard lock(mu_);
+  return count_;
+}
+
+std::size_t semaphore::waiting() const noexcept {
+  std::lock_guard lock(mu_);
+  return nwaiting_;
+}
+
+void bounded_semaphore::release(std::ptrdiff_t n) {
+  if (n < 0) throw std::invalid_argument("tendril::bounded_semaphore::release: a negative count");
+  std::lock_guard lock(mu_);
+  // Permits handed to waiters are in use, not free: count_ + n may not exceed the start.
+  if (count_ + n > initial_) {
+    throw std::logic_error("tendril::bounded_semaphore::release: released more than acquired (" +
+                           std::to_string(count_) + " free of " + std::to_string(initial_) +
+                           ", releasing " + std::to_string(n) + ")");
+  }
+  give(n);
+}
+
+}  // namespace tendril

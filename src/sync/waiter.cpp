@@ -1,0 +1,115 @@
+#include "tendril/sync/waiter.hpp"
+
+#include <cstddef>
+
+#include "greenlet/greenlet_record.hpp"
+#include "hub/hub_impl.hpp"
+#include "tendril/task/timeout.hpp"
+
+namespace tendril::detail {
+namespace {
+
+bool has_pending_interrupt(greenlet_record* g) noexcept { return g->interrupt || g->timeouts; }
+
+// Raises what is pending for g: a kill first, then the outermost timeout scope that fired.
+// Returns normally if nothing turned out to be pending (scopes that did not fire).
+void raise_pending_interrupt(greenlet_record* g) {
+  if (g->interrupt) {
+    std::exception_ptr e = std::move(g->interrupt);
+    g->interrupt = nullptr;
+    std::rethrow_exception(std::move(e));
+  }
+  if (timeout* t = pending_timeout(g)) throw take_pending_timeout(t);
+}
+
+bool pending_for_real(greenlet_record* g) noexcept { return g->interrupt || pending_timeout(g); }
+
+// The hub's way to deliver loop_exit (and anything else) to a parked greenlet.
+bool interrupt_parked(greenlet_record* g, std::exception_ptr e) {
+  auto* w = static_cast<waiter*>(g->waiter);
+  return w != nullptr && w->interrupt(std::move(e));
+}
+
+}  // namespace
+
+waiter::waiter(bool cross_thread, bool shielded)
+    : cross_thread_(cross_thread), shielded_(shielded), hub_(&hub_impl::current()) {
+  static const bool hooked = (hub_impl::set_interrupt_hook(&interrupt_parked), true);
+  (void)hooked;
+  node_.greenlet = hub_->threads().current();
+}
+
+waiter::~waiter() {
+  if (node_.queued()) hub_->unschedule(node_);
+  if (timer_.armed()) hub_->cancel_timer(timer_);
+}
+
+void waiter::schedule() noexcept {
+  if (hub_impl::peek() == hub_) {
+    hub_->schedule(node_);
+  } else {
+    hub_->schedule_remote(node_);
+  }
+}
+
+bool waiter::interrupt(std::exception_ptr e) noexcept {
+  if (shielded_ || !transition(interrupted)) return false;
+  error_ = std::move(e);
+  schedule();
+  return true;
+}
+
+void waiter::on_deadline(timer_node* t) {
+  auto* w = static_cast<waiter*>(t->context);
+  if (w->transition(timed_out)) w->schedule();
+}
+
+void waiter::finish_wait() noexcept {
+  if (timer_.armed()) hub_->cancel_timer(timer_);
+  if (cross_thread_) hub_->add_cross_thread_waits(-1);
+  node_.greenlet->waiter = nullptr;
+}
+
+bool waiter::wait(std::int64_t deadline_ns) {
+  greenlet_record* self = node_.greenlet;
+  if (!shielded_ && has_pending_interrupt(self) && pending_for_real(self)) [[unlikely]] {
+    // Woken already: the interrupt stays pending for the next blocking call.
+    if (transition(cancelled)) raise_pending_interrupt(self);
+  } else if (current_state() == waiting && deadline_ns != forever_ns) {
+    if (deadline_ns <= hub_now_ns()) {
+      if (transition(timed_out)) return false;
+    } else {
+      timer_.deadline_ns = deadline_ns;
+      timer_.fire = &on_deadline;
+      timer_.context = this;
+      hub_->add_timer(timer_);
+    }
+  }
+  // Park even when already woken: the wake scheduled this greenlet, and only the hub may
+  // take it off the run queue by resuming it.
+  if (cross_thread_) hub_->add_cross_thread_waits(1);
+  self->waiter = this;
+  try {
+    hub_->park();
+  } catch (...) {
+    // Switched in by someone else (invalid_switch) or parked on the hub itself: end the wait
+    // here, and take the node back if a wake got it scheduled meanwhile.
+    if (!transition(cancelled) && node_.queued()) hub_->unschedule(node_);
+    finish_wait();
+    throw;
+  }
+  finish_wait();
+  switch (current_state()) {
+    case woken:
+      return true;
+    case timed_out:
+      return false;
+    default: {
+      std::exception_ptr e = std::move(error_);
+      error_ = nullptr;
+      std::rethrow_exception(std::move(e));
+    }
+  }
+}
+
+}  // namespace tendril::detail

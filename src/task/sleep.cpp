@@ -1,0 +1,28 @@
+#include "tendril/task/sleep.hpp"
+
+#include "greenlet/greenlet_record.hpp"
+#include "greenlet/thread_state.hpp"
+#include "tendril/sync/waiter.hpp"
+
+namespace tendril {
+namespace detail {
+
+void sleep_until_ns(std::int64_t deadline_ns) {
+  waiter w;
+  w.wait(deadline_ns);  // nothing wakes it: it returns once the deadline passed
+}
+
+void yield_now() {
+  waiter w;
+  w.wake();  // ready at once, behind every greenlet that is ready already
+  w.wait();
+}
+
+}  // namespace detail
+
+namespace this_greenlet {
+std::string name() { return detail::record_name(detail::thread_state::get().current()); }
+std::uint64_t get_id() { return detail::thread_state::get().current()->id; }
+}  // namespace this_greenlet
+
+}  // namespace tendril

@@ -1,0 +1,225 @@
+#include "tendril/task/task.hpp"
+
+#include <atomic>
+#include <cstdio>
+
+#include "greenlet/greenlet_record.hpp"
+#include "greenlet/thread_state.hpp"
+#include "hub/hub_impl.hpp"
+#include "tendril/task/timeout.hpp"
+
+namespace tendril {
+namespace detail {
+namespace {
+
+std::atomic<std::uint64_t> g_task_number{0};
+
+task_core* core_of_child(hub_child* c) {
+  return reinterpret_cast<task_core*>(reinterpret_cast<char*>(c) - offsetof(task_core, child));
+}
+
+void start_later(timer_node* t) {
+  auto* core = static_cast<task_core*>(t->context);
+  hub_impl::current().schedule(core->start);
+}
+
+// Drops the task's reference to itself; the record may go with it.
+void release_self(task_core& t) noexcept { tendril::greenlet gone = std::move(t.self); }
+
+// Called by the hub once a task's greenlet has died and switched back to it.
+void reap(greenlet_record* r) { release_self(task_of(r)); }
+
+bool is_exit(const std::exception_ptr& e) {
+  if (!e) return true;
+  try {
+    std::rethrow_exception(e);
+  } catch (const greenlet_exit&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+// The task was killed before its body ran: it ends here, without a switch.
+void end_unstarted(greenlet_record* r, task_core& t, std::exception_ptr e) noexcept {
+  hub_impl* hub = hub_impl::peek();
+  if (hub) {
+    hub->unschedule(t.start);
+    hub->cancel_timer(t.later);
+  }
+  greenlet_discard_unstarted(r);
+  if (is_exit(e)) {
+    t.successful = true;
+    t.killed = true;
+  } else {
+    t.error = std::move(e);
+  }
+  task_leave(t);
+  release_self(t);
+}
+
+// The hub goes away with its thread: every task still alive is killed.
+void shutdown_child(hub_child* c) {
+  task_core* t = core_of_child(c);
+  greenlet_record* r = t->self.record();
+  if (r == nullptr || t->phase == task_core::done) return;
+  if (t->phase == task_core::pending) {
+    end_unstarted(r, *t, nullptr);
+    return;
+  }
+  auto e = std::make_exception_ptr(greenlet_exit{});
+  auto* w = static_cast<waiter*>(r->waiter);
+  if (!(w && w->interrupt(e)) && !r->interrupt) r->interrupt = e;
+}
+
+}  // namespace
+
+task_core& task_of(greenlet_record* r) noexcept {
+  return *static_cast<task_core*>(greenlet_extra(r));
+}
+
+task_core& current_task() { return task_of(thread_state::get().current()); }
+
+greenlet_record* task_create(std::size_t body_size, std::size_t body_align, const callable_ops* ops,
+                             std::size_t state_size, void (*state_destroy)(void*), void** storage,
+                             void** extra) {
+  hub_impl& hub = hub_impl::current();
+  return greenlet_create_ex(body_size, body_align, ops, hub.greenlet(), 0, state_size,
+                            state_destroy, storage, extra);
+}
+
+void task_abandon(greenlet_record* r) noexcept { greenlet_abandon_create(r); }
+
+void task_start(greenlet_record* r, std::int64_t deadline_ns) {
+  hub_impl& hub = hub_impl::current();
+  task_core& t = task_of(r);
+  t.number = g_task_number.fetch_add(1, std::memory_order_relaxed) + 1;
+  r->name_prefix = "Greenlet-";
+  r->name_number = t.number;
+  r->on_dead = &reap;
+  greenlet_retain(r);
+  t.self = tendril::greenlet(r, tendril::greenlet::adopt_t{});
+  t.child.shutdown = &shutdown_child;
+  hub.adopt(t.child);
+  t.start.greenlet = r;
+  if (deadline_ns <= hub_now_ns()) {
+    hub.schedule(t.start);
+  } else {
+    t.later.deadline_ns = deadline_ns;
+    t.later.fire = &start_later;
+    t.later.context = &t;
+    hub.add_timer(t.later);
+  }
+}
+
+bool task_enter(task_core& t) noexcept {
+  if (t.phase != task_core::pending) return false;
+  t.phase = task_core::running;
+  return true;
+}
+
+void task_leave(task_core& t) noexcept {
+  t.phase = task_core::done;
+  if (hub_impl* hub = hub_impl::peek()) hub->disown(t.child);
+  while (waiter* w = t.joiners.pop_front()) w->wake();
+  t.observers.notify_all();
+  greenlet_record* r = t.self.record();
+  if (t.error && r) {
+    hub_impl::current().report_task_error(record_name(r), t.error);
+  }
+  // Links run in the order they were added; one that throws is reported and the rest run.
+  std::vector<std::function<void()>> links = std::move(t.links);
+  t.links.clear();
+  for (auto& f : links) {
+    try {
+      f();
+    } catch (...) {
+      std::fprintf(stderr, "tendril: a link callback of task '%s' threw; ignored\n",
+                   r ? record_name(r).c_str() : "?");
+    }
+  }
+}
+
+}  // namespace detail
+
+using detail::task_core;
+
+detail::task_core& task_base::core() const {
+  if (g_.empty()) throw std::logic_error("tendril::task: an empty task handle");
+  return detail::task_of(g_.record());
+}
+
+bool task_base::ready() const noexcept {
+  return !g_.empty() && detail::task_of(g_.record()).phase == task_core::done;
+}
+bool task_base::successful() const noexcept {
+  return !g_.empty() && detail::task_of(g_.record()).phase == task_core::done &&
+         detail::task_of(g_.record()).successful;
+}
+std::exception_ptr task_base::exception() const noexcept {
+  return g_.empty() ? nullptr : detail::task_of(g_.record()).error;
+}
+bool task_base::started() const noexcept { return g_.started(); }
+
+std::string task_base::name() const { return g_.name(); }
+void task_base::set_name(std::string name) { g_.set_name(std::move(name)); }
+
+bool task_base::join_deadline(std::int64_t deadline_ns) {
+  task_core& t = core();
+  if (t.phase == task_core::done) return true;
+  detail::greenlet_record* me = detail::thread_state::get().current();
+  if (me == g_.record()) {
+    throw std::logic_error("tendril: task '" + name() +
+                           "' cannot join itself: it would wait forever");
+  }
+  detail::waiter w;
+  t.joiners.push_back(w);
+  struct unlink {
+    detail::waiter_list& l;
+    detail::waiter& w;
+    ~unlink() { l.remove(w); }
+  } guard{t.joiners, w};
+  return w.wait(deadline_ns);
+}
+
+void task_base::kill(std::exception_ptr e, bool block) {
+  task_core& t = core();
+  if (t.phase == task_core::done) return;
+  detail::greenlet_record* r = g_.record();
+  if (detail::thread_state::get().current() == r) {
+    throw std::logic_error("tendril: task '" + name() +
+                           "' cannot kill itself (throw greenlet_exit to end it)");
+  }
+  if (!e) e = std::make_exception_ptr(greenlet_exit{});
+  if (t.phase == task_core::pending) {
+    detail::end_unstarted(r, t, std::move(e));
+    return;
+  }
+  auto* w = static_cast<detail::waiter*>(r->waiter);
+  if (!(w && w->interrupt(e)) && !r->interrupt) r->interrupt = std::move(e);
+  if (block) join();
+}
+
+void task_base::link(std::function<void()> callback) {
+  task_core& t = core();
+  if (t.phase == task_core::done) {
+    callback();
+    return;
+  }
+  t.links.push_back(std::move(callback));
+}
+
+void task_base::observe(detail::observer& o) {
+  task_core& t = core();
+  if (t.phase == task_core::done) {
+    o.notify(&o);
+  } else {
+    t.observers.push_back(o);
+  }
+}
+
+void task_base::unobserve(detail::observer& o) noexcept {
+  if (!g_.empty()) detail::task_of(g_.record()).observers.remove(o);
+}
+
+}  // namespace tendril

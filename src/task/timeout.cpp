@@ -1,0 +1,64 @@
+#include "tendril/task/timeout.hpp"
+
+#include <cstddef>
+
+#include "greenlet/greenlet_record.hpp"
+#include "hub/hub_impl.hpp"
+#include "tendril/sync/waiter.hpp"
+
+namespace tendril {
+
+timeout::timeout(std::int64_t deadline_ns, int) {
+  detail::hub_impl& hub = detail::hub_impl::current();
+  owner_ = hub.threads().current();
+  outer_ = static_cast<timeout*>(owner_->timeouts);
+  owner_->timeouts = this;
+  if (deadline_ns != detail::forever_ns) {
+    timer_.deadline_ns = deadline_ns;
+    timer_.fire = &on_fire;
+    timer_.context = this;
+    hub.add_timer(timer_);
+  }
+}
+
+timeout::~timeout() {
+  cancel();
+  // Normally the innermost scope; tolerate others (a scope kept past an inner one).
+  auto** link = reinterpret_cast<timeout**>(&owner_->timeouts);
+  while (*link && *link != this) link = &(*link)->outer_;
+  if (*link == this) *link = outer_;
+}
+
+void timeout::cancel() noexcept {
+  if (timer_.armed()) {
+    if (detail::hub_impl* hub = detail::hub_impl::peek()) hub->cancel_timer(timer_);
+  }
+  pending_ = false;
+}
+
+void timeout::on_fire(detail::timer_node* t) {
+  auto* self = static_cast<timeout*>(t->context);
+  self->fired_ = true;
+  auto* w = static_cast<detail::waiter*>(self->owner_->waiter);
+  if (w != nullptr && w->interrupt(std::make_exception_ptr(timeout_error(self)))) return;
+  // Its greenlet is running or about to: the next blocking call inside the scope raises it.
+  self->pending_ = true;
+}
+
+namespace detail {
+
+timeout* pending_timeout(greenlet_record* g) noexcept {
+  timeout* found = nullptr;
+  for (auto* t = static_cast<timeout*>(g->timeouts); t; t = t->outer_) {
+    if (t->pending_) found = t;
+  }
+  return found;
+}
+
+timeout_error take_pending_timeout(timeout* t) noexcept {
+  t->pending_ = false;
+  return timeout_error(t);
+}
+
+}  // namespace detail
+}  // namespace tendril
