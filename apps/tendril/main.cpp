@@ -26,7 +26,7 @@ int help(const tendril::app::args&);
 
 const command commands[] = {
     {"tour", "tour [--quick]",
-     "replay the seed's examples: generators, greenlets (--quick shortens the sleeps)",
+     "replay the seed's examples: generators, greenlets, gevent (--quick shortens the sleeps)",
      &tendril::app::tour},
     {"version", "version", "print the version", &version},
     {"help", "help", "this list", &help},

@@ -27,6 +27,7 @@ int tour(const args& a) {
               o.quick ? " (--quick: sleeps x0.05)" : "");
   tour_generators(o);
   tour_greenlets(o);
+  tour_gevent(o);
   std::printf("\nend of the tour\n");
   return 0;
 }

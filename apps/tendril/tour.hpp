@@ -20,6 +20,7 @@ void heading(const char* title);
 // Sections, in tour order.
 void tour_generators(const tour_options& o);
 void tour_greenlets(const tour_options& o);
+void tour_gevent(const tour_options& o);
 
 }  // namespace tendril::app
 

@@ -40,6 +40,15 @@ def main():
     # 3 sleeps of 2 s scaled by 0.05: at least 0.3 s (the sleeps add up).
     expect(taken >= 0.29, f"section 3 took {taken} s, less than the sleeps it made")
     expect(s.get(4, [])[:4] == ["1", "2", "3", "4"], f"section 4: {s.get(4)}")
+    s5 = s.get(5, [])
+    expect("[Greenlet-1] sleeping 2 s" in s5 and "[Greenlet-2] sleeping 3 s" in s5, f"section 5: {s5}")
+    expect(s5.index("[Greenlet-1] woke up after 2 s") < s5.index("[Greenlet-2] woke up after 3 s"),
+           f"section 5 order: {s5}")
+    expect("values: 2 and 3" in s5, f"section 5 values: {s5}")
+    el = float(re.search(r"elapsed: (\d+\.\d+) s", "\n".join(s5)).group(1))
+    # At least the longer sleep (3 s x 0.05); that they overlap is shown by the unit tests on
+    # a paused clock, where it cannot be disturbed by a loaded machine.
+    expect(el >= 0.149, f"section 5 elapsed {el}: shorter than the longest sleep")
     expect("end of the tour" in run.stdout, "the tour did not reach its end")
     print("check_tour: ok")
 
