@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "tendril/hub/deadline.hpp"
@@ -23,7 +24,7 @@ namespace tendril {
 // async_result, a queue (ready when a get() would not wait). It does not own the object.
 class waitable_ref {
  public:
-  template <class W,
+  template <class W, class = std::enable_if_t<!std::is_same_v<std::remove_cv_t<W>, waitable_ref>>,
             class = decltype(std::declval<W&>().observe(std::declval<detail::observer&>()))>
   waitable_ref(W& w)  // NOLINT(google-explicit-constructor): lists of mixed objects
       : obj_(&w),
