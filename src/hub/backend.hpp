@@ -1,9 +1,14 @@
 // The backend contract: how a hub's loop waits for descriptors and for other threads.
 //
 // One implementation per file, chosen when the hub starts (make_backend(), TENDRIL_BACKEND
-// forces one): backend_epoll.cpp, backend_poll.cpp (a plain poll(2) loop kept for tests and
-// odd platforms); the I/O layer adds backend_uring.cpp and operation-level I/O (accept,
-// connect, recv, send, read, write completed by the backend) on top of this same interface.
+// forces one): backend_uring.cpp (io_uring, the default where the kernel allows it),
+// backend_epoll.cpp, backend_poll.cpp (a plain poll(2) loop kept for tests and odd
+// platforms).
+//
+// I/O is expressed at the level of operations (accept, connect, recv, send, read, write),
+// so that each backend does what it does best: io_uring completes them itself (submit()),
+// epoll and poll have the caller make the system call and wait for readiness in between
+// (watch()). native_ops() tells which.
 //
 // A backend belongs to one hub and is used from that hub's thread only, except wake().
 // Readiness is reported once per change (edge-triggered): after ready() reported POLLIN, the
@@ -28,11 +33,22 @@
 //                   the next one return at once. Wakes that pile up are merged.
 //   watching()      The number of watches, for the hub's "would block forever" check.
 //
+// Operations, where native_ops() is true (io_uring):
+//   submit(op)      Starts op. It completes later: wait() sets op.result (>= 0, or -errno)
+//                   and calls op.complete(&op) on this thread, exactly once, never from
+//                   within submit(). The memory op points to must stay valid until then.
+//   cancel(op)      Asks for op to end early; its completion still arrives (with -ECANCELED,
+//                   or with its real result if it finished first). The owner must wait for
+//                   that completion before op's memory goes away.
+//   in_flight()     Operations submitted and not yet completed.
+//
 // What a backend may not do: switch greenlets, allocate inside wait(), call back into the
-// hub except through w.ready, report a watch after unwatch().
+// hub except through w.ready and op.complete, report a watch after unwatch().
 
 #ifndef TENDRIL_SRC_HUB_BACKEND_HPP
 #define TENDRIL_SRC_HUB_BACKEND_HPP
+
+#include <sys/socket.h>
 
 #include <chrono>
 #include <cstdint>
@@ -46,6 +62,25 @@ struct io_watch {
   void (*ready)(io_watch* self, std::uint32_t revents) = nullptr;
   // Backend bookkeeping.
   int slot = -1;
+  void* backend_data = nullptr;
+};
+
+// One I/O operation for a backend that completes operations itself.
+struct io_op {
+  enum class code : std::uint8_t { recv, send, recvmsg, sendmsg, accept, connect, read, write };
+  code op = code::recv;
+  int fd = -1;
+  void* buf = nullptr;  // recv, send, read, write
+  std::size_t len = 0;
+  int flags = 0;             // recv, send, recvmsg, sendmsg, accept
+  std::uint64_t offset = 0;  // read, write: file offset
+  sockaddr* addr = nullptr;  // accept: where the peer goes; connect: the peer
+  socklen_t* addrlen = nullptr;
+  socklen_t peerlen = 0;    // connect
+  msghdr* msg = nullptr;    // recvmsg, sendmsg
+  std::int64_t result = 0;  // set before complete()
+  void (*complete)(io_op* self) = nullptr;
+  void* context = nullptr;  // for complete()
 };
 
 class backend {
@@ -58,6 +93,14 @@ class backend {
   virtual int wait(std::chrono::nanoseconds timeout) noexcept = 0;
   virtual void wake() noexcept = 0;
   virtual std::size_t watching() const noexcept = 0;
+
+  virtual bool native_ops() const noexcept { return false; }
+  virtual void submit(io_op& op) noexcept {
+    op.result = -95;  // EOPNOTSUPP: never called when native_ops() is false
+    op.complete(&op);
+  }
+  virtual void cancel(io_op&) noexcept {}
+  virtual std::size_t in_flight() const noexcept { return 0; }
 };
 
 // make_backend() is the backend named by TENDRIL_BACKEND (epoll, poll), or the best the
@@ -66,6 +109,8 @@ class backend {
 std::unique_ptr<backend> make_backend();
 std::unique_ptr<backend> make_epoll_backend();
 std::unique_ptr<backend> make_poll_backend();
+// make_uring_backend() throws std::system_error when the kernel refuses io_uring.
+std::unique_ptr<backend> make_uring_backend();
 
 }  // namespace tendril::detail
 

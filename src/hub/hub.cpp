@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <system_error>
 
 #include "hub/clock.hpp"
 #include "hub/hub_impl.hpp"
@@ -244,7 +245,7 @@ void hub_impl::loop() {
     run_timers();
     run_remote();
     if (!ready_.empty()) {
-      if (io_->watching() > 0) io_->wait(std::chrono::nanoseconds(0));
+      if (io_->watching() + io_->in_flight() > 0) io_->wait(std::chrono::nanoseconds(0));
       run_ready();
       continue;
     }
@@ -259,7 +260,7 @@ void hub_impl::loop() {
       const std::int64_t due = timers_.top()->deadline_ns;
       timeout = due > now ? due - now : 0;
     }
-    if (timeout < 0 && io_->watching() == 0 && pool_jobs_ == 0 &&
+    if (timeout < 0 && io_->watching() == 0 && io_->in_flight() == 0 && pool_jobs_ == 0 &&
         !remote_pending_.load(std::memory_order_acquire)) {
       if (!someone_else_could_wake()) {
         if (draining_) {
@@ -325,9 +326,32 @@ void hub_impl::report_task_error(const std::string& task_name, std::exception_pt
 
 std::unique_ptr<backend> make_backend() {
   const char* want = std::getenv("TENDRIL_BACKEND");
-  if (want == nullptr || *want == '\0' || std::strcmp(want, "epoll") == 0)
+  if (want == nullptr || *want == '\0') {
+#if TENDRIL_HAS_IO_URING
+    // The best the kernel allows: io_uring unless it is refused (an old kernel, a seccomp
+    // filter, kernel.io_uring_disabled), then epoll.
+    try {
+      return make_uring_backend();
+    } catch (const std::system_error&) {
+    }
+#endif
     return make_epoll_backend();
+  }
+  if (std::strcmp(want, "epoll") == 0) return make_epoll_backend();
   if (std::strcmp(want, "poll") == 0) return make_poll_backend();
+  if (std::strcmp(want, "io_uring") == 0) {
+#if TENDRIL_HAS_IO_URING
+    try {
+      return make_uring_backend();
+    } catch (const std::system_error& e) {
+      throw std::system_error(e.code(),
+                              "tendril: TENDRIL_BACKEND=io_uring, but the kernel refuses io_uring");
+    }
+#else
+    throw std::invalid_argument(
+        "tendril: TENDRIL_BACKEND=io_uring, but this build of tendril has no io_uring support");
+#endif
+  }
   throw std::invalid_argument(std::string("tendril: TENDRIL_BACKEND='") + want +
                               "' is not a backend (epoll, io_uring, poll)");
 }

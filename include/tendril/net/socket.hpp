@@ -1,0 +1,220 @@
+// tendril::net sockets: TCP, UDP and Unix sockets whose blocking calls block only the
+// calling greenlet (gevent.socket).
+//
+// Every blocking call can switch, throws std::system_error with the errno value on failure
+// (std::errc::timed_out when a time limit ran out) and has a twin that takes a
+// std::error_code& and reports I/O failures there instead (a kill or a timeout scope still
+// propagates through it: those are not I/O failures). A socket belongs to the thread that
+// made it. One greenlet may read and another write at the same time; a second reader (or
+// writer) meanwhile is a bug and gets std::logic_error naming the greenlet in the way.
+// Closing a socket that another greenlet waits on wakes that greenlet with EBADF. Nothing
+// here raises SIGPIPE.
+#ifndef TENDRIL_NET_SOCKET_HPP
+#define TENDRIL_NET_SOCKET_HPP
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "tendril/hub/deadline.hpp"
+#include "tendril/net/address.hpp"
+#include "tendril/net/error.hpp"
+
+namespace tendril::net {
+
+enum class shutdown_type { receive = SHUT_RD, send = SHUT_WR, both = SHUT_RDWR };
+
+// socket: owns a descriptor (closed on destruction) and is the base of every socket type.
+class socket {
+ public:
+  socket() noexcept = default;
+  socket(socket&& other) noexcept;
+  socket& operator=(socket&& other) noexcept;
+  socket(const socket&) = delete;
+  socket& operator=(const socket&) = delete;
+  ~socket();
+
+  bool is_open() const noexcept { return fd_ >= 0; }
+  int native_handle() const noexcept { return fd_; }
+
+  // close() wakes every greenlet waiting on the socket (they get EBADF), then closes the
+  // descriptor. Closing a closed socket does nothing. Switches: no.
+  void close() noexcept;
+
+  // set_timeout() limits each blocking call on this socket to d (a negative d acts as zero);
+  // clear_timeout() removes the limit (the default). A call that runs out of time fails with
+  // std::errc::timed_out.
+  template <class Rep, class Period>
+  void set_timeout(std::chrono::duration<Rep, Period> d) noexcept {
+    timeout_ns_ = detail::saturating_ns(d);
+  }
+  void clear_timeout() noexcept { timeout_ns_ = detail::forever_ns; }
+
+  address local_address() const;
+  address peer_address() const;
+
+  // shutdown() ends one or both directions (a half-close: the peer reads end-of-stream).
+  void shutdown(shutdown_type how);
+  void shutdown(shutdown_type how, std::error_code& ec) noexcept;
+
+  // release() gives up the descriptor without closing it and returns it.
+  int release() noexcept;
+
+  // For the layers above: the deadline of a blocking call that starts now.
+  std::int64_t call_deadline() const noexcept {
+    return detail::deadline_after(std::chrono::nanoseconds(timeout_ns_));
+  }
+
+ protected:
+  // Takes ownership of fd (made non-blocking) and registers it with this thread's I/O table.
+  explicit socket(int fd);
+  [[noreturn]] void fail(const char* what, int err) const;
+  std::string describe() const;
+
+  int fd_ = -1;
+  std::uint32_t gen_ = 0;
+  std::int64_t timeout_ns_ = detail::forever_ns;
+  std::string carry_;  // bytes a cancelled read received: the next read returns them first
+
+  friend struct socket_access;
+};
+
+// stream_socket: a connected byte stream (TCP or Unix).
+class stream_socket : public socket {
+ public:
+  stream_socket() noexcept = default;
+
+  // recv() reads what is there (at least one byte, waiting for it) up to len; 0 means the
+  // peer closed its side (end of stream). Switches: yes.
+  std::size_t recv(void* buf, std::size_t len);
+  std::size_t recv(void* buf, std::size_t len, std::error_code& ec);
+  std::string recv(std::size_t max);
+  // recv_exact() reads exactly len bytes; an end of stream first is net::errc::end_of_stream.
+  void recv_exact(void* buf, std::size_t len);
+  void recv_exact(void* buf, std::size_t len, std::error_code& ec);
+  std::string recv_exact(std::size_t len);
+
+  // send() writes what fits now (at least one byte, waiting for room) and returns how much.
+  std::size_t send(const void* buf, std::size_t len);
+  std::size_t send(const void* buf, std::size_t len, std::error_code& ec);
+  std::size_t send(std::string_view data) { return send(data.data(), data.size()); }
+  // send_all() writes all of it, waiting as needed.
+  void send_all(const void* buf, std::size_t len);
+  void send_all(const void* buf, std::size_t len, std::error_code& ec);
+  void send_all(std::string_view data) { send_all(data.data(), data.size()); }
+
+ protected:
+  explicit stream_socket(int fd) : socket(fd) {}
+};
+
+class tcp_stream : public stream_socket {
+ public:
+  tcp_stream() noexcept = default;
+  explicit tcp_stream(int fd) : stream_socket(fd) {}
+  // set_nodelay() turns Nagle's algorithm off (true) or on.
+  void set_nodelay(bool on);
+};
+
+class unix_stream : public stream_socket {
+ public:
+  unix_stream() noexcept = default;
+  explicit unix_stream(int fd) : stream_socket(fd) {}
+  // pair() is two connected Unix stream sockets (socketpair).
+  static std::pair<unix_stream, unix_stream> pair();
+};
+
+// connect() opens a TCP connection to host:port, resolving host without blocking the hub
+// and trying each address in turn. Throws std::system_error naming host:port (the last
+// error: ECONNREFUSED, ETIMEDOUT...). A timeout limits the whole attempt.
+tcp_stream connect(std::string_view host, std::uint16_t port);
+tcp_stream connect(std::string_view host, std::uint16_t port, std::error_code& ec);
+template <class Rep, class Period>
+tcp_stream connect(std::string_view host, std::uint16_t port,
+                   std::chrono::duration<Rep, Period> limit);
+tcp_stream connect(const address& to, std::int64_t deadline_ns = detail::forever_ns);
+tcp_stream connect(const address& to, std::int64_t deadline_ns, std::error_code& ec);
+tcp_stream connect_deadline(std::string_view host, std::uint16_t port, std::int64_t deadline_ns,
+                            std::error_code* ec);
+// connect_unix() connects to a Unix stream socket at path.
+unix_stream connect_unix(std::string_view path);
+
+// listener: a listening stream socket; accept() returns the next connection.
+template <class Stream>
+class basic_listener : public socket {
+ public:
+  basic_listener() noexcept = default;
+  explicit basic_listener(int fd) : socket(fd) {}
+
+  // accept() waits for a connection and returns it; peer receives its address if given.
+  // Switches: yes.
+  Stream accept(address* peer = nullptr);
+  Stream accept(address* peer, std::error_code& ec);
+  Stream accept(std::error_code& ec) { return accept(nullptr, ec); }
+};
+using tcp_listener = basic_listener<tcp_stream>;
+using unix_listener = basic_listener<unix_stream>;
+
+// listen() binds host:port (SO_REUSEADDR on; port 0 picks a free one, local_address()
+// tells which) and listens. Throws std::system_error naming the address (EADDRINUSE...).
+tcp_listener listen(std::string_view host, std::uint16_t port, int backlog = 128);
+// listen_unix() binds a Unix stream socket at path (which must not exist) and listens.
+unix_listener listen_unix(std::string_view path, int backlog = 128);
+
+// datagram_socket: UDP or Unix datagrams; each send is one datagram, each receive one.
+class datagram_socket : public socket {
+ public:
+  datagram_socket() noexcept = default;
+
+  std::size_t send_to(const void* buf, std::size_t len, const address& to);
+  std::size_t send_to(const void* buf, std::size_t len, const address& to, std::error_code& ec);
+  std::size_t send_to(std::string_view data, const address& to) {
+    return send_to(data.data(), data.size(), to);
+  }
+  // recv_from() waits for a datagram, stores its sender in from, returns its size (cut to len).
+  std::size_t recv_from(void* buf, std::size_t len, address& from);
+  std::size_t recv_from(void* buf, std::size_t len, address& from, std::error_code& ec);
+
+  // connect() fixes the peer; then send() and recv() need no address.
+  void connect(const address& to);
+  std::size_t send(const void* buf, std::size_t len);
+  std::size_t send(std::string_view data) { return send(data.data(), data.size()); }
+  std::size_t recv(void* buf, std::size_t len);
+
+ protected:
+  explicit datagram_socket(int fd) : socket(fd) {}
+};
+
+class udp_socket : public datagram_socket {
+ public:
+  udp_socket() noexcept = default;
+  explicit udp_socket(int fd) : datagram_socket(fd) {}
+  // bind() is a UDP socket bound to host:port (port 0: any free port).
+  static udp_socket bind(std::string_view host, std::uint16_t port);
+  // open() is an unbound UDP socket of a family (AF_INET, AF_INET6).
+  static udp_socket open(int family = AF_INET);
+};
+
+class unix_datagram : public datagram_socket {
+ public:
+  unix_datagram() noexcept = default;
+  explicit unix_datagram(int fd) : datagram_socket(fd) {}
+  static unix_datagram bind(std::string_view path);
+  static unix_datagram open();
+};
+
+template <class Rep, class Period>
+tcp_stream connect(std::string_view host, std::uint16_t port,
+                   std::chrono::duration<Rep, Period> limit) {
+  return connect_deadline(host, port, detail::deadline_after(limit), nullptr);
+}
+
+}  // namespace tendril::net
+
+#endif

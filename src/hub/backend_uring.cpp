@@ -1,0 +1,268 @@
+// The io_uring backend (through liburing). Operations complete natively: submit() queues an
+// SQE, and every wait() submits what was queued and reaps completions in the same system
+// call, so a hub serving many sockets pays one io_uring_enter per pass. Watches are one-shot
+// IORING_OP_POLL_ADD requests, re-submitted by rearm(); they live in a slot the backend owns,
+// so that a poll still in flight when its watch goes away completes into the slot, not into
+// freed memory. Cross-thread wake-ups come through an eventfd under a multishot poll.
+//
+// user_data of each SQE: an io_op* (low bits 0), a watch slot (tag 1), the wake eventfd's
+// poll (tag 2), or something whose completion is ignored (tag 3: cancellations).
+#include <liburing.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <system_error>
+
+#include "hub/backend.hpp"
+
+namespace tendril::detail {
+namespace {
+
+constexpr std::uintptr_t tag_mask = 3;
+constexpr std::uintptr_t tag_op = 0;
+constexpr std::uintptr_t tag_watch = 1;
+constexpr std::uintptr_t tag_wake = 2;
+constexpr std::uintptr_t tag_ignore = 3;
+
+struct watch_slot {
+  io_watch* w;             // null once unwatched
+  std::uint32_t want = 0;  // events asked for and not reported since
+  bool poll_pending = false;
+  std::uint32_t pending_mask = 0;
+};
+
+class uring_backend final : public backend {
+ public:
+  uring_backend() {
+    io_uring_params p{};
+    p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER;
+    int rc = io_uring_queue_init_params(entries, &ring_, &p);
+    if (rc == -EINVAL) {  // an older kernel without those flags
+      p = io_uring_params{};
+      rc = io_uring_queue_init_params(entries, &ring_, &p);
+    }
+    if (rc < 0)
+      throw std::system_error(-rc, std::generic_category(), "tendril: io_uring_queue_init");
+    wakefd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wakefd_ < 0) {
+      int err = errno;
+      io_uring_queue_exit(&ring_);
+      throw std::system_error(err, std::generic_category(), "tendril: eventfd");
+    }
+    arm_wake();
+    io_uring_submit(&ring_);
+  }
+  ~uring_backend() override {
+    io_uring_queue_exit(&ring_);
+    ::close(wakefd_);
+  }
+
+  const char* name() const noexcept override { return "io_uring"; }
+
+  int watch(io_watch& w) noexcept override {
+    if (w.fd < 0) return -EBADF;
+    if (w.backend_data != nullptr) return -EEXIST;
+    auto* slot = new (std::nothrow) watch_slot{&w};
+    if (slot == nullptr) return -ENOMEM;
+    w.backend_data = slot;
+    w.slot = w.fd;
+    ++watches_;
+    slot->want = w.events;
+    submit_poll(slot);
+    return 0;
+  }
+
+  void rearm(io_watch& w, std::uint32_t events) noexcept override {
+    auto* slot = static_cast<watch_slot*>(w.backend_data);
+    if (slot == nullptr) return;
+    slot->want |= events & w.events;
+    if (!slot->poll_pending) {
+      submit_poll(slot);
+    } else if (slot->want & ~slot->pending_mask) {
+      // The poll in flight does not cover the new events: cancel it; its completion
+      // re-submits with everything wanted.
+      submit_cancel(reinterpret_cast<std::uintptr_t>(slot) | tag_watch);
+    }
+  }
+
+  void unwatch(io_watch& w) noexcept override {
+    auto* slot = static_cast<watch_slot*>(w.backend_data);
+    if (slot == nullptr) return;
+    slot->w = nullptr;
+    w.backend_data = nullptr;
+    w.slot = -1;
+    --watches_;
+    if (slot->poll_pending) {
+      submit_cancel(reinterpret_cast<std::uintptr_t>(slot) | tag_watch);  // freed on its completion
+    } else {
+      delete slot;
+    }
+  }
+
+  int wait(std::chrono::nanoseconds timeout) noexcept override {
+    int rc;
+    if (timeout.count() == 0) {
+      rc = io_uring_submit(&ring_);
+    } else {
+      io_uring_cqe* cqe = nullptr;
+      __kernel_timespec ts{timeout.count() / 1'000'000'000, timeout.count() % 1'000'000'000};
+      rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, timeout.count() < 0 ? nullptr : &ts,
+                                            nullptr);
+    }
+    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) return rc;
+    int dispatched = 0;
+    while (true) {
+      unsigned head;
+      unsigned seen = 0;
+      io_uring_cqe* cqe;
+      // Completions may queue new SQEs (a re-armed poll); they go out with the next wait().
+      io_uring_for_each_cqe(&ring_, head, cqe) {
+        ++seen;
+        dispatched += dispatch(cqe->user_data, cqe->res, cqe->flags);
+      }
+      if (seen == 0) break;
+      io_uring_cq_advance(&ring_, seen);
+    }
+    return dispatched;
+  }
+
+  void wake() noexcept override {
+    if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
+    std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = ::write(wakefd_, &one, sizeof one);
+  }
+
+  std::size_t watching() const noexcept override { return watches_; }
+
+  bool native_ops() const noexcept override { return true; }
+
+  void submit(io_op& op) noexcept override {
+    io_uring_sqe* s = sqe();
+    switch (op.op) {
+      case io_op::code::recv:
+        io_uring_prep_recv(s, op.fd, op.buf, op.len, op.flags);
+        break;
+      case io_op::code::send:
+        io_uring_prep_send(s, op.fd, op.buf, op.len, op.flags | MSG_NOSIGNAL);
+        break;
+      case io_op::code::recvmsg:
+        io_uring_prep_recvmsg(s, op.fd, op.msg, static_cast<unsigned>(op.flags));
+        break;
+      case io_op::code::sendmsg:
+        io_uring_prep_sendmsg(s, op.fd, op.msg, static_cast<unsigned>(op.flags | MSG_NOSIGNAL));
+        break;
+      case io_op::code::accept:
+        io_uring_prep_accept(s, op.fd, op.addr, op.addrlen, op.flags);
+        break;
+      case io_op::code::connect:
+        io_uring_prep_connect(s, op.fd, op.addr, op.peerlen);
+        break;
+      case io_op::code::read:
+        io_uring_prep_read(s, op.fd, op.buf, static_cast<unsigned>(op.len), op.offset);
+        break;
+      case io_op::code::write:
+        io_uring_prep_write(s, op.fd, op.buf, static_cast<unsigned>(op.len), op.offset);
+        break;
+    }
+    io_uring_sqe_set_data64(s, reinterpret_cast<std::uintptr_t>(&op) | tag_op);
+    ++in_flight_;
+  }
+
+  void cancel(io_op& op) noexcept override {
+    submit_cancel(reinterpret_cast<std::uintptr_t>(&op) | tag_op);
+  }
+
+  std::size_t in_flight() const noexcept override { return in_flight_; }
+
+ private:
+  static constexpr unsigned entries = 4096;
+
+  io_uring_sqe* sqe() noexcept {
+    io_uring_sqe* s = io_uring_get_sqe(&ring_);
+    while (s == nullptr) {
+      // The submission queue is full: hand it to the kernel and take a fresh entry.
+      io_uring_submit(&ring_);
+      s = io_uring_get_sqe(&ring_);
+    }
+    return s;
+  }
+
+  void submit_poll(watch_slot* slot) noexcept {
+    io_uring_sqe* s = sqe();
+    io_uring_prep_poll_add(s, slot->w->fd, slot->want);
+    io_uring_sqe_set_data64(s, reinterpret_cast<std::uintptr_t>(slot) | tag_watch);
+    slot->poll_pending = true;
+    slot->pending_mask = slot->want;
+  }
+
+  void submit_cancel(std::uint64_t target) noexcept {
+    io_uring_sqe* s = sqe();
+    io_uring_prep_cancel64(s, target, 0);
+    io_uring_sqe_set_data64(s, tag_ignore);
+  }
+
+  void arm_wake() noexcept {
+    io_uring_sqe* s = sqe();
+    io_uring_prep_poll_multishot(s, wakefd_, POLLIN);
+    io_uring_sqe_set_data64(s, tag_wake);
+  }
+
+  int dispatch(std::uint64_t data, int res, unsigned flags) noexcept {
+    const std::uintptr_t tag = data & tag_mask;
+    if (tag == tag_op) {
+      auto* op = reinterpret_cast<io_op*>(data);
+      --in_flight_;
+      op->result = res;
+      op->complete(op);
+      return 1;
+    }
+    if (tag == tag_watch) {
+      auto* slot = reinterpret_cast<watch_slot*>(data & ~tag_mask);
+      slot->poll_pending = false;
+      if (slot->w == nullptr) {
+        delete slot;  // unwatched while its poll was in flight
+        return 0;
+      }
+      if (res < 0) {
+        if (res == -ECANCELED) {
+          if (slot->want) submit_poll(slot);  // cancelled to widen the mask
+          return 0;
+        }
+        res = POLLERR;
+      }
+      io_watch* w = slot->w;
+      const auto revents = static_cast<std::uint32_t>(res) & (w->events | POLLERR | POLLHUP);
+      slot->want &= ~revents;
+      if (slot->want) submit_poll(slot);  // still waiting for the other direction
+      if (revents == 0) return 0;
+      w->ready(w, revents);
+      return 1;
+    }
+    if (tag == tag_wake) {
+      std::uint64_t drained;
+      [[maybe_unused]] ssize_t r = ::read(wakefd_, &drained, sizeof drained);
+      wake_pending_.store(false, std::memory_order_release);
+      if (!(flags & IORING_CQE_F_MORE)) arm_wake();
+      return 0;
+    }
+    return 0;  // tag_ignore
+  }
+
+  io_uring ring_{};
+  int wakefd_ = -1;
+  std::atomic<bool> wake_pending_{false};
+  std::size_t watches_ = 0;
+  std::size_t in_flight_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<backend> make_uring_backend() { return std::make_unique<uring_backend>(); }
+
+}  // namespace tendril::detail

@@ -1,0 +1,251 @@
+#include "io/fd_table.hpp"
+
+#include <poll.h>
+
+#include <cerrno>
+#include <cstddef>
+
+#include "greenlet/greenlet_record.hpp"
+#include "hub/hub_impl.hpp"
+
+namespace tendril::detail {
+
+char fd_closed_marker;
+
+namespace {
+thread_local fd_table* t_table = nullptr;
+thread_local bool t_table_gone = false;
+
+struct table_holder {
+  fd_table* t = nullptr;
+  ~table_holder() {
+    delete t;
+    t_table = nullptr;
+    t_table_gone = true;
+  }
+};
+
+fd_record* record_of(io_watch* w) {
+  return reinterpret_cast<fd_record*>(reinterpret_cast<char*>(w) - offsetof(fd_record, watch));
+}
+
+void wake_all(waiter_list& l, void* payload) noexcept {
+  while (waiter* w = l.pop_front()) {
+    if (w->claim()) {
+      w->payload = payload;
+      w->schedule();
+    }
+  }
+}
+
+void link_op(fd_record& r, op_state& st) noexcept {
+  st.prev = nullptr;
+  st.next = r.ops;
+  if (r.ops) r.ops->prev = &st;
+  r.ops = &st;
+}
+
+void unlink_op(fd_record& r, op_state& st) noexcept {
+  if (st.prev) {
+    st.prev->next = st.next;
+  } else if (r.ops == &st) {
+    r.ops = st.next;
+  } else {
+    return;  // not linked (close() took it out)
+  }
+  if (st.next) st.next->prev = st.prev;
+  st.prev = st.next = nullptr;
+}
+
+}  // namespace
+
+fd_table& fd_table::current() {
+  if (fd_table* t = t_table) return *t;
+  if (t_table_gone) throw std::logic_error("tendril: cooperative I/O during thread exit");
+  hub_impl& hub = hub_impl::current();  // first, so that the hub outlives the table
+  thread_local table_holder holder;
+  holder.t = new fd_table(hub);
+  t_table = holder.t;
+  return *t_table;
+}
+
+fd_table* fd_table::peek() noexcept { return t_table; }
+
+fd_table::fd_table(hub_impl& hub) : hub_(hub), io_(&hub.io()) {}
+
+fd_table::~fd_table() {
+  for (auto& r : records_) {
+    if (r && r->watched) io_->unwatch(r->watch);
+  }
+}
+
+fd_record& fd_table::open(int fd) {
+  if (fd < 0) throw std::invalid_argument("tendril: a negative descriptor");
+  if (static_cast<std::size_t>(fd) >= records_.size())
+    records_.resize(static_cast<std::size_t>(fd) + 1 + records_.size() / 2);
+  auto& slot = records_[static_cast<std::size_t>(fd)];
+  if (!slot) slot = std::make_unique<fd_record>();
+  fd_record& r = *slot;
+  if (r.open) close(r);  // the number was reused behind our back (a raw close)
+  if (r.watched) {
+    io_->unwatch(r.watch);
+    r.watched = false;
+  }
+  r.fd = fd;
+  ++r.gen;
+  r.open = true;
+  r.unwaitable = false;
+  r.readable = r.writable = false;
+  r.reader = r.writer = nullptr;
+  return r;
+}
+
+fd_record* fd_table::find(int fd, std::uint32_t gen) noexcept {
+  if (fd < 0 || static_cast<std::size_t>(fd) >= records_.size()) return nullptr;
+  fd_record* r = records_[static_cast<std::size_t>(fd)].get();
+  return r && r->open && r->gen == gen ? r : nullptr;
+}
+
+fd_record* fd_table::lookup(int fd) noexcept {
+  if (fd < 0 || static_cast<std::size_t>(fd) >= records_.size()) return nullptr;
+  return records_[static_cast<std::size_t>(fd)].get();
+}
+
+void fd_table::on_ready(io_watch* w, std::uint32_t revents) {
+  fd_record* r = record_of(w);
+  const bool err = revents & (POLLERR | POLLHUP);
+  if ((revents & POLLIN) || err) {
+    if (r->readers.empty()) {
+      r->readable = true;
+    } else {
+      wake_all(r->readers, nullptr);
+    }
+  }
+  if ((revents & POLLOUT) || err) {
+    if (r->writers.empty()) {
+      r->writable = true;
+    } else {
+      wake_all(r->writers, nullptr);
+    }
+  }
+}
+
+int fd_table::wait(fd_record& r, io_direction d, std::int64_t deadline_ns) {
+  if (!r.open) return -EBADF;
+  if (r.unwaitable) return 0;
+  const bool reading = d == io_direction::read;
+  bool& seen = reading ? r.readable : r.writable;
+  if (seen) {
+    // Readiness came while nobody waited: the caller's system call may succeed now.
+    seen = false;
+    return 0;
+  }
+  const std::uint32_t ev = reading ? POLLIN : POLLOUT;
+  if (!r.watched) {
+    r.watch.fd = r.fd;
+    r.watch.events = POLLIN | POLLOUT;
+    r.watch.ready = &on_ready;
+    int rc = io_->watch(r.watch);
+    if (rc == -EPERM) {
+      r.unwaitable = true;  // a regular file: always "ready", the system call just runs
+      return 0;
+    }
+    if (rc < 0) return rc;
+    r.watched = true;
+  } else {
+    io_->rearm(r.watch, ev);
+  }
+  waiter w;
+  waiter_list& l = reading ? r.readers : r.writers;
+  l.push_back(w);
+  struct unlink {
+    waiter_list& l;
+    waiter& w;
+    ~unlink() { l.remove(w); }
+  } guard{l, w};
+  if (!w.wait(deadline_ns)) return -ETIMEDOUT;
+  if (w.payload == &fd_closed_marker) return -EBADF;
+  return 0;
+}
+
+void fd_table::on_complete(io_op* op) {
+  auto* st = static_cast<op_state*>(op->context);
+  st->done = true;
+  if (st->w) st->w->wake();
+}
+
+void fd_table::cancel_and_wait(op_state& st) noexcept {
+  if (st.done) return;
+  // Shielded: nothing may interrupt this wait, or the kernel could write into a frame that
+  // is about to unwind (an interrupt that arrives meanwhile stays pending).
+  waiter w(false, true);
+  st.w = &w;
+  io_->cancel(st.op);
+  try {
+    w.wait();
+  } catch (...) {
+    // A shielded wait only throws for misuse (a blocking call on the hub itself); the
+    // operation is still in flight, so the frame must not go: there is no safe way on.
+    std::terminate();
+  }
+  st.w = nullptr;
+}
+
+std::int64_t fd_table::run(fd_record* r, op_state& st, std::int64_t deadline_ns,
+                           void (*abandoned)(op_state&, void*), void* ctx) {
+  st.op.complete = &on_complete;
+  st.op.context = &st;
+  st.done = false;
+  st.fd_closed = false;
+  if (r) link_op(*r, st);
+  struct unlink {
+    fd_record* r;
+    op_state& st;
+    ~unlink() {
+      if (r) unlink_op(*r, st);
+    }
+  } guard{r, st};
+  waiter w;
+  st.w = &w;
+  io_->submit(st.op);
+  bool woken;
+  try {
+    woken = w.wait(deadline_ns);
+  } catch (...) {
+    st.w = nullptr;
+    cancel_and_wait(st);
+    if (abandoned) abandoned(st, ctx);
+    throw;
+  }
+  st.w = nullptr;
+  if (!woken) {
+    cancel_and_wait(st);
+    // It may have finished anyway, racing the deadline: then its result stands.
+    if (st.op.result == -ECANCELED) return st.fd_closed ? -EBADF : -ETIMEDOUT;
+  }
+  if (st.fd_closed) {
+    if (abandoned) abandoned(st, ctx);
+    return -EBADF;
+  }
+  return st.op.result;
+}
+
+void fd_table::close(fd_record& r) noexcept {
+  if (!r.open) return;
+  r.open = false;
+  wake_all(r.readers, &fd_closed_marker);
+  wake_all(r.writers, &fd_closed_marker);
+  while (op_state* st = r.ops) {
+    unlink_op(r, *st);
+    st->fd_closed = true;
+    if (!st->done) io_->cancel(st->op);
+  }
+  if (r.watched) {
+    io_->unwatch(r.watch);
+    r.watched = false;
+  }
+  r.readable = r.writable = false;
+  r.reader = r.writer = nullptr;
+}
+
+}  // namespace tendril::detail

@@ -1,0 +1,114 @@
+// The I/O layer's record of each descriptor a thread does cooperative I/O on: who waits on
+// it, what readiness was seen while nobody waited, the native operations under way, and a
+// generation number that guards against the descriptor being closed and its number reused
+// (Go's pollDesc). One table per thread, indexed by descriptor, grown as needed; records are
+// reused, never freed while the thread lives, so an operation can always find its record.
+//
+// Waiting (epoll, poll, and io_uring for plain readiness): the caller makes the system call
+// itself; on EAGAIN it calls wait(), which parks it until the backend reports readiness. The
+// descriptor is registered with the backend once, the first time anyone waits on it.
+//
+// Native operations (io_uring): run() submits an io_op and parks until it completes. If the
+// greenlet is killed or its time runs out meanwhile, run() cancels the operation and waits
+// (uninterruptibly) for its completion before the caller's frame goes away: the kernel never
+// writes into freed memory. An operation that finished anyway keeps its result: data that
+// raced a deadline is returned, not lost.
+#ifndef TENDRIL_SRC_IO_FD_TABLE_HPP
+#define TENDRIL_SRC_IO_FD_TABLE_HPP
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "hub/backend.hpp"
+#include "tendril/hub/deadline.hpp"
+#include "tendril/sync/waiter.hpp"
+
+namespace tendril::detail {
+
+class hub_impl;
+struct greenlet_record;
+
+// A native operation under way, on its owner's stack.
+struct op_state {
+  io_op op;
+  waiter* w = nullptr;  // who to wake on completion
+  bool done = false;
+  bool fd_closed = false;  // the descriptor was closed meanwhile: the owner reports EBADF
+  op_state* prev = nullptr;
+  op_state* next = nullptr;
+};
+
+struct fd_record {
+  int fd = -1;
+  std::uint32_t gen = 0;
+  bool open = false;        // a socket (or a hooked descriptor) owns it
+  bool watched = false;     // registered with the backend
+  bool unwaitable = false;  // the backend cannot wait on it (EPERM): treat as always ready
+  bool readable = false;    // readiness reported while nobody waited
+  bool writable = false;
+  waiter_list readers;
+  waiter_list writers;
+  io_watch watch;
+  op_state* ops = nullptr;            // native operations in flight
+  greenlet_record* reader = nullptr;  // the socket API's one reader and one writer
+  greenlet_record* writer = nullptr;
+};
+
+enum class io_direction { read, write };
+
+class fd_table {
+ public:
+  // current() is the calling thread's table, made on first use (it starts the hub).
+  static fd_table& current();
+  static fd_table* peek() noexcept;
+
+  // open() starts a new life for descriptor fd (just created or accepted): a fresh
+  // generation, no waiters, no stale readiness. Throws std::bad_alloc.
+  fd_record& open(int fd);
+  // find() is fd's record if it is still the life numbered gen, else null.
+  fd_record* find(int fd, std::uint32_t gen) noexcept;
+  // lookup() is fd's record whatever its life (null if none was ever made).
+  fd_record* lookup(int fd) noexcept;
+
+  // wait() parks until r is ready for d (0: try the system call again), the deadline passes
+  // (-ETIMEDOUT) or r is closed (-EBADF); -errno if the backend refuses the descriptor.
+  // Switches: yes. Throws what interrupts the greenlet.
+  int wait(fd_record& r, io_direction d, std::int64_t deadline_ns);
+
+  // native() tells whether run() is available (io_uring).
+  bool native() const noexcept { return io_->native_ops(); }
+  // run() submits st.op, waits for it and returns its result (>= 0 or -errno; -ETIMEDOUT
+  // if the deadline passed first, -EBADF if r was closed). When the greenlet is interrupted
+  // it cancels, waits for the completion, calls abandoned(st, ctx) so the caller can keep
+  // what completed anyway (received bytes, an accepted descriptor), and rethrows.
+  // r may be null for operations on descriptors outside the table (files).
+  std::int64_t run(fd_record* r, op_state& st, std::int64_t deadline_ns,
+                   void (*abandoned)(op_state& st, void* ctx) = nullptr, void* ctx = nullptr);
+
+  // close() ends r's life: every greenlet waiting on it wakes with EBADF, native operations
+  // on it are cancelled (their owners see EBADF), the backend forgets it. The caller closes
+  // the descriptor itself, afterwards.
+  void close(fd_record& r) noexcept;
+
+  backend& io() noexcept { return *io_; }
+
+  ~fd_table();
+
+ private:
+  explicit fd_table(hub_impl& hub);
+  static void on_ready(io_watch* w, std::uint32_t revents);
+  static void on_complete(io_op* op);
+  void cancel_and_wait(op_state& st) noexcept;
+
+  hub_impl& hub_;
+  backend* io_;
+  std::vector<std::unique_ptr<fd_record>> records_;
+};
+
+// The value a waiter's payload takes when its descriptor was closed under it.
+extern char fd_closed_marker;
+
+}  // namespace tendril::detail
+
+#endif
