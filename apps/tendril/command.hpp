@@ -11,6 +11,8 @@ using args = std::vector<std::string>;
 
 // Each returns the process exit status.
 int tour(const args& a);
+int echo_server(const args& a);
+int echo_client(const args& a);
 
 }  // namespace tendril::app
 

@@ -26,8 +26,14 @@ int help(const tendril::app::args&);
 
 const command commands[] = {
     {"tour", "tour [--quick]",
-     "replay the seed's examples: generators, greenlets, gevent (--quick shortens the sleeps)",
+     "replay the seed's examples: generators, greenlets, gevent, sockets (--quick: shorter sleeps)",
      &tendril::app::tour},
+    {"echo-server", "echo-server [--port P]",
+     "the seed's socket server: one greenlet per connection, replies upper-cased",
+     &tendril::app::echo_server},
+    {"echo-client", "echo-client [--port P]",
+     "the seed's client: sends each line read, prints the reply; q quits",
+     &tendril::app::echo_client},
     {"version", "version", "print the version", &version},
     {"help", "help", "this list", &help},
 };

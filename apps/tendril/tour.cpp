@@ -28,6 +28,7 @@ int tour(const args& a) {
   tour_generators(o);
   tour_greenlets(o);
   tour_gevent(o);
+  tour_sockets(o);
   std::printf("\nend of the tour\n");
   return 0;
 }

@@ -21,6 +21,7 @@ void heading(const char* title);
 void tour_generators(const tour_options& o);
 void tour_greenlets(const tour_options& o);
 void tour_gevent(const tour_options& o);
+void tour_sockets(const tour_options& o);
 
 }  // namespace tendril::app
 

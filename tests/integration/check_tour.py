@@ -49,6 +49,13 @@ def main():
     # At least the longer sleep (3 s x 0.05); that they overlap is shown by the unit tests on
     # a paused clock, where it cannot be disturbed by a loaded machine.
     expect(el >= 0.149, f"section 5 elapsed {el}: shorter than the longest sleep")
+    s6 = s.get(6, [])
+    expect(any(l.startswith("server: one greenlet per connection on 127.0.0.1:") for l in s6), f"section 6: {s6}")
+    got = [l for l in s6 if l.startswith("client")]
+    expect(got == ["client sends: hello", "client got:   HELLO", "client sends: green threads",
+                   "client got:   GREEN THREADS", "client: q (quits)"], f"section 6 client: {got}")
+    expect(any(l.endswith(" connected") for l in s6) and any(l.endswith(" disconnected") for l in s6),
+           f"section 6 server: {s6}")
     expect("end of the tour" in run.stdout, "the tour did not reach its end")
     print("check_tour: ok")
 

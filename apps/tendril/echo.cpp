@@ -1,0 +1,115 @@
+// tendril echo-server and tendril echo-client: the seed's coroutine socket server (one
+// greenlet per connection, each reply upper-cased) and its client (reads lines, prints the
+// replies, "q" quits).
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "command.hpp"
+#include "echo.hpp"
+#include "tendril/io/file.hpp"
+#include "tendril/net/server.hpp"
+#include "tendril/tendril.hpp"
+
+namespace tendril::app {
+namespace {
+
+struct endpoint {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = default_echo_port;
+};
+
+endpoint parse(const args& a, const char* usage) {
+  endpoint e;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if ((a[i] == "--port" || a[i] == "--host") && i + 1 < a.size()) {
+      if (a[i] == "--host") {
+        e.host = a[++i];
+      } else {
+        char* end = nullptr;
+        long p = std::strtol(a[++i].c_str(), &end, 10);
+        if (*end != '\0' || p < 0 || p > 65535)
+          throw std::invalid_argument("bad port '" + a[i] + "'");
+        e.port = static_cast<std::uint16_t>(p);
+      }
+    } else {
+      throw std::invalid_argument(std::string("unknown argument '") + a[i] + "' (" + usage + ")");
+    }
+  }
+  return e;
+}
+
+// Reads one line from a descriptor without blocking the hub (a pipe or a terminal); false
+// at the end of input.
+bool read_line(int fd, std::string& buffer, std::string& line) {
+  while (true) {
+    if (auto nl = buffer.find('\n'); nl != std::string::npos) {
+      line = buffer.substr(0, nl);
+      buffer.erase(0, nl + 1);
+      return true;
+    }
+    io::wait_readable(fd);
+    char chunk[512];
+    ssize_t n = ::read(fd, chunk, sizeof chunk);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n <= 0) {
+      if (buffer.empty()) return false;
+      line.swap(buffer);
+      buffer.clear();
+      return true;
+    }
+    buffer.append(chunk, static_cast<std::size_t>(n));
+  }
+}
+
+}  // namespace
+
+void serve_echo(net::tcp_stream& conn, const net::address& peer, bool chatty) {
+  if (chatty)
+    std::printf("[%s] %s connected\n", this_greenlet::name().c_str(), peer.to_string().c_str());
+  char buf[4096];
+  while (std::size_t n = conn.recv(buf, sizeof buf)) {
+    for (std::size_t i = 0; i < n; ++i)
+      buf[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(buf[i])));
+    conn.send_all(buf, n);
+  }
+  if (chatty)
+    std::printf("[%s] %s disconnected\n", this_greenlet::name().c_str(), peer.to_string().c_str());
+}
+
+int echo_server(const args& a) {
+  endpoint e = parse(a, "tendril echo-server [--host H] [--port P]");
+  net::stream_server server(e.host, e.port, [](net::tcp_stream& c, const net::address& peer) {
+    serve_echo(c, peer, true);
+  });
+  std::printf("echo server on %s (one greenlet per connection, %s backend); Ctrl-C stops it\n",
+              server.local_address().to_string().c_str(), hub::current().backend_name());
+  std::fflush(stdout);
+  server.serve_forever();
+  return 0;
+}
+
+int echo_client(const args& a) {
+  endpoint e = parse(a, "tendril echo-client [--host H] [--port P]");
+  net::tcp_stream s = net::connect(e.host, e.port);
+  std::printf("connected to %s; type lines, q quits\n", s.peer_address().to_string().c_str());
+  std::fflush(stdout);
+  std::string buffer;
+  std::string line;
+  while (read_line(STDIN_FILENO, buffer, line)) {
+    if (line == "q") break;
+    line += '\n';
+    s.send_all(line);
+    std::string reply = s.recv_exact(line.size());
+    std::printf("%s", reply.c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace tendril::app

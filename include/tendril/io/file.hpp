@@ -1,0 +1,90 @@
+// tendril::io: regular files read and written without stalling the hub: on io_uring the
+// kernel does the I/O while the greenlet waits; on the other backends the calls run on the
+// thread pool (a regular file is always "ready" to a readiness backend, so its reads would
+// otherwise block the whole thread on the disk).
+#ifndef TENDRIL_IO_FILE_HPP
+#define TENDRIL_IO_FILE_HPP
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "tendril/hub/deadline.hpp"
+
+namespace tendril::io {
+
+enum class open_mode {
+  read,        // O_RDONLY
+  write,       // O_WRONLY | O_CREAT | O_TRUNC
+  append,      // O_WRONLY | O_CREAT | O_APPEND
+  read_write,  // O_RDWR | O_CREAT
+};
+
+// file: an open regular file (closed on destruction). Every read and write switches;
+// failures throw std::system_error naming the path (or fill the error_code twin).
+class file {
+ public:
+  file() noexcept = default;
+  static file open(std::string_view path, open_mode mode = open_mode::read, unsigned perms = 0644);
+  file(file&& other) noexcept;
+  file& operator=(file&& other) noexcept;
+  file(const file&) = delete;
+  file& operator=(const file&) = delete;
+  ~file();
+
+  // read_at() / write_at() at an offset; read() / write() at the file position (which they
+  // move). read returns 0 at the end of the file.
+  std::size_t read_at(void* buf, std::size_t len, std::uint64_t offset);
+  std::size_t read_at(void* buf, std::size_t len, std::uint64_t offset, std::error_code& ec);
+  std::size_t write_at(const void* buf, std::size_t len, std::uint64_t offset);
+  std::size_t write_at(const void* buf, std::size_t len, std::uint64_t offset, std::error_code& ec);
+  std::size_t read(void* buf, std::size_t len);
+  std::size_t write(const void* buf, std::size_t len);
+
+  std::uint64_t size() const;
+  bool is_open() const noexcept { return fd_ >= 0; }
+  int native_handle() const noexcept { return fd_; }
+  void close() noexcept;
+
+ private:
+  file(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  int fd_ = -1;
+  std::uint64_t pos_ = 0;
+  bool append_ = false;
+  std::string path_;
+};
+
+// read_file() is the whole contents of path; write_file() replaces it with data.
+std::string read_file(std::string_view path);
+void write_file(std::string_view path, std::string_view data);
+
+// wait_readable() / wait_writable() wait until a descriptor that the caller owns is ready
+// (gevent.socket.wait_read): for descriptors that are not tendril sockets, such as a pipe or
+// a terminal. _for forms return false if the time ran out. Switches: yes. Throws
+// std::system_error (EBADF...).
+void wait_readable(int fd);
+void wait_writable(int fd);
+template <class Rep, class Period>
+bool wait_readable_for(int fd, std::chrono::duration<Rep, Period> d);
+template <class Rep, class Period>
+bool wait_writable_for(int fd, std::chrono::duration<Rep, Period> d);
+
+namespace detail {
+bool wait_ready(int fd, bool for_read, std::int64_t deadline_ns);
+}  // namespace detail
+
+template <class Rep, class Period>
+bool wait_readable_for(int fd, std::chrono::duration<Rep, Period> d) {
+  return detail::wait_ready(fd, true, tendril::detail::deadline_after(d));
+}
+template <class Rep, class Period>
+bool wait_writable_for(int fd, std::chrono::duration<Rep, Period> d) {
+  return detail::wait_ready(fd, false, tendril::detail::deadline_after(d));
+}
+
+}  // namespace tendril::io
+
+#endif

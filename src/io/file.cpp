@@ -1,0 +1,257 @@
+#include "tendril/io/file.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "io/fd_table.hpp"
+#include "tendril/task/offload.hpp"
+
+namespace tendril::io {
+
+using tendril::detail::fd_record;
+using tendril::detail::fd_table;
+using tendril::detail::io_op;
+using tendril::detail::op_state;
+
+namespace {
+
+std::error_code errno_code(int e) { return {e, std::generic_category()}; }
+
+[[noreturn]] void fail(const char* what, const std::string& path, const std::error_code& ec) {
+  throw std::system_error(ec, std::string("tendril::io: ") + what + " " + path);
+}
+
+struct read_result {
+  std::string data;
+  int err = 0;
+};
+
+// On the thread pool: the data goes through a buffer of the job's own, so that a greenlet
+// killed while it waits never leaves a pool thread writing into its frame.
+read_result pool_read(int fd, std::size_t len, std::uint64_t offset) {
+  read_result r;
+  r.data.resize(len);
+  ssize_t n;
+  do {
+    n = ::pread(fd, r.data.data(), len, static_cast<off_t>(offset));
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    r.err = errno;
+    r.data.clear();
+  } else {
+    r.data.resize(static_cast<std::size_t>(n));
+  }
+  return r;
+}
+
+std::int64_t pool_write(int fd, const std::string& data, std::uint64_t offset, bool append) {
+  ssize_t n;
+  do {
+    n = append ? ::write(fd, data.data(), data.size())
+               : ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
+  } while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : n;
+}
+
+}  // namespace
+
+file file::open(std::string_view path, open_mode mode, unsigned perms) {
+  int flags = O_CLOEXEC;
+  switch (mode) {
+    case open_mode::read:
+      flags |= O_RDONLY;
+      break;
+    case open_mode::write:
+      flags |= O_WRONLY | O_CREAT | O_TRUNC;
+      break;
+    case open_mode::append:
+      flags |= O_WRONLY | O_CREAT | O_APPEND;
+      break;
+    case open_mode::read_write:
+      flags |= O_RDWR | O_CREAT;
+      break;
+  }
+  std::string p(path);
+  int fd = ::open(p.c_str(), flags, perms);
+  if (fd < 0) fail("open", p, errno_code(errno));
+  file f(fd, std::move(p));
+  f.append_ = mode == open_mode::append;
+  return f;
+}
+
+file::file(file&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)),
+      pos_(other.pos_),
+      append_(other.append_),
+      path_(std::move(other.path_)) {}
+
+file& file::operator=(file&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = std::exchange(other.fd_, -1);
+    pos_ = other.pos_;
+    append_ = other.append_;
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+file::~file() { close(); }
+
+void file::close() noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+std::size_t file::read_at(void* buf, std::size_t len, std::uint64_t offset, std::error_code& ec) {
+  ec.clear();
+  if (fd_ < 0) {
+    ec = errno_code(EBADF);
+    return 0;
+  }
+  if (len == 0) return 0;
+  fd_table& t = fd_table::current();
+  if (t.native()) {
+    op_state st;
+    st.op.op = io_op::code::read;
+    st.op.fd = fd_;
+    st.op.buf = buf;
+    st.op.len = len;
+    st.op.offset = offset;
+    std::int64_t rc = t.run(nullptr, st, tendril::detail::forever_ns);
+    if (rc < 0) {
+      ec = errno_code(static_cast<int>(-rc));
+      return 0;
+    }
+    return static_cast<std::size_t>(rc);
+  }
+  read_result r = offload(pool_read, fd_, len, offset);
+  if (r.err) {
+    ec = errno_code(r.err);
+    return 0;
+  }
+  std::memcpy(buf, r.data.data(), r.data.size());
+  return r.data.size();
+}
+
+std::size_t file::write_at(const void* buf, std::size_t len, std::uint64_t offset,
+                           std::error_code& ec) {
+  ec.clear();
+  if (fd_ < 0) {
+    ec = errno_code(EBADF);
+    return 0;
+  }
+  if (len == 0) return 0;
+  fd_table& t = fd_table::current();
+  std::int64_t rc;
+  if (t.native()) {
+    op_state st;
+    st.op.op = io_op::code::write;
+    st.op.fd = fd_;
+    st.op.buf = const_cast<void*>(buf);
+    st.op.len = len;
+    // -1 writes at the file position, which an O_APPEND file keeps at its end.
+    st.op.offset = append_ ? static_cast<std::uint64_t>(-1) : offset;
+    rc = t.run(nullptr, st, tendril::detail::forever_ns);
+  } else {
+    rc = offload(pool_write, fd_, std::string(static_cast<const char*>(buf), len), offset, append_);
+  }
+  if (rc < 0) {
+    ec = errno_code(static_cast<int>(-rc));
+    return 0;
+  }
+  return static_cast<std::size_t>(rc);
+}
+
+std::size_t file::read_at(void* buf, std::size_t len, std::uint64_t offset) {
+  std::error_code ec;
+  std::size_t n = read_at(buf, len, offset, ec);
+  if (ec) fail("read", path_, ec);
+  return n;
+}
+
+std::size_t file::write_at(const void* buf, std::size_t len, std::uint64_t offset) {
+  std::error_code ec;
+  std::size_t n = write_at(buf, len, offset, ec);
+  if (ec) fail("write", path_, ec);
+  return n;
+}
+
+std::size_t file::read(void* buf, std::size_t len) {
+  std::size_t n = read_at(buf, len, pos_);
+  pos_ += n;
+  return n;
+}
+
+std::size_t file::write(const void* buf, std::size_t len) {
+  std::size_t n = write_at(buf, len, pos_);
+  pos_ += n;
+  return n;
+}
+
+std::uint64_t file::size() const {
+  struct stat st {};
+  if (fd_ < 0 || ::fstat(fd_, &st) != 0) fail("fstat", path_, errno_code(fd_ < 0 ? EBADF : errno));
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+std::string read_file(std::string_view path) {
+  file f = file::open(path, open_mode::read);
+  std::string out;
+  std::uint64_t off = 0;
+  std::size_t chunk = 64 * 1024;
+  while (true) {
+    out.resize(off + chunk);
+    std::size_t n = f.read_at(out.data() + off, chunk, off);
+    off += n;
+    if (n == 0) break;
+    if (chunk < (1u << 20)) chunk *= 2;
+  }
+  out.resize(off);
+  return out;
+}
+
+void write_file(std::string_view path, std::string_view data) {
+  file f = file::open(path, open_mode::write);
+  std::uint64_t off = 0;
+  while (off < data.size()) off += f.write_at(data.data() + off, data.size() - off, off);
+}
+
+namespace detail {
+
+bool wait_ready(int fd, bool for_read, std::int64_t deadline_ns) {
+  fd_table& t = fd_table::current();
+  fd_record* r = t.lookup(fd);
+  const bool borrowed = !(r && r->open);
+  if (borrowed) r = &t.open(fd);
+  struct release {
+    fd_table& t;
+    fd_record* r;
+    bool borrowed;
+    ~release() {
+      if (borrowed) t.close(*r);
+    }
+  } done{t, r, borrowed};
+  int rc = t.wait(
+      *r, for_read ? tendril::detail::io_direction::read : tendril::detail::io_direction::write,
+      deadline_ns);
+  if (rc == -ETIMEDOUT) return false;
+  if (rc < 0) {
+    throw std::system_error(errno_code(-rc), "tendril::io::wait_" +
+                                                 std::string(for_read ? "readable" : "writable") +
+                                                 " (fd " + std::to_string(fd) + ")");
+  }
+  return true;
+}
+
+}  // namespace detail
+
+void wait_readable(int fd) { detail::wait_ready(fd, true, tendril::detail::forever_ns); }
+void wait_writable(int fd) { detail::wait_ready(fd, false, tendril::detail::forever_ns); }
+
+}  // namespace tendril::io

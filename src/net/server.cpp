@@ -1,0 +1,102 @@
+#include "tendril/net/server.hpp"
+
+#include <cerrno>
+#include <cstdio>
+
+#include "tendril/task/sleep.hpp"
+
+namespace tendril::net {
+
+stream_server::stream_server(std::string_view host, std::uint16_t port, handler h)
+    : stream_server(host, port, std::move(h), options{}) {}
+
+stream_server::stream_server(std::string_view host, std::uint16_t port, handler h, options o)
+    : stream_server(listen(host, port, o.backlog), std::move(h), o) {}
+
+stream_server::stream_server(tcp_listener listener, handler h, options o)
+    : listener_(std::move(listener)), handler_(std::move(h)), options_(o) {
+  if (!handler_) throw std::invalid_argument("tendril::net::stream_server: an empty handler");
+  if (options_.max_connections > 0) {
+    slots_ = std::make_unique<semaphore>(static_cast<std::ptrdiff_t>(options_.max_connections));
+  }
+}
+
+stream_server::~stream_server() {
+  if (started_ && !stopping_) {
+    try {
+      stop();
+    } catch (...) {
+      // A destructor cannot let a kill or a timeout through; the connections were killed.
+    }
+  }
+}
+
+void stream_server::start() {
+  if (started_) return;
+  started_ = true;
+  acceptor_ = spawn([this] { accept_loop(); });
+}
+
+void stream_server::serve_forever() {
+  start();
+  stopped_.wait();
+}
+
+void stream_server::accept_loop() {
+  using namespace std::chrono_literals;
+  auto backoff = 1ms;
+  bool reported = false;
+  while (!stopping_) {
+    if (slots_) slots_->acquire();
+    std::error_code ec;
+    address peer;
+    tcp_stream conn = listener_.accept(&peer, ec);
+    if (ec) {
+      if (slots_) slots_->release();
+      if (stopping_ || ec.value() == EBADF) break;
+      const int e = ec.value();
+      if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        // Out of descriptors: the connection waits in the backlog. Wait for descriptors to
+        // be freed, longer each time (1 ms to 1 s), instead of spinning on the same error.
+        if (!reported) {
+          std::fprintf(stderr, "tendril: stream_server on %s: accept: %s; retrying\n",
+                       listener_.local_address().to_string().c_str(), ec.message().c_str());
+          reported = true;
+        }
+        tendril::sleep(backoff);
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+        continue;
+      }
+      // A connection that went away before it was accepted, and the like: the next one.
+      continue;
+    }
+    backoff = 1ms;
+    reported = false;
+    semaphore* slots = slots_.get();
+    connections_.spawn([this, slots, conn = std::move(conn), peer]() mutable {
+      struct give_back {
+        semaphore* s;
+        ~give_back() {
+          if (s) s->release();
+        }
+      } slot{slots};
+      handler_(conn, peer);
+    });
+  }
+}
+
+void stream_server::stop_ns(std::int64_t grace_ns) {
+  if (!started_ || stopping_) {
+    stopping_ = true;
+    stopped_.set();
+    return;
+  }
+  stopping_ = true;
+  listener_.close();  // wakes the accept loop with EBADF
+  acceptor_.join();
+  if (grace_ns > 0) connections_.join_for(std::chrono::nanoseconds(grace_ns));
+  connections_.kill();
+  stopped_.set();
+}
+
+}  // namespace tendril::net
