@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <climits>
 #include <cerrno>
 #include <system_error>
 #include <vector>
@@ -87,7 +88,13 @@ class epoll_backend final : public backend {
     } else {
       timespec ts{static_cast<time_t>(timeout.count() / 1'000'000'000),
                   static_cast<long>(timeout.count() % 1'000'000'000)};
-      n = epoll_pwait2(epfd_, events_, max_events, &ts, nullptr);
+      n = has_pwait2_ ? epoll_pwait2(epfd_, events_, max_events, &ts, nullptr) : -1;
+      if (n < 0 && (!has_pwait2_ || errno == ENOSYS)) {
+        // Before Linux 5.11: milliseconds, rounded up so that a timer is never early.
+        has_pwait2_ = false;
+        const auto up = (timeout.count() + 999'999) / 1'000'000;
+        n = epoll_wait(epfd_, events_, max_events, up > INT_MAX ? INT_MAX : static_cast<int>(up));
+      }
     }
     if (n < 0) return errno == EINTR ? 0 : -errno;
     int dispatched = 0;
@@ -96,7 +103,11 @@ class epoll_backend final : public backend {
       if (token == wake_token) {
         std::uint64_t drained;
         [[maybe_unused]] ssize_t r = ::read(wakefd_, &drained, sizeof drained);
-        wake_pending_.store(false, std::memory_order_release);
+        // A read-modify-write, not a store: it reads the true of every wake() that merged
+        // into this one, so that what those wakers published before calling wake() is
+        // visible to the owner once wait() returns (a plain store could let the owner's
+        // next loads pass it, and such a wake would be lost).
+        wake_pending_.exchange(false, std::memory_order_acq_rel);
         continue;
       }
       const auto fd = static_cast<std::size_t>(token & 0xffffffffu);
@@ -143,6 +154,7 @@ class epoll_backend final : public backend {
   static constexpr int max_events = 256;
 
   int epfd_ = -1;
+  bool has_pwait2_ = true;
   int wakefd_ = -1;
   std::atomic<bool> wake_pending_{false};
   std::vector<entry> table_;

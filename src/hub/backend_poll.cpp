@@ -25,6 +25,7 @@ class poll_backend final : public backend {
     }
     fds_.push_back(pollfd{wake_pipe_[0], POLLIN, 0});
     watches_.push_back(nullptr);
+    seqs_.push_back(0);
   }
   ~poll_backend() override {
     ::close(wake_pipe_[0]);
@@ -42,12 +43,14 @@ class poll_backend final : public backend {
     try {
       fds_.reserve(fds_.size() + 1);
       watches_.reserve(fds_.size() + 1);
+      seqs_.reserve(fds_.size() + 1);
       ready_.reserve(fds_.size() + 1);  // wait() never allocates
     } catch (...) {
       return -ENOMEM;
     }
     fds_.push_back(pollfd{w.fd, static_cast<short>(w.events), 0});
     watches_.push_back(&w);
+    seqs_.push_back(++next_seq_);
     w.slot = static_cast<int>(fds_.size() - 1);
     return 0;
   }
@@ -64,10 +67,12 @@ class poll_backend final : public backend {
     if (i != last) {
       fds_[i] = fds_[last];
       watches_[i] = watches_[last];
+      seqs_[i] = seqs_[last];
       watches_[i]->slot = static_cast<int>(i);
     }
     fds_.pop_back();
     watches_.pop_back();
+    seqs_.pop_back();
     w.slot = -1;
     ++epoch_;
   }
@@ -86,10 +91,16 @@ class poll_backend final : public backend {
       char buf[64];
       while (::read(wake_pipe_[0], buf, sizeof buf) > 0) {
       }
-      wake_pending_.store(false, std::memory_order_release);
+      // A read-modify-write, not a store: it reads the true of every wake() that merged
+      // into this one, so that what those wakers published before calling wake() is
+      // visible to the owner once wait() returns (a plain store could let the owner's
+      // next loads pass it, and such a wake would be lost).
+      wake_pending_.exchange(false, std::memory_order_acq_rel);
     }
     // Callbacks may add and remove watches: walk a snapshot of who was ready, checking
-    // before each call that the watch is still where it was.
+    // before each call that the watch is still the same registration (the same io_watch
+    // may have been unwatched and watched again, maybe on a reused descriptor). By index:
+    // a watch() from a callback may grow ready_.
     ready_.clear();
     for (std::size_t i = 1; i < fds_.size(); ++i) {
       short rev = fds_[i].revents;
@@ -97,12 +108,13 @@ class poll_backend final : public backend {
       if (rev & POLLNVAL) rev = POLLERR;
       // Disarm what is reported until rearm().
       fds_[i].events = static_cast<short>(fds_[i].events & ~rev);
-      ready_.push_back({watches_[i], static_cast<std::uint32_t>(rev)});
+      ready_.push_back({watches_[i], seqs_[i], static_cast<std::uint32_t>(rev)});
     }
     int dispatched = 0;
     const std::uint64_t epoch = epoch_;
-    for (auto& r : ready_) {
-      if (epoch_ != epoch && !still_watched(r.w)) continue;
+    for (std::size_t k = 0; k < ready_.size(); ++k) {
+      const ready_watch r = ready_[k];
+      if (epoch_ != epoch && !still_watched(r.w, r.seq)) continue;
       std::uint32_t rev = r.revents & (r.w->events | POLLERR | POLLHUP);
       if (rev == 0) continue;
       r.w->ready(r.w, rev);
@@ -120,15 +132,17 @@ class poll_backend final : public backend {
   std::size_t watching() const noexcept override { return fds_.size() - 1; }
 
  private:
-  bool still_watched(io_watch* w) const noexcept {
+  // Compares pointers only: an unwatched io_watch may be gone already.
+  bool still_watched(io_watch* w, std::uint64_t seq) const noexcept {
     for (std::size_t i = 1; i < watches_.size(); ++i) {
-      if (watches_[i] == w) return true;
+      if (watches_[i] == w) return seqs_[i] == seq;
     }
     return false;
   }
 
   struct ready_watch {
     io_watch* w;
+    std::uint64_t seq;
     std::uint32_t revents;
   };
 
@@ -136,8 +150,10 @@ class poll_backend final : public backend {
   std::atomic<bool> wake_pending_{false};
   std::vector<pollfd> fds_;
   std::vector<io_watch*> watches_;
+  std::vector<std::uint64_t> seqs_;  // of each registration, so that a re-watch is told apart
   std::vector<ready_watch> ready_;
   std::uint64_t epoch_ = 0;
+  std::uint64_t next_seq_ = 0;
 };
 
 }  // namespace

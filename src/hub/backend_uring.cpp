@@ -247,7 +247,8 @@ class uring_backend final : public backend {
     if (tag == tag_wake) {
       std::uint64_t drained;
       [[maybe_unused]] ssize_t r = ::read(wakefd_, &drained, sizeof drained);
-      wake_pending_.store(false, std::memory_order_release);
+      // A read-modify-write, not a store: see backend_epoll.cpp.
+      wake_pending_.exchange(false, std::memory_order_acq_rel);
       if (!(flags & IORING_CQE_F_MORE)) arm_wake();
       return 0;
     }

@@ -152,6 +152,10 @@ void hub_impl::park() {
   context::jump(p.save, p.to, nullptr);
   ts_->landed(self);
   self->parked = false;
+  // last_parked_ names a greenlet only while it is parked: once resumed it may end and be
+  // freed, and deliver_loop_exit() would read it (hub_test's
+  // loop_exit_after_a_task_was_started_directly_reaches_the_root).
+  if (last_parked_ == self) last_parked_ = nullptr;
   greenlet_record* from = ts_->switched_from();
   if (from != hub_rec) [[unlikely]] {
     throw invalid_switch("tendril: greenlet " + quoted_name(self) +

@@ -119,7 +119,8 @@ class hub_impl {
   static void set_interrupt_hook(interrupt_fn f) noexcept;
 
   void set_error_handler(tendril::hub::error_handler h);
-  // report_task_error() calls the error handler (on the hub, blocking is refused).
+  // report_task_error() calls the error handler (on the greenlet that failed, or on the hub
+  // for a greenlet that is not a task).
   void report_task_error(const std::string& task_name, std::exception_ptr error) noexcept;
 
   ~hub_impl();

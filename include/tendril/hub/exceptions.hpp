@@ -24,8 +24,9 @@ class invalid_switch : public greenlet_error {
   using greenlet_error::greenlet_error;
 };
 
-// blocking_switch_out: a blocking call was made inside the hub itself (from a link callback
-// or the error handler), where nothing could ever resume it (gevent's BlockingSwitchOutError).
+// blocking_switch_out: a blocking call was made on the hub greenlet itself (code the loop
+// runs, such as a timer callback or a greenlet that set the hub as its parent), where nothing
+// could ever resume it (gevent's BlockingSwitchOutError).
 class blocking_switch_out : public greenlet_error {
  public:
   using greenlet_error::greenlet_error;

@@ -25,8 +25,9 @@ class hub {
   const char* backend_name() const noexcept;
 
   // An error handler receives each task that failed with an exception other than
-  // greenlet_exit, once, on the hub. It must not block (blocking_switch_out). The default
-  // prints "tendril: task '<name>' failed: <what>" on stderr.
+  // greenlet_exit, once, called on the task's own greenlet right after the task ended (before
+  // its links run), so it may block. The default prints "tendril: task '<name>' failed:
+  // <what>" on stderr.
   using error_handler = std::function<void(const std::string& task_name, std::exception_ptr error)>;
   // set_error_handler() replaces it; an empty handler restores the default.
   void set_error_handler(error_handler h);
