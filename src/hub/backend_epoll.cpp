@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <climits>
 #include <cerrno>
+#include <climits>
 #include <system_error>
 #include <vector>
 
