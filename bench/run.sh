@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
-# bench/run.sh: run tendril's benchmarks beside Boost.Context's fiber on this machine and
-# print a Markdown table of medians and ratios (docs/benchmarks.md explains the method).
+# bench/run.sh: run tendril's benchmarks beside their peers on this machine and print Markdown
+# tables of medians and ratios (docs/benchmarks.md explains the method).
 # Builds nothing of tendril's: `./dev bench` builds the release preset, then calls this.
 #
-#   bench/run.sh                 everything, about 1.5 minutes
-#   REPS=9 bench/run.sh          more repetitions (Google Benchmark) and program runs
+#   bench/run.sh                 every group, about 4 minutes
+#   bench/run.sh hub sleepers    only some groups (see below)
+#   REPS=9 bench/run.sh          more repetitions (Google Benchmark) and program rounds
 #   PROCS=5 bench/run.sh         more Google Benchmark processes (default 3)
 #   BENCH_CPU=1 bench/run.sh     pin to another CPU (default 0)
 #
-# What runs, every process pinned with taskset to one CPU:
-#   1. build/release/bench/greenlet_bench (Google Benchmark): tendril and Boost.Context cases
-#      in one process, REPS repetitions interleaved at random; PROCS such processes, and the
-#      median of all PROCS x REPS repetitions;
-#   2. the peer-contract programs, REPS rounds, each round running tendril's program and
-#      Boost.Context's peer one after the other: switch_peer vs ../shared/peers/switch,
-#      spawn_peer vs ../shared/peers/spawn, memory_bench vs ../shared/peers/memory.
-# The Boost.Context peers are compiled from ../shared/peers (g++ -O2, as its Makefile does)
-# into build/release/bench/peers/ when missing or older than their source.
-# Results: build/release/bench/results/ (greenlet_bench.N.json, programs.txt, table.md).
+# Groups, every process pinned with taskset to one CPU:
+#   greenlet  (issue 2) build/release/bench/greenlet_bench (Google Benchmark): tendril and
+#             Boost.Context cases in one process, REPS repetitions interleaved at random; PROCS
+#             such processes, and the median of all PROCS x REPS repetitions; then the
+#             peer-contract programs, REPS rounds, each round running tendril's program and
+#             Boost.Context's peer one after the other: switch_peer vs ../shared/peers/switch,
+#             spawn_peer vs ../shared/peers/spawn, memory_bench vs ../shared/peers/memory.
+#   hub       (issue 3) build/release/bench/hub_bench (Google Benchmark): sleep(0s) among
+#             1,000 tasks, queue and event ping-pong, event broadcast, spawn+join, beside
+#             Boost.Fiber; as greenlet_bench, PROCS processes of REPS repetitions.
+#   spawn     (issue 3) task_spawn_peer vs Go (goroutine + WaitGroup) vs State Threads.
+#   memory    (issue 3) task_memory_peer vs Go (100,000 blocked).
+#   sleepers  (issue 3) sleepers_peer vs Asio vs Go (10,000 x 1 s).
+# The program groups run REPS rounds, interleaved: round 1 runs tendril then the peers, round 2
+# the peers in reverse order then tendril, and so on; the ratio is the median of the ratios
+# measured within one round (as ../shared/peers/tools/bench.py does), steadier than a ratio of
+# medians on this shared machine. Go runs with GOMAXPROCS=1.
+# The peers are compiled from ../shared/peers (its Makefile's flags: g++ -O2 -std=c++20,
+# gcc -O2, go build) into build/release/bench/peers/ when missing or older than their source;
+# a peer whose toolchain is missing is left out with a note (./dev deps bench installs them:
+# golang-go, libst-dev, libasio-dev, libboost-fiber-dev).
+# Results: build/release/bench/results/ (greenlet_bench.N.json, hub_bench.N.json,
+# programs.txt, tasks.txt, greenlet.md, hub.md, and table.md: the tables of this run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +43,27 @@ reps=${REPS:-5}
 procs=${PROCS:-3}
 out=$bin/results
 
-for b in greenlet_bench memory_bench switch_peer spawn_peer; do
+all_groups=(greenlet hub spawn memory sleepers)
+groups=("$@")
+[ ${#groups[@]} -eq 0 ] && groups=("${all_groups[@]}")
+for g in "${groups[@]}"; do
+  case " ${all_groups[*]} " in
+    *" $g "*) ;;
+    *)
+      echo "bench/run.sh: unknown group '$g' (groups: ${all_groups[*]})" >&2
+      exit 2
+      ;;
+  esac
+done
+want() { case " ${groups[*]} " in *" $1 "*) return 0 ;; *) return 1 ;; esac }
+
+need=()
+want greenlet && need+=(greenlet_bench memory_bench switch_peer spawn_peer)
+want hub && need+=(hub_bench)
+want spawn && need+=(task_spawn_peer)
+want memory && need+=(task_memory_peer)
+want sleepers && need+=(sleepers_peer)
+for b in "${need[@]}"; do
   if [ ! -x "$bin/$b" ]; then
     echo "bench/run.sh: $bin/$b is missing; build it with ./dev bench (release preset)" >&2
     exit 1
@@ -40,61 +74,118 @@ if [ ! -d "$peers" ]; then
   exit 1
 fi
 mkdir -p "$out" "$bin/peers"
+abs_bin=$(cd "$bin" && pwd)
 
-# The Boost.Context peers, built from their sources in the peers folder (never copied).
-for kind in switch spawn memory; do
-  src=$peers/$kind/boost_context.cpp
-  exe=$bin/peers/${kind}_boost_context
-  if [ ! -x "$exe" ] || [ "$src" -nt "$exe" ]; then
-    echo "== g++ -O2 $src" >&2
-    g++ -O2 -Wall -std=c++20 -I"$peers/common" "$src" -o "$exe" -lboost_context
-  fi
-done
+# peer_build EXE SOURCE: compiles one peer from the peers folder (never copied) if it is
+# missing or older than its source, with the flags of the peers' Makefile. Returns 1 (and
+# says why) when its toolchain is missing, so that the peer is left out of the run.
+peer_build() {
+  local exe=$bin/peers/$1 src=$peers/$2
+  if [ -x "$exe" ] && [ ! "$src" -nt "$exe" ]; then return 0; fi
+  echo "== building $exe from $src" >&2
+  case "$src" in
+    *.go)
+      if ! command -v go >/dev/null; then
+        echo "   (no go: apt-get install golang-go; $1 left out)" >&2
+        return 1
+      fi
+      # Standard library only: builds offline. The build cache stays in the build tree.
+      GOCACHE=${GOCACHE:-$abs_bin/peers/go-cache} GOPROXY=off GOFLAGS='' \
+        go build -o "$exe" "$src" || return 1
+      ;;
+    *.c)
+      if [[ " ${*:3} " == *" -lst "* ]] && [ ! -f /usr/include/st.h ]; then
+        echo "   (no State Threads: apt-get install libst-dev; $1 left out)" >&2
+        return 1
+      fi
+      gcc -O2 -Wall -I"$peers/common" -o "$exe" "$src" "${@:3}" ||
+        { echo "   ($1 left out: see the error above)" >&2 && return 1; }
+      ;;
+    *.cpp)
+      if [[ "$src" == */asio.cpp ]] && [ ! -f /usr/include/asio.hpp ]; then
+        echo "   (no Asio: apt-get install libasio-dev; $1 left out)" >&2
+        return 1
+      fi
+      g++ -O2 -Wall -std=c++20 -I"$peers/common" -o "$exe" "$src" "${@:3}" ||
+        { echo "   ($1 left out: see the error above)" >&2 && return 1; }
+      ;;
+  esac
+}
+
+# The Boost.Context peers of the greenlet group.
+if want greenlet; then
+  for kind in switch spawn memory; do
+    peer_build "${kind}_boost_context" "$kind/boost_context.cpp" -lboost_context
+  done
+fi
+
+# The peers of issue 3's program groups: "group|name|exe|source|link flags", built if wanted.
+peer_list=()
+add_peer() {  # add_peer GROUP NAME EXE SOURCE [LINK...]
+  local group=$1 name=$2 exe=$3 src=$4
+  shift 4
+  want "$group" || return 0
+  if peer_build "$exe" "$src" "$@"; then peer_list+=("$group|$name|$exe"); fi
+}
+add_peer spawn go spawn_go spawn/go_spawn.go
+add_peer spawn st spawn_st spawn/st.c -lst
+add_peer memory go memory_go memory/go_mem.go
+add_peer sleepers asio sleepers_asio sleepers/asio.cpp -pthread
+add_peer sleepers go sleepers_go sleepers/go_sleep.go
 
 # extra-peers.txt plugs tendril's peer-contract programs into the peers harness.
-abs_bin=$(cd "$bin" && pwd)
 cat >"$out/extra-peers.txt" <<EOF
 # tendril's peer-contract programs for ../shared/peers/run-all.sh (written by bench/run.sh):
-#   EXTRA_PEERS=$abs_bin/results/extra-peers.txt ./run-all.sh switch spawn memory
-switch | tendril greenlet::switch_to | $abs_bin/switch_peer 10000000
-spawn  | tendril greenlet, pooled stack | $abs_bin/spawn_peer 100000 4
-memory | tendril greenlet, suspended | $abs_bin/memory_bench 100000
+#   EXTRA_PEERS=$abs_bin/results/extra-peers.txt ./run-all.sh switch spawn memory sleepers
+switch   | tendril greenlet::switch_to          | $abs_bin/switch_peer 10000000
+spawn    | tendril greenlet, pooled stack       | $abs_bin/spawn_peer 100000 4
+memory   | tendril greenlet, suspended          | $abs_bin/memory_bench 100000
+spawn    | tendril spawn + joinall (tasks)      | $abs_bin/task_spawn_peer 100000 4
+memory   | tendril task blocked on event        | $abs_bin/task_memory_peer 100000
+sleepers | tendril task sleep(1s), joinall      | $abs_bin/sleepers_peer 10000 1000
 EOF
 
 pin=(taskset -c "$cpu")
 start=$(date +%s)
 
-# Several processes: tendril's switch measured 5.4-8 ns from one process to the next while
-# staying put within one (docs/benchmarks.md), so one process's repetitions are not enough.
-rm -f "$out"/greenlet_bench.*.json
-for ((p = 1; p <= procs; ++p)); do
-  echo "== greenlet_bench, process $p/$procs: $reps repetitions, interleaved, CPU $cpu" >&2
-  "${pin[@]}" "$bin/greenlet_bench" \
-    --benchmark_repetitions="$reps" \
-    --benchmark_enable_random_interleaving=true \
-    --benchmark_min_time=0.2 \
-    --benchmark_display_aggregates_only=true \
-    --benchmark_out="$out/greenlet_bench.$p.json" --benchmark_out_format=json >&2
-done
-
-# programs.txt: one "program key value" line per figure each program printed.
-echo "== peer-contract programs: $reps rounds, pinned to CPU $cpu" >&2
-: >"$out/programs.txt"
-run_program() {  # run_program NAME COMMAND...
+# gbench NAME: PROCS processes of a Google Benchmark binary. Several processes: tendril's
+# switch measured 5.4-8 ns from one process to the next while staying put within one
+# (docs/benchmarks.md), so one process's repetitions are not enough.
+gbench() {
   local name=$1
-  shift
-  "${pin[@]}" "$@" | awk -v n="$name" 'NF == 2 { print n, $1, $2 }' >>"$out/programs.txt"
+  rm -f "$out/$name".*.json
+  for ((p = 1; p <= procs; ++p)); do
+    echo "== $name, process $p/$procs: $reps repetitions, interleaved, CPU $cpu" >&2
+    "${pin[@]}" "$bin/$name" \
+      --benchmark_repetitions="$reps" \
+      --benchmark_enable_random_interleaving=true \
+      --benchmark_min_time=0.2 \
+      --benchmark_display_aggregates_only=true \
+      --benchmark_out="$out/$name.$p.json" --benchmark_out_format=json >&2
+  done
 }
-for ((round = 1; round <= reps; ++round)); do
-  run_program tendril_switch "$bin/switch_peer" 10000000
-  run_program boost_switch "$bin/peers/switch_boost_context" 10000000
-  run_program tendril_spawn "$bin/spawn_peer" 100000 4
-  run_program boost_spawn "$bin/peers/spawn_boost_context" 100000 4
-  run_program tendril_memory "$bin/memory_bench" 100000
-  run_program boost_memory "$bin/peers/memory_boost_context" 100000
-done
 
-python3 - "$out/programs.txt" "$out"/greenlet_bench.*.json >"$out/table.md" <<'EOF'
+if want greenlet; then
+  gbench greenlet_bench
+
+  # programs.txt: one "program key value" line per figure each program printed.
+  echo "== peer-contract programs: $reps rounds, pinned to CPU $cpu" >&2
+  : >"$out/programs.txt"
+  run_program() {  # run_program NAME COMMAND...
+    local name=$1
+    shift
+    "${pin[@]}" "$@" | awk -v n="$name" 'NF == 2 { print n, $1, $2 }' >>"$out/programs.txt"
+  }
+  for ((round = 1; round <= reps; ++round)); do
+    run_program tendril_switch "$bin/switch_peer" 10000000
+    run_program boost_switch "$bin/peers/switch_boost_context" 10000000
+    run_program tendril_spawn "$bin/spawn_peer" 100000 4
+    run_program boost_spawn "$bin/peers/spawn_boost_context" 100000 4
+    run_program tendril_memory "$bin/memory_bench" 100000
+    run_program boost_memory "$bin/peers/memory_boost_context" 100000
+  done
+
+python3 - "$out/programs.txt" "$out"/greenlet_bench.*.json >"$out/greenlet.md" <<'EOF'
 import json, statistics, sys
 
 runs = {}
@@ -176,7 +267,207 @@ print("Medians of %d Google Benchmark repetitions (%d processes; CPU time per op
          len(progs[("tendril_switch", "ns_per_switch")]), ctx.get("date", ""),
          ctx.get("num_cpus", "?"), ", ".join("%.2f" % x for x in ctx.get("load_avg", []))))
 EOF
+fi
 
+want hub && gbench hub_bench
+
+# tasks.txt: one "group round program key value" line per figure of issue 3's programs.
+task_groups=()
+for g in spawn memory sleepers; do want "$g" && task_groups+=("$g"); done
+if [ ${#task_groups[@]} -gt 0 ]; then
+  echo "== issue 3 programs (${task_groups[*]}): $reps rounds, interleaved, CPU $cpu" >&2
+  : >"$out/tasks.txt"
+  run_task() {  # run_task GROUP ROUND NAME COMMAND...
+    local group=$1 round=$2 name=$3
+    shift 3
+    local env=()
+    case "$name" in go) env=(env GOMAXPROCS=1) ;; esac
+    local rc=0
+    "${env[@]}" "${pin[@]}" "$@" >"$out/last.txt" || rc=$?
+    [ "$rc" -eq 0 ] || echo "   $group/$name round $round failed (exit status $rc)" >&2
+    awk -v g="$group" -v r="$round" -v n="$name" 'NF == 2 { print g, r, n, $1, $2 }' \
+      "$out/last.txt" >>"$out/tasks.txt"
+  }
+  for g in "${task_groups[@]}"; do
+    case "$g" in
+      spawn) cmd=("$bin/task_spawn_peer" 100000 4) args=(100000 4) ;;
+      memory) cmd=("$bin/task_memory_peer" 100000) args=(100000) ;;
+      sleepers) cmd=("$bin/sleepers_peer" 10000 1000) args=(10000 1000) ;;
+    esac
+    # The runs of this group, tendril first; reversed on even rounds.
+    names=(tendril)
+    # A diagnostic beside the contract figure: the same run with the stack pool warmed
+    # before the clocks start (sleepers_peer's third argument).
+    [ "$g" = sleepers ] && names+=(tendril_prewarm)
+    for entry in "${peer_list[@]}"; do
+      IFS='|' read -r pg pn pe <<<"$entry"
+      [ "$pg" = "$g" ] && names+=("$pn:$pe")
+    done
+    for ((round = 1; round <= reps; ++round)); do
+      order=("${names[@]}")
+      if ((round % 2 == 0)); then
+        order=()
+        for ((i = ${#names[@]} - 1; i >= 0; --i)); do order+=("${names[i]}"); done
+      fi
+      for n in "${order[@]}"; do
+        if [ "$n" = tendril ]; then
+          run_task "$g" "$round" tendril "${cmd[@]}"
+        elif [ "$n" = tendril_prewarm ]; then
+          run_task "$g" "$round" tendril_prewarm "${cmd[@]}" 1
+        else
+          run_task "$g" "$round" "${n%%:*}" "$bin/peers/${n#*:}" "${args[@]}"
+        fi
+      done
+    done
+  done
+  rm -f "$out/last.txt"
+fi
+
+# hub.md: issue 3's table, from whatever of its groups ran.
+hub_json=()
+want hub && hub_json=("$out"/hub_bench.*.json)
+if want hub || [ ${#task_groups[@]} -gt 0 ]; then
+  tasks_file=/dev/null
+  [ ${#task_groups[@]} -gt 0 ] && tasks_file=$out/tasks.txt
+  python3 - "$tasks_file" "${hub_json[@]}" >"$out/hub.md" <<'EOF'
+import json, statistics, sys
+
+runs = {}
+for path in sys.argv[2:]:
+    for b in json.load(open(path))["benchmarks"]:
+        if b.get("run_type") == "iteration":
+            runs.setdefault(b["run_name"], []).append(b["time_per_op"] * 1e9)
+# progs[(group, program, key)] = {round: value}; words: what the programs said in words
+progs = {}
+words = {}
+for line in open(sys.argv[1]):
+    group, rnd, name, key, value = line.split()
+    try:
+        progs.setdefault((group, name, key), {})[int(rnd)] = float(value)
+    except ValueError:
+        words.setdefault(key, set()).add(value)
+
+def stats(v):
+    return statistics.median(v), min(v), max(v)
+
+def fmt(m, digits):
+    if m is None:
+        return "—"
+    med, lo, hi = m
+    f = "{:,.%df}" % digits
+    if lo == hi:
+        return f.format(med)
+    return (f + " (" + f + "–" + f + ")").format(med, lo, hi)
+
+def verdict(ok):
+    return "**yes**" if ok else "**no**"
+
+rows = []
+def row(what, unit, t, peer, p, ratio, digits, goal="", met=""):
+    rows.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        what, unit, fmt(t, digits), peer, fmt(p, digits),
+        "%.2f" % ratio if ratio is not None else "—", goal, met))
+
+PEERS = {"go": "Go", "st": "State Threads", "asio": "Asio"}
+
+def prog_rows(group, key, what, unit, digits, goal_fn=None, goal_text="", ratio_goal=None,
+              tname="tendril"):
+    t = progs.get((group, tname, key))
+    if not t:
+        return None
+    ts = stats(list(t.values()))
+    first = True
+    met = ""
+    if goal_fn is not None:
+        met = verdict(goal_fn(ts[0]))
+    peers = [n for (g, n, k) in progs
+             if g == group and k == key and not n.startswith("tendril")]
+    peers.sort(key=lambda n: list(PEERS).index(n) if n in PEERS else 99)
+    if not peers:
+        row(what, unit, ts, "—", None, None, digits, goal_text, met)
+    for n in peers:
+        p = progs[(group, n, key)]
+        same = [t[r] / p[r] for r in t if r in p and p[r]]
+        ratio = statistics.median(same) if same else None
+        g, m = "", ""
+        if first:
+            g, m = goal_text, met
+        if ratio_goal is not None and ratio_goal[0] == n:
+            g, m = ratio_goal[1], verdict(ratio is not None and ratio <= ratio_goal[2])
+        row(what if first else "″", unit, ts, PEERS.get(n, n), stats(list(p.values())),
+            ratio, digits, g, m)
+        first = False
+    return ts
+
+prog_rows("spawn", "ns_per_spawn", "spawn 100,000 tasks, then joinall, warm", "ns/task", 1,
+          ratio_goal=("go", "≤ 0.2× Go", 0.2))
+prog_rows("spawn", "ns_per_spawn_cold", "spawn 100,000 tasks, then joinall, cold (round 1)",
+          "ns/task", 1)
+prog_rows("memory", "rss_bytes_per_coro", "100,000 tasks blocked on an event, RSS", "B/task", 0,
+          lambda v: v <= 4600, "≤ 4,600 B")
+prog_rows("memory", "vm_bytes_per_coro", "100,000 tasks blocked, VmSize", "B/task", 0)
+prog_rows("memory", "pte_bytes_per_coro", "100,000 tasks blocked, page tables (VmPTE)", "B/task", 0)
+prog_rows("sleepers", "wall_s", "10,000 tasks sleep(1s), joinall: wall", "s", 4,
+          lambda v: v <= 1.005, "≤ 1.005 s")
+prog_rows("sleepers", "cpu_s", "10,000 tasks sleep(1s), joinall: CPU", "s", 4,
+          lambda v: v <= 0.010, "≤ 0.010 s")
+prog_rows("sleepers", "wall_s", "diagnostic: the same with the stack pool warmed first, wall",
+          "s", 4, tname="tendril_prewarm")
+prog_rows("sleepers", "cpu_s", "diagnostic: the same with the stack pool warmed first, CPU",
+          "s", 4, tname="tendril_prewarm")
+
+def gb_row(what, unit, tname, peer, pname, digits=1):
+    if tname not in runs:
+        return
+    t = stats(runs[tname])
+    p = stats(runs[pname]) if pname in runs else None
+    row(what, unit, t, peer if p else "—", p, t[0] / p[0] if p else None, digits)
+
+gb_row("sleep(0s) among 1,000 ready tasks", "ns/yield", "sleep0/tendril_1000_tasks",
+       "Boost.Fiber yield, 1,000 fibers", "sleep0/boost_fiber_1000_fibers")
+gb_row("queue<int> put/get pair, ping-pong of two tasks", "ns/pair", "queue/tendril_pingpong",
+       "Boost.Fiber buffered_channel", "queue/boost_fiber_buffered_channel_pingpong")
+gb_row("event wake (set → waiter runs), ping-pong", "ns/wake", "event/tendril_pingpong",
+       "Boost.Fiber flag+mutex+condvar", "event/boost_fiber_condvar_pingpong")
+gb_row("event set with 1,000 waiters", "ns/waiter", "event/tendril_broadcast_1000", "—", "")
+gb_row("spawn + join, one task at a time", "ns", "spawn/tendril_task_join",
+       "Boost.Fiber fiber + join", "spawn/boost_fiber_join")
+gb_row("″", "ns", "spawn/tendril_task_join", "Boost.Fiber, pooled stack",
+       "spawn/boost_fiber_join_pooled_stack")
+
+print("| case | unit | tendril median (min–max) | peer | peer median (min–max) | ratio | goal | met |")
+print("|---|---|---:|---|---:|---:|---|---|")
+print("\n".join(rows))
+print()
+notes = []
+if progs:
+    n = max(len(v) for v in progs.values())
+    notes.append("Programs: medians of %d rounds, interleaved; ratio = median of the "
+                 "same-round ratios tendril / peer." % n)
+backends = set(words.get("backend", set()))
+if runs:
+    ctx = json.load(open(sys.argv[2])).get("context", {})
+    if "tendril_backend" in ctx:
+        backends.add(ctx["tendril_backend"])
+    notes.append("Google Benchmark (hub_bench): medians of %d repetitions (%d processes; CPU "
+                 "time per operation), ratio = tendril median / peer median. Started %s, "
+                 "load average %s." % (len(runs["sleep0/tendril_1000_tasks"]), len(sys.argv) - 2,
+                 ctx.get("date", ""), ", ".join("%.2f" % x for x in ctx.get("load_avg", []))))
+if backends:
+    notes.append("tendril's hub backend: %s (the default)." % ", ".join(sorted(backends)))
+print(" ".join(notes))
+EOF
+fi
+
+: >"$out/table.md"
+if want greenlet; then
+  { echo "## Issue 2: greenlets beside Boost.Context"; echo; cat "$out/greenlet.md"; echo; } \
+    >>"$out/table.md"
+fi
+if [ -f "$out/hub.md" ] && { want hub || [ ${#task_groups[@]} -gt 0 ]; }; then
+  { echo "## Issue 3: tasks and the hub beside Go, State Threads, Asio, Boost.Fiber"; echo
+    cat "$out/hub.md"; } >>"$out/table.md"
+fi
 cat "$out/table.md"
 echo >&2
 echo "== $(($(date +%s) - start)) s; results in $out/ (extra-peers.txt plugs tendril into $peers/run-all.sh)" >&2
