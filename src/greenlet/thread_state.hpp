@@ -76,6 +76,9 @@ class thread_state {
 
   // switched_from() is the greenlet that switched to the running one last.
   greenlet_record* switched_from() const noexcept { return from_; }
+  // set_switched_from() lets the hub resume a greenlet from another greenlet's stack in its
+  // own name (a hand-off within a pass of its run queue); called between plan and jump.
+  void set_switched_from(greenlet_record* r) noexcept { from_ = r; }
 
   // landed() is the first thing a greenlet does on its own stack after a jump.
   void landed(greenlet_record* self) noexcept {

@@ -160,6 +160,7 @@ class hub_impl {
 
   hub_child children_;  // sentinel of a circular list
   bool draining_ = false;
+  bool in_pass_ = false;  // run_ready() is under way: park() may hand off within the pass
   tendril::hub::error_handler on_error_;
 };
 
