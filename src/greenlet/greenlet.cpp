@@ -129,13 +129,14 @@ greenlet_record* greenlet_create(std::size_t callable_size, std::size_t callable
   }
   void* extra = nullptr;
   return greenlet_create_ex(callable_size, callable_align, ops, p, stack_bytes, 0, nullptr, storage,
-                            &extra);
+                            &extra, false);
 }
 
 greenlet_record* greenlet_create_ex(std::size_t callable_size, std::size_t callable_align,
                                     const callable_ops* ops, greenlet_record* parent,
                                     std::size_t stack_bytes, std::size_t extra_size,
-                                    void (*extra_destroy)(void*), void** storage, void** extra) {
+                                    void (*extra_destroy)(void*), void** storage, void** extra,
+                                    bool lazy_stack) {
   thread_state& ts = thread_state::get();
   ts.run_deferred();
   const std::size_t want = stack_bytes ? stack_bytes : default_stack_size;
@@ -147,20 +148,26 @@ greenlet_record* greenlet_create_ex(std::size_t callable_size, std::size_t calla
   greenlet_record* p = parent ? parent : ts.current();
   if (p->owner != &ts) [[unlikely]]
     throw_wrong_thread("take as parent", p, ts);
-  if (callable_size + callable_align + context::make_reserve > want / 2) [[unlikely]] {
-    throw std::invalid_argument(
-        "tendril::greenlet: the callable (" + std::to_string(callable_size) +
-        " bytes) takes more than half of its " + std::to_string(want) + "-byte stack");
-  }
+  // One allocation: the record, the extra storage, the callable. The callable does not go
+  // on the stack, so that making a greenlet never touches its stack (which a lazy greenlet
+  // does not even have yet).
+  const std::size_t align =
+      callable_align < alignof(std::max_align_t) ? alignof(std::max_align_t) : callable_align;
+  const std::size_t callable_at = (record_extra_offset + extra_size + align - 1) / align * align;
   stack s;
-  if (int err = stack_pool::allocate(want, s); err != 0) [[unlikely]] {
-    throw std::system_error(
-        err, std::generic_category(),
-        "tendril::greenlet: no memory for a stack of " + std::to_string(want) + " bytes");
+  if (!lazy_stack) {
+    if (int err = stack_pool::allocate(want, s); err != 0) [[unlikely]] {
+      throw std::system_error(
+          err, std::generic_category(),
+          "tendril::greenlet: no memory for a stack of " + std::to_string(want) + " bytes");
+    }
   }
   void* mem;
   try {
-    mem = ::operator new(record_extra_offset + extra_size);
+    // Plain new where malloc's own alignment does (the usual case: it is faster).
+    mem = align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__
+              ? ::operator new(callable_at + callable_size)
+              : ::operator new (callable_at + callable_size, std::align_val_t{align});
   } catch (...) {
     stack_pool::release(s);
     throw;
@@ -170,21 +177,31 @@ greenlet_record* greenlet_create_ex(std::size_t callable_size, std::size_t calla
   ts.retain();
   link_child(p, r);
   r->ops = ops;
-  r->stk = s;
+  r->stack_want = want;
+  r->block_align = align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__ ? 0 : align;
   r->id = next_greenlet_id();
   r->extra_destroy = extra_destroy;
   *extra = extra_size ? static_cast<char*>(mem) + record_extra_offset : nullptr;
-  auto top = reinterpret_cast<std::uintptr_t>(s.top());
-  auto place = (top - callable_size) & ~(std::uintptr_t{callable_align} - 1);
-  place &= ~std::uintptr_t{15};
-  r->callable = reinterpret_cast<void*>(place);
+  r->callable = static_cast<char*>(mem) + callable_at;
   *storage = r->callable;
-  r->ctx =
-      context::make(r->callable, place - reinterpret_cast<std::uintptr_t>(s.base), &greenlet_entry);
+  if (s) attach_stack(r, s);
 #if defined(TENDRIL_HAS_TSAN)
   r->tsan_fiber = sanitizer::tsan_create();
 #endif
   return r;
+}
+
+void attach_stack(greenlet_record* r, const stack& s) noexcept {
+  r->stk = s;
+  r->ctx = context::make(s.top(), s.size, &greenlet_entry);
+}
+
+int greenlet_prepare_stack(greenlet_record* r) noexcept {
+  if (r->stk || r->status != greenlet_status::unstarted) return 0;
+  stack s;
+  if (int err = stack_pool::allocate(r->stack_want, s); err != 0) return err;
+  attach_stack(r, s);
+  return 0;
 }
 
 void* greenlet_extra(greenlet_record* r) noexcept {
@@ -196,7 +213,7 @@ void greenlet_discard_unstarted(greenlet_record* r) noexcept {
   r->status = greenlet_status::dead;
   r->ops->destroy(r->callable);
   r->callable = nullptr;
-  stack_pool::release(r->stk);
+  if (r->stk) stack_pool::release(r->stk);
   r->stk = {};
 #if defined(TENDRIL_HAS_TSAN)
   sanitizer::tsan_destroy(r->tsan_fiber);
@@ -271,6 +288,13 @@ namespace {
 [[gnu::noinline]] switch_plan plan_switch_slow(greenlet_record* target, std::any* value) {
   thread_state& ts = owner_thread("switch to", target);
   ts.run_deferred();
+  greenlet_record* to = target;
+  while (to->status == greenlet_status::dead) to = to->parent;
+  if (int err = greenlet_prepare_stack(to); err != 0) {
+    throw std::system_error(
+        err, std::generic_category(),
+        "tendril::greenlet: no memory for the stack of greenlet '" + record_name(to) + "'");
+  }
   return ts.plan(target, value, nullptr);
 }
 
@@ -282,7 +306,8 @@ namespace {
 switch_plan plan_switch(greenlet_record* target, std::any* value) {
   thread_state* ts = thread_state::peek();
   if (target == nullptr || ts == nullptr || target->owner != ts || ts->has_deferred() ||
-      target->status == greenlet_status::dead || target == ts->current()) [[unlikely]] {
+      target->status == greenlet_status::dead || target == ts->current() || !target->ctx)
+      [[unlikely]] {
     return plan_switch_slow(target, value);
   }
   if (value->has_value()) target->inbox = std::move(*value);

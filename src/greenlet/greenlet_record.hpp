@@ -41,9 +41,12 @@ struct greenlet_record {
   greenlet_record* next_sibling = nullptr;
   greenlet_record* prev_sibling = nullptr;
 
-  context::handle ctx = nullptr;  // where it resumes (unstarted: its made context)
-  stack stk;                      // none for roots and dead greenlets
-  void* callable = nullptr;       // at the top of stk while unstarted or active
+  context::handle ctx =
+      nullptr;  // where it resumes (unstarted: its made context, once it has a stack)
+  stack stk;    // none for roots, dead greenlets and lazy ones not started yet
+  std::size_t stack_want = 0;   // the stack size it asked for
+  std::size_t block_align = 0;  // the alignment of its allocation if over-aligned, else 0
+  void* callable = nullptr;     // in the record's allocation, while unstarted or active
   const callable_ops* ops = nullptr;
 
   std::any inbox;              // the value of the switch that resumes it
@@ -84,10 +87,17 @@ inline constexpr std::size_t record_extra_offset =
 // greenlet_create_ex() is greenlet_create() with a parent record (null: the current
 // greenlet) and extra_size bytes after the record, returned in *extra and destroyed with
 // extra_destroy when the record goes (the layers above keep a task's state there).
+// lazy_stack: the stack is taken when the greenlet first runs (greenlet_prepare_stack()), not
+// now; a task spawned in a batch of thousands then runs on a stack just freed by another, still
+// in the cache, instead of touching a stack of its own at spawn time.
 greenlet_record* greenlet_create_ex(std::size_t callable_size, std::size_t callable_align,
                                     const callable_ops* ops, greenlet_record* parent,
                                     std::size_t stack_bytes, std::size_t extra_size,
-                                    void (*extra_destroy)(void*), void** storage, void** extra);
+                                    void (*extra_destroy)(void*), void** storage, void** extra,
+                                    bool lazy_stack);
+// greenlet_prepare_stack() gives a lazy greenlet that has not started its stack: 0, or ENOMEM.
+int greenlet_prepare_stack(greenlet_record* r) noexcept;
+void attach_stack(greenlet_record* r, const stack& s) noexcept;
 void* greenlet_extra(greenlet_record* r) noexcept;
 // greenlet_discard_unstarted() ends a greenlet that never ran, without a switch: its
 // callable is destroyed and its stack released.

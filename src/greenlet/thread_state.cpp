@@ -265,8 +265,13 @@ void destroy_record(greenlet_record* r) noexcept {
     unlink_child(r);
   }
   if (r->extra_destroy) r->extra_destroy(reinterpret_cast<char*>(r) + record_extra_offset);
+  const std::size_t align = r->block_align;
   r->~greenlet_record();
-  ::operator delete(r);
+  if (align) {
+    ::operator delete (r, std::align_val_t{align});
+  } else {
+    ::operator delete(r);
+  }
   if (owner) owner->release();
 }
 

@@ -26,6 +26,7 @@ constinit thread_local hub_impl* hub_impl::t_hub_ = nullptr;
 namespace {
 
 std::atomic<interrupt_fn> g_interrupt{nullptr};
+std::atomic<hub_impl::start_failed_fn> g_start_failed{nullptr};
 thread_local bool t_hub_gone = false;
 
 // How long the loop sleeps before it looks again whether another thread is still there to
@@ -95,6 +96,19 @@ void hub_impl::set_interrupt_hook(interrupt_fn f) noexcept {
   g_interrupt.store(f, std::memory_order_release);
 }
 
+void hub_impl::set_start_failed_hook(start_failed_fn f) noexcept {
+  g_start_failed.store(f, std::memory_order_release);
+}
+
+bool hub_impl::ready_to_run(greenlet_record* g) noexcept {
+  if (g->status == greenlet_status::dead) return false;
+  if (g->ctx != nullptr || g->is_root) return true;
+  const int err = greenlet_prepare_stack(g);
+  if (err == 0) return true;
+  if (start_failed_fn f = g_start_failed.load(std::memory_order_acquire)) f(g, err);
+  return false;
+}
+
 void hub_impl::unschedule(ready_node& n) noexcept {
   if (n.list == ready_node::in_run_queue) {
     ready_.remove(n);
@@ -158,7 +172,7 @@ void hub_impl::park() {
     if (n == nullptr || n == &batch_end_) break;
     ready_.pop_front();
     n->list = ready_node::in_no_list;
-    if (n->greenlet->status != greenlet_status::dead) {
+    if (ready_to_run(n->greenlet)) {
       next = n->greenlet;
       break;
     }
@@ -192,7 +206,7 @@ void hub_impl::back_in_hub() noexcept {
 }
 
 void hub_impl::resume(greenlet_record* g) {
-  if (g->status == greenlet_status::dead) return;
+  if (!ready_to_run(g)) return;
   switch_plan p = ts_->plan(g, nullptr, nullptr);
   if (p.to != nullptr) {
     context::jump(p.save, p.to, nullptr);

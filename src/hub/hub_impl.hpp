@@ -117,6 +117,10 @@ class hub_impl {
   void add_pool_jobs(int delta) noexcept { pool_jobs_ += delta; }
 
   static void set_interrupt_hook(interrupt_fn f) noexcept;
+  // The layer above's way to fail a greenlet the hub could not start (no memory for the
+  // stack of a lazy greenlet): it must end it without running it.
+  using start_failed_fn = void (*)(greenlet_record* g, int err) noexcept;
+  static void set_start_failed_hook(start_failed_fn f) noexcept;
 
   void set_error_handler(tendril::hub::error_handler h);
   // report_task_error() calls the error handler (on the greenlet that failed, or on the hub
@@ -135,6 +139,9 @@ class hub_impl {
   void run_remote();
   void run_ready();
   void resume(greenlet_record* g);
+  // ready_to_run() makes sure g can be switched to (a lazy greenlet gets its stack now);
+  // false if g is dead or could not be given a stack (then it was failed).
+  bool ready_to_run(greenlet_record* g) noexcept;
   void back_in_hub() noexcept;
   bool someone_else_could_wake() const;
   void deliver_loop_exit();

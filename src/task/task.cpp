@@ -85,13 +85,30 @@ greenlet_record* task_create(std::size_t body_size, std::size_t body_align, cons
                              void** extra) {
   hub_impl& hub = hub_impl::current();
   return greenlet_create_ex(body_size, body_align, ops, hub.greenlet(), 0, state_size,
-                            state_destroy, storage, extra);
+                            state_destroy, storage, extra, true);
 }
 
 void task_abandon(greenlet_record* r) noexcept { greenlet_abandon_create(r); }
 
+namespace {
+// The hub could not give a task a stack when it was to start: the task fails with ENOMEM.
+void start_failed(greenlet_record* r, int err) noexcept {
+  task_core& t = task_of(r);
+  std::exception_ptr e;
+  try {
+    throw std::system_error(err, std::generic_category(),
+                            "tendril: no memory for the stack of task '" + record_name(r) + "'");
+  } catch (...) {
+    e = std::current_exception();
+  }
+  end_unstarted(r, t, e);
+}
+}  // namespace
+
 void task_start(greenlet_record* r, std::int64_t deadline_ns) {
   hub_impl& hub = hub_impl::current();
+  static const bool hooked = (hub_impl::set_start_failed_hook(&start_failed), true);
+  (void)hooked;
   task_core& t = task_of(r);
   t.number = g_task_number.fetch_add(1, std::memory_order_relaxed) + 1;
   r->name_prefix = "Greenlet-";
@@ -102,7 +119,8 @@ void task_start(greenlet_record* r, std::int64_t deadline_ns) {
   t.child.shutdown = &shutdown_child;
   hub.adopt(t.child);
   t.start.greenlet = r;
-  if (deadline_ns <= hub_now_ns()) {
+  // spawn() passes 0: no need to read the clock (a system call on some machines).
+  if (deadline_ns == 0 || deadline_ns <= hub_now_ns()) {
     hub.schedule(t.start);
   } else {
     t.later.deadline_ns = deadline_ns;
@@ -115,6 +133,7 @@ void task_start(greenlet_record* r, std::int64_t deadline_ns) {
 bool task_enter(task_core& t) noexcept {
   if (t.phase != task_core::pending) return false;
   t.phase = task_core::running;
+  t.entered = true;
   return true;
 }
 
@@ -159,7 +178,11 @@ bool task_base::successful() const noexcept {
 std::exception_ptr task_base::exception() const noexcept {
   return g_.empty() ? nullptr : detail::task_of(g_.record()).error;
 }
-bool task_base::started() const noexcept { return g_.started(); }
+// Not g_.started(): a greenlet discarded before it ran counts as started in the greenlet
+// layer (task_test's kill_before_start_never_runs_the_body).
+bool task_base::started() const noexcept {
+  return !g_.empty() && detail::task_of(g_.record()).entered;
+}
 
 std::string task_base::name() const { return g_.name(); }
 void task_base::set_name(std::string name) { g_.set_name(std::move(name)); }

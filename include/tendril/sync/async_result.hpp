@@ -57,7 +57,7 @@ class async_result {
   void set(U&& v) {
     struct ctx {
       async_result* self;
-      U* v;
+      std::remove_reference_t<U>* v;  // U is a reference type for an lvalue argument
     } args{this, &v};
     core_.settle(
         [](void* p) {

@@ -136,18 +136,21 @@ class pool : public group {
     std::vector<item_t> copy(std::begin(items), std::end(items));
     return generator<R>(
         [this, f = std::move(f), copy = std::move(copy)](typename generator<R>::yielder& y) {
-          queue<task<R>> finished;
+          // Shared with the links: tasks still running when the body ends early (a task's
+          // exception, or the consumer dropping the generator) put into it afterwards
+          // (pool_test's leaving_imap_unordered_early_leaves_the_running_tasks_unharmed).
+          auto finished = std::make_shared<queue<task<R>>>();
           std::size_t n = 0;
           for (const auto& item : copy) {
             auto t = spawn(f, item);
-            t.link([&finished](task<R>& done) { finished.put(done); });
+            t.link([finished](task<R>& done) { finished->put(done); });
             ++n;
-            while (auto ready = finished.try_get()) {
+            while (auto ready = finished->try_get()) {
               y.yield(ready->get());
               --n;
             }
           }
-          for (; n > 0; --n) y.yield(finished.get().get());
+          for (; n > 0; --n) y.yield(finished->get().get());
         });
   }
 

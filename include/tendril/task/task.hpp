@@ -43,7 +43,8 @@ struct task_core {
   timer_node later;  // spawn_later's start
   std::uint64_t number = 0;
   phase_t phase = pending;
-  bool killed = false;  // ended by greenlet_exit (counts as successful, has no value)
+  bool entered = false;  // its body began to run (never, for a task killed before it started)
+  bool killed = false;   // ended by greenlet_exit (counts as successful, has no value)
   bool successful = false;
   std::exception_ptr error;
   waiter_list joiners;

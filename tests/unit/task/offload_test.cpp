@@ -1,1 +1,186 @@
+// offload(): a blocking call runs on a thread of the pool while only the calling greenlet
+// waits; its result or exception comes back; a waiter that is killed or timed out gives up at
+// once and the call finishes unobserved without losing anything. Modelled on gevent's
+// test__threadpool.py (apply, apply with a timeout, kill).
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tendril/tendril.hpp"
+
+using namespace std::chrono_literals;
+using tendril::offload;
+using tendril::spawn;
+using tendril::task;
+
+namespace {
+
+struct some_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Waits (really, on this OS thread) until pred() holds or ten seconds passed.
+template <class Pred>
+bool eventually(Pred pred) {
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+// Notes its own destruction: bound into an offloaded call, it shows when the call's state
+// was freed.
+struct notes_destruction {
+  std::shared_ptr<std::atomic<int>> count;
+  notes_destruction(std::shared_ptr<std::atomic<int>> c) : count(std::move(c)) {}
+  notes_destruction(const notes_destruction& o) : count(o.count) {}
+  notes_destruction(notes_destruction&& o) noexcept : count(o.count) {}
+  ~notes_destruction() { count->fetch_add(1); }
+};
+
+}  // namespace
+
+TEST(offload, runs_on_another_thread_and_returns_its_result) {
+  const auto me = std::this_thread::get_id();
+  std::thread::id ran_on;
+  int r = offload([&] {
+    ran_on = std::this_thread::get_id();
+    return 6 * 7;
+  });
+  EXPECT_EQ(r, 42);
+  EXPECT_NE(ran_on, me);
+}
+
+TEST(offload, binds_arguments_by_value) {
+  std::string s = "abc";
+  auto r = offload([](std::string x, int n) { return x + std::to_string(n); }, s, 1);
+  EXPECT_EQ(r, "abc1");
+  EXPECT_EQ(s, "abc");
+}
+
+TEST(offload, a_void_call_returns_once_it_ran) {
+  std::atomic<bool> ran{false};
+  offload([&] { ran = true; });
+  EXPECT_TRUE(ran);
+}
+
+TEST(offload, rethrows_the_calls_exception_in_the_greenlet) {
+  try {
+    offload([]() -> int { throw some_error("from the pool"); });
+    ADD_FAILURE() << "offload returned";
+  } catch (const some_error& e) {
+    EXPECT_STREQ(e.what(), "from the pool");
+  }
+}
+
+TEST(offload, other_greenlets_run_while_one_waits) {
+  // The offloaded call waits until a task of this hub runs: it can only end if the hub
+  // kept running greenlets while main waited.
+  std::atomic<bool> task_ran{false};
+  auto t = spawn([&] { task_ran = true; });
+  bool saw_task = offload([&] { return eventually([&] { return task_ran.load(); }); });
+  EXPECT_TRUE(saw_task);
+  t.join();
+}
+
+TEST(offload, many_greenlets_offload_at_once) {
+  std::vector<task<int>> all;
+  for (int i = 0; i < 40; ++i)
+    all.push_back(spawn([i] {
+      return offload([i] {
+        std::this_thread::sleep_for(1ms);
+        return i * i;
+      });
+    }));
+  for (int i = 0; i < 40; ++i) EXPECT_EQ(all[i].get(), i * i);
+}
+
+TEST(offload, calls_from_several_threads_each_return_to_their_own_hub) {
+  std::vector<std::thread> threads;
+  std::atomic<int> right{0};
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&right, i] {
+      std::vector<task<int>> mine;
+      for (int j = 0; j < 5; ++j)
+        mine.push_back(spawn([i, j] { return offload([i, j] { return i * 10 + j; }); }));
+      for (int j = 0; j < 5; ++j) {
+        if (mine[j].get() == i * 10 + j) ++right;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(right, 20);
+}
+
+TEST(offload, a_killed_waiter_gives_up_at_once_and_the_call_finishes_unobserved) {
+  auto freed = std::make_shared<std::atomic<int>>(0);
+  std::atomic<bool> release{false};
+  std::atomic<bool> call_started{false};
+  std::atomic<bool> call_ended{false};
+  bool after_offload = false;
+  notes_destruction marker(freed);
+  const int copies_before = freed->load();
+  auto t = spawn([&] {
+    offload(
+        [&](const notes_destruction&) {
+          call_started = true;
+          while (!release) std::this_thread::sleep_for(1ms);
+          call_ended = true;
+          return 1;
+        },
+        marker);
+    after_offload = true;
+  });
+  tendril::sleep(0s);
+  ASSERT_TRUE(eventually([&] { return call_started.load(); }));
+  t.kill();  // does not wait for the call
+  EXPECT_TRUE(t.ready());
+  EXPECT_TRUE(t.successful());
+  EXPECT_FALSE(after_offload);
+  EXPECT_FALSE(call_ended);
+  release = true;
+  // The call ends on its own and frees its state (the bound copy of marker with it).
+  EXPECT_TRUE(eventually([&] { return call_ended.load(); }));
+  EXPECT_TRUE(eventually([&] { return freed->load() > copies_before; }));
+}
+
+TEST(offload, a_timeout_scope_interrupts_the_wait) {
+  std::atomic<bool> release{false};
+  std::atomic<bool> call_ended{false};
+  bool thrown = false;
+  {
+    tendril::timeout t(50ms);
+    try {
+      offload([&] {
+        while (!release) std::this_thread::sleep_for(1ms);
+        call_ended = true;
+      });
+    } catch (const tendril::timeout_error& e) {
+      thrown = true;
+      EXPECT_EQ(e.source(), &t);
+    }
+  }
+  EXPECT_TRUE(thrown);
+  EXPECT_FALSE(call_ended);
+  release = true;
+  EXPECT_TRUE(eventually([&] { return call_ended.load(); }));
+  // The pool goes on serving.
+  EXPECT_EQ(offload([] { return 3; }), 3);
+}
+
+TEST(offload, a_wait_on_the_pool_is_not_mistaken_for_a_deadlock) {
+  // Nothing in this thread could wake main, but the pool job will: no loop_exit.
+  auto r = offload([] {
+    std::this_thread::sleep_for(100ms);
+    return 1;
+  });
+  EXPECT_EQ(r, 1);
+}

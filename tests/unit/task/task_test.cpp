@@ -1,1 +1,928 @@
+// task<R>, spawn, spawn_later, join, kill, link, joinall, killall, names, the hub's error
+// handler, loop_exit, invalid_switch and blocking_switch_out. Modelled on gevent's
+// test__greenlet.py (TestBasic, TestStuff, TestJoin, TestLink, TestKill) and test__hub.py.
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "hub/clock.hpp"
+#include "tendril/tendril.hpp"
+
+using namespace std::chrono_literals;
+using tendril::event;
+using tendril::greenlet;
+using tendril::greenlet_exit;
+using tendril::spawn;
+using tendril::task;
+
+namespace {
+
+struct some_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+std::int64_t now_ns() { return tendril::detail::hub_now_ns(); }
+
+// Every test runs on the paused hub clock: a hub with nothing to do but wait for a timer
+// moves the clock to it, so timed tests take no time and run in a fixed order.
+class tasks : public ::testing::Test {
+ protected:
+  void SetUp() override { tendril::detail::test_clock::pause(); }
+  void TearDown() override { tendril::detail::test_clock::resume(); }
+};
+
+// Captures what the hub's error handler receives, for as long as it lives.
+struct error_log {
+  struct report {
+    std::string task_name;
+    std::exception_ptr error;
+    std::string greenlet_name;  // the greenlet the handler ran on
+  };
+  std::vector<report> reports;
+  error_log() {
+    tendril::hub::current().set_error_handler(
+        [this](const std::string& name, std::exception_ptr e) {
+          reports.push_back({name, std::move(e), tendril::this_greenlet::name()});
+        });
+  }
+  ~error_log() { tendril::hub::current().set_error_handler({}); }
+  error_log(const error_log&) = delete;
+  error_log& operator=(const error_log&) = delete;
+};
+
+// Sets a flag when destroyed: shows that a killed task unwound its stack.
+struct sets_on_destruction {
+  bool* flag;
+  ~sets_on_destruction() { *flag = true; }
+};
+
+std::string what_of(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "?";
+  }
+}
+
+}  // namespace
+
+// --- starting and the lifecycle flags ------------------------------------------------------
+
+TEST_F(tasks, spawn_runs_nothing_until_the_spawner_blocks) {
+  bool ran = false;
+  auto t = spawn([&] { ran = true; });
+  EXPECT_FALSE(ran);
+  EXPECT_FALSE(t.started());
+  EXPECT_FALSE(t.ready());
+  t.join();
+  EXPECT_TRUE(ran);
+}
+
+TEST_F(tasks, tasks_start_in_the_order_they_were_spawned) {
+  std::vector<int> order;
+  std::vector<task<void>> all;
+  for (int i = 0; i < 5; ++i) all.push_back(spawn([&order, i] { order.push_back(i); }));
+  tendril::joinall(all);
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4}));
+}
+
+TEST_F(tasks, lifecycle_flags_of_a_task_that_returns) {
+  event go;
+  auto t = spawn([&] {
+    go.wait();
+    return 42;
+  });
+  EXPECT_FALSE(t.started());
+  EXPECT_FALSE(t.ready());
+  EXPECT_FALSE(t.successful());
+  EXPECT_FALSE(t.value().has_value());
+  EXPECT_EQ(t.exception(), nullptr);
+
+  tendril::sleep(0s);  // it starts and waits
+  EXPECT_TRUE(t.started());
+  EXPECT_FALSE(t.ready());
+  EXPECT_FALSE(t.successful());
+  EXPECT_FALSE(t.value().has_value());
+  EXPECT_TRUE(static_cast<bool>(t));
+
+  go.set();
+  t.join();
+  EXPECT_TRUE(t.started());
+  EXPECT_TRUE(t.ready());
+  EXPECT_TRUE(t.successful());
+  ASSERT_TRUE(t.value().has_value());
+  EXPECT_EQ(*t.value(), 42);
+  EXPECT_EQ(t.exception(), nullptr);
+  EXPECT_EQ(t.get(), 42);
+  EXPECT_EQ(t.get(), 42);  // as often as asked
+  EXPECT_TRUE(t.greenlet().dead());
+}
+
+TEST_F(tasks, lifecycle_flags_of_a_task_that_throws) {
+  error_log log;
+  auto t = spawn([]() -> int { throw some_error("boom"); });
+  t.join();
+  EXPECT_TRUE(t.started());
+  EXPECT_TRUE(t.ready());
+  EXPECT_FALSE(t.successful());
+  EXPECT_FALSE(t.value().has_value());
+  ASSERT_NE(t.exception(), nullptr);
+  EXPECT_EQ(what_of(t.exception()), "boom");
+  EXPECT_THROW(t.get(), some_error);
+}
+
+TEST_F(tasks, a_void_task_reports_its_value_as_a_bool) {
+  auto t = spawn([] {});
+  EXPECT_FALSE(t.value());
+  t.join();
+  EXPECT_TRUE(t.value());
+  static_assert(std::is_void_v<decltype(t.get())>);
+  EXPECT_NO_THROW(t.get());
+}
+
+TEST_F(tasks, copies_of_a_handle_share_the_task) {
+  auto t = spawn([] { return std::string("shared"); });
+  task<std::string> copy = t;
+  EXPECT_TRUE(copy == t);
+  copy.join();
+  EXPECT_TRUE(t.ready());
+  EXPECT_EQ(t.get(), "shared");
+  tendril::task_base base = t;
+  EXPECT_TRUE(base.ready());
+  EXPECT_TRUE(base == t);
+}
+
+TEST_F(tasks, an_empty_handle_is_not_ready_and_refuses_to_join) {
+  task<int> t;
+  EXPECT_FALSE(static_cast<bool>(t));
+  EXPECT_FALSE(t.ready());
+  EXPECT_FALSE(t.successful());
+  EXPECT_EQ(t.exception(), nullptr);
+  EXPECT_THROW(t.join(), std::logic_error);
+}
+
+TEST_F(tasks, arguments_are_bound_by_value_as_std_thread_does) {
+  std::string text = "before";
+  auto t = spawn([](std::string s, int n) { return s + std::to_string(n); }, text, 7);
+  text = "after";
+  EXPECT_EQ(t.get(), "before7");
+}
+
+TEST_F(tasks, get_waits_for_the_result) {
+  auto t = spawn([] {
+    tendril::sleep(1s);
+    return 5;
+  });
+  const std::int64_t start = now_ns();
+  EXPECT_EQ(t.get(), 5);
+  EXPECT_GE(now_ns() - start, 1'000'000'000);
+}
+
+// --- join --------------------------------------------------------------------------------
+
+TEST_F(tasks, join_for_returns_false_when_the_time_runs_out) {
+  auto t = spawn([] { tendril::sleep(10s); });
+  const std::int64_t start = now_ns();
+  EXPECT_FALSE(t.join_for(1s));
+  EXPECT_GE(now_ns() - start, 1'000'000'000);
+  EXPECT_FALSE(t.ready());
+  EXPECT_TRUE(t.join_for(20s));
+  EXPECT_TRUE(t.ready());
+}
+
+TEST_F(tasks, join_until_takes_a_time_point) {
+  auto t = spawn([] { tendril::sleep(10s); });
+  EXPECT_FALSE(t.join_until(std::chrono::steady_clock::now() - 1s));  // past: no wait
+  EXPECT_TRUE(t.join_until(std::chrono::steady_clock::now() + 1h));
+}
+
+TEST_F(tasks, join_of_an_ended_task_returns_at_once) {
+  auto t = spawn([] {});
+  t.join();
+  bool other_ran = false;
+  auto other = spawn([&] { other_ran = true; });
+  t.join();  // no switch: the other task does not get to run
+  EXPECT_FALSE(other_ran);
+  other.join();
+}
+
+TEST_F(tasks, several_greenlets_may_join_one_task) {
+  event go;
+  auto t = spawn([&] { go.wait(); });
+  int joined = 0;
+  std::vector<task<void>> joiners;
+  for (int i = 0; i < 3; ++i)
+    joiners.push_back(spawn([&] {
+      t.join();
+      ++joined;
+    }));
+  tendril::sleep(0s);
+  EXPECT_EQ(joined, 0);
+  go.set();
+  tendril::joinall(joiners);
+  EXPECT_EQ(joined, 3);
+}
+
+TEST_F(tasks, joining_yourself_throws_logic_error_naming_the_task) {
+  task<void> self;
+  std::string join_error;
+  std::string kill_error;
+  self = spawn([&] {
+    try {
+      self.join();
+    } catch (const std::logic_error& e) {
+      join_error = e.what();
+    }
+    try {
+      self.kill();
+    } catch (const std::logic_error& e) {
+      kill_error = e.what();
+    }
+  });
+  self.join();
+  EXPECT_TRUE(self.successful());
+  EXPECT_TRUE(contains(join_error, "'" + self.name() + "'")) << join_error;
+  EXPECT_TRUE(contains(join_error, "itself")) << join_error;
+  EXPECT_TRUE(contains(kill_error, "'" + self.name() + "'")) << kill_error;
+  EXPECT_TRUE(contains(kill_error, "itself")) << kill_error;
+}
+
+// --- joinall, joinall_for, killall ---------------------------------------------------------
+
+TEST_F(tasks, joinall_waits_for_a_pack_and_for_a_range) {
+  auto a = spawn([] { tendril::sleep(3s); });
+  auto b = spawn([] {
+    tendril::sleep(1s);
+    return 2;
+  });
+  const std::int64_t start = now_ns();
+  tendril::joinall(a, b);
+  EXPECT_TRUE(a.ready());
+  EXPECT_TRUE(b.ready());
+  EXPECT_GE(now_ns() - start, 3'000'000'000);
+
+  std::vector<task<int>> range;
+  for (int i = 0; i < 4; ++i)
+    range.push_back(spawn([i] {
+      tendril::sleep(std::chrono::seconds(4 - i));
+      return i;
+    }));
+  tendril::joinall(range);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(range[i].get(), i);
+}
+
+TEST_F(tasks, joinall_does_not_throw_for_failed_tasks) {
+  error_log log;
+  auto ok = spawn([] { return 1; });
+  auto failed = spawn([]() -> int { throw some_error("quietly stored"); });
+  EXPECT_NO_THROW(tendril::joinall(ok, failed));
+  EXPECT_TRUE(failed.ready());
+  EXPECT_FALSE(failed.successful());
+  EXPECT_EQ(log.reports.size(), 1u);
+}
+
+TEST_F(tasks, joinall_for_returns_the_finished_subset_in_order) {
+  std::vector<task<int>> all;
+  all.push_back(spawn([] {
+    tendril::sleep(10s);
+    return 0;
+  }));
+  all.push_back(spawn([] {
+    tendril::sleep(1s);
+    return 1;
+  }));
+  all.push_back(spawn([] {
+    tendril::sleep(2s);
+    return 2;
+  }));
+  all.push_back(spawn([] {
+    tendril::sleep(20s);
+    return 3;
+  }));
+  const std::int64_t start = now_ns();
+  auto done = tendril::joinall_for(5s, all);
+  const std::int64_t waited = now_ns() - start;
+  EXPECT_GE(waited, 5'000'000'000);
+  EXPECT_LT(waited, 10'000'000'000);
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_TRUE(done[0] == all[1]);
+  EXPECT_TRUE(done[1] == all[2]);
+  EXPECT_EQ(done[0].get(), 1);
+  EXPECT_EQ(done[1].get(), 2);
+  EXPECT_FALSE(all[0].ready());
+  EXPECT_FALSE(all[3].ready());
+  tendril::killall(all);
+  for (auto& t : all) EXPECT_TRUE(t.ready());
+}
+
+TEST_F(tasks, killall_kills_every_task_and_waits_for_them) {
+  int unwound = 0;
+  struct counts {
+    int* n;
+    ~counts() { ++*n; }
+  };
+  std::vector<task<void>> all;
+  for (int i = 0; i < 5; ++i)
+    all.push_back(spawn([&] {
+      counts c{&unwound};
+      tendril::sleep(1h);
+      ADD_FAILURE() << "a killed task went on";
+    }));
+  tendril::sleep(0s);  // all of them asleep
+  const std::int64_t start = now_ns();
+  tendril::killall(all);
+  EXPECT_EQ(now_ns(), start);
+  EXPECT_EQ(unwound, 5);
+  for (auto& t : all) {
+    EXPECT_TRUE(t.ready());
+    EXPECT_TRUE(t.successful());
+    EXPECT_FALSE(t.value());
+    EXPECT_THROW(t.get(), tendril::task_killed);
+  }
+}
+
+TEST_F(tasks, killall_without_block_returns_before_the_tasks_end) {
+  std::vector<task<void>> all;
+  for (int i = 0; i < 3; ++i) all.push_back(spawn([] { tendril::sleep(1h); }));
+  tendril::sleep(0s);
+  tendril::killall(all, false);
+  for (auto& t : all) EXPECT_FALSE(t.ready());
+  tendril::joinall(all);
+  for (auto& t : all) EXPECT_TRUE(t.successful());
+}
+
+// --- kill ----------------------------------------------------------------------------------
+
+TEST_F(tasks, kill_before_start_never_runs_the_body) {
+  bool ran = false;
+  int links = 0;
+  auto t = spawn([&] {
+    ran = true;
+    return 1;
+  });
+  t.link([&] { ++links; });
+  t.kill();
+  EXPECT_FALSE(ran);
+  EXPECT_TRUE(t.ready());
+  EXPECT_FALSE(t.started());
+  EXPECT_TRUE(t.successful());  // greenlet_exit counts as success
+  EXPECT_FALSE(t.value().has_value());
+  EXPECT_EQ(t.exception(), nullptr);
+  EXPECT_EQ(links, 1);
+  EXPECT_THROW(t.get(), tendril::task_killed);
+  tendril::sleep(0s);
+  EXPECT_FALSE(ran);
+  EXPECT_EQ(links, 1);
+}
+
+TEST_F(tasks, kill_while_asleep_ends_at_once_and_runs_destructors) {
+  bool destroyed = false;
+  bool after_sleep = false;
+  auto t = spawn([&] {
+    sets_on_destruction guard{&destroyed};
+    tendril::sleep(1h);
+    after_sleep = true;
+  });
+  tendril::sleep(0s);
+  ASSERT_TRUE(t.started());
+  const std::int64_t start = now_ns();
+  t.kill();
+  EXPECT_EQ(now_ns(), start);  // no timer had to pass
+  EXPECT_TRUE(t.ready());
+  EXPECT_TRUE(destroyed);
+  EXPECT_FALSE(after_sleep);
+  EXPECT_TRUE(t.successful());
+  EXPECT_EQ(t.exception(), nullptr);
+}
+
+TEST_F(tasks, kill_is_not_swallowed_by_catching_std_exception) {
+  static_assert(!std::is_base_of_v<std::exception, greenlet_exit>);
+  bool swallowed = false;
+  auto t = spawn([&] {
+    try {
+      tendril::sleep(1h);
+    } catch (const std::exception&) {
+      swallowed = true;
+    }
+  });
+  tendril::sleep(0s);
+  t.kill();
+  EXPECT_FALSE(swallowed);
+  EXPECT_TRUE(t.successful());
+}
+
+TEST_F(tasks, kill_with_a_custom_exception_makes_the_task_unsuccessful) {
+  error_log log;
+  bool destroyed = false;
+  auto t = spawn([&] {
+    sets_on_destruction guard{&destroyed};
+    tendril::sleep(1h);
+    return 1;
+  });
+  tendril::sleep(0s);
+  t.kill(std::make_exception_ptr(some_error("custom")));
+  EXPECT_TRUE(destroyed);
+  EXPECT_TRUE(t.ready());
+  EXPECT_FALSE(t.successful());
+  EXPECT_FALSE(t.value().has_value());
+  EXPECT_EQ(what_of(t.exception()), "custom");
+  EXPECT_THROW(t.get(), some_error);
+  ASSERT_EQ(log.reports.size(), 1u);
+  EXPECT_EQ(log.reports[0].task_name, t.name());
+}
+
+TEST_F(tasks, kill_before_start_with_a_custom_exception_makes_the_task_unsuccessful) {
+  error_log log;
+  bool ran = false;
+  auto t = spawn([&] { ran = true; });
+  t.kill(std::make_exception_ptr(some_error("early")));
+  EXPECT_FALSE(ran);
+  EXPECT_FALSE(t.started());
+  EXPECT_TRUE(t.ready());
+  EXPECT_FALSE(t.successful());
+  EXPECT_THROW(t.get(), some_error);
+  EXPECT_EQ(log.reports.size(), 1u);
+}
+
+TEST_F(tasks, kill_without_block_takes_effect_at_the_next_switch) {
+  bool destroyed = false;
+  auto t = spawn([&] {
+    sets_on_destruction guard{&destroyed};
+    tendril::sleep(1h);
+  });
+  tendril::sleep(0s);
+  t.kill(false);
+  EXPECT_FALSE(t.ready());
+  EXPECT_FALSE(destroyed);
+  t.join();
+  EXPECT_TRUE(destroyed);
+  EXPECT_TRUE(t.successful());
+}
+
+TEST_F(tasks, kill_of_an_ended_task_does_nothing) {
+  auto t = spawn([] { return 3; });
+  t.join();
+  t.kill();
+  t.kill(std::make_exception_ptr(some_error("late")));
+  EXPECT_TRUE(t.successful());
+  EXPECT_EQ(t.get(), 3);
+}
+
+TEST_F(tasks, a_kill_that_arrives_after_a_wake_is_raised_at_the_next_blocking_call) {
+  event e;
+  bool wait_returned = false;
+  bool destroyed = false;
+  auto t = spawn([&] {
+    sets_on_destruction guard{&destroyed};
+    wait_returned = e.wait_for(1h);
+    tendril::sleep(1s);  // the kill is raised here
+    ADD_FAILURE() << "the pending kill was lost";
+  });
+  tendril::sleep(0s);
+  e.set();       // t is woken, not run yet
+  t.kill(true);  // the wake won: the kill waits for t's next blocking call
+  EXPECT_TRUE(wait_returned);
+  EXPECT_TRUE(destroyed);
+  EXPECT_TRUE(t.successful());
+}
+
+TEST_F(tasks, a_pending_kill_is_raised_before_a_pending_timeout) {
+  event e;
+  bool wait_returned = false;
+  bool timed_out = false;
+  auto t = spawn([&] {
+    tendril::timeout scope(1s);
+    try {
+      wait_returned = e.wait_for(1h);
+      tendril::sleep(1s);
+    } catch (const tendril::timeout_error&) {
+      timed_out = true;
+    }
+  });
+  tendril::sleep(0s);
+  // In one pass: t is woken, the clock passes its scope's deadline, and t is killed. When t
+  // runs, both the kill and the timeout are pending: the kill comes first.
+  auto helper = spawn([&] {
+    e.set();
+    tendril::detail::test_clock::advance_to(now_ns() + 2'000'000'000);
+    t.kill(false);
+  });
+  tendril::joinall(helper, t);
+  EXPECT_TRUE(wait_returned);
+  EXPECT_FALSE(timed_out);
+  EXPECT_TRUE(t.successful());
+  EXPECT_FALSE(t.value());
+}
+
+TEST_F(tasks, a_task_may_kill_another_task) {
+  bool destroyed = false;
+  auto victim = spawn([&] {
+    sets_on_destruction guard{&destroyed};
+    tendril::sleep(1h);
+  });
+  auto killer = spawn([&] {
+    tendril::sleep(1s);
+    victim.kill();
+    return victim.ready();
+  });
+  EXPECT_TRUE(killer.get());
+  EXPECT_TRUE(destroyed);
+}
+
+TEST_F(tasks, a_killed_task_that_was_waiting_on_an_event_leaves_it_usable) {
+  event e;
+  auto victim = spawn([&] { e.wait(); });
+  bool other_woke = false;
+  auto other = spawn([&] { other_woke = e.wait_for(1h); });
+  tendril::sleep(0s);
+  victim.kill();
+  e.set();
+  other.join();
+  EXPECT_TRUE(other_woke);
+}
+
+// --- exceptions and the hub's error handler ------------------------------------------------
+
+TEST_F(tasks, a_task_exception_does_not_reach_the_spawner) {
+  error_log log;
+  auto t = spawn([] { throw some_error("not yours"); });
+  EXPECT_NO_THROW(tendril::sleep(0s));
+  EXPECT_NO_THROW(t.join());
+  EXPECT_TRUE(t.ready());
+  EXPECT_THROW(t.get(), some_error);
+}
+
+TEST_F(tasks, a_failed_task_is_reported_to_the_error_handler_once) {
+  error_log log;
+  auto t = spawn([] { throw some_error("reported"); });
+  t.set_name("failing");
+  t.join();
+  tendril::sleep(0s);
+  tendril::sleep(1s);
+  (void)t.exception();
+  EXPECT_THROW(t.get(), some_error);
+  ASSERT_EQ(log.reports.size(), 1u);
+  EXPECT_EQ(log.reports[0].task_name, "failing");
+  EXPECT_EQ(what_of(log.reports[0].error), "reported");
+  EXPECT_EQ(log.reports[0].error, t.exception());
+}
+
+TEST_F(tasks, killed_and_successful_tasks_are_not_reported) {
+  error_log log;
+  auto ok = spawn([] { return 1; });
+  auto killed = spawn([] { tendril::sleep(1h); });
+  auto killed_early = spawn([] {});
+  killed_early.kill();
+  tendril::sleep(0s);
+  killed.kill();
+  ok.join();
+  EXPECT_TRUE(log.reports.empty());
+}
+
+TEST_F(tasks, the_default_error_handler_prints_the_task_name_and_the_error) {
+  auto t = spawn([] { throw some_error("printed on stderr"); });
+  t.set_name("noisy");
+  ::testing::internal::CaptureStderr();
+  t.join();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(contains(err, "tendril: task 'noisy' failed: printed on stderr")) << err;
+}
+
+TEST_F(tasks, an_empty_error_handler_restores_the_default) {
+  int calls = 0;
+  tendril::hub::current().set_error_handler(
+      [&](const std::string&, std::exception_ptr) { ++calls; });
+  tendril::hub::current().set_error_handler({});
+  auto t = spawn([] { throw some_error("back to stderr"); });
+  ::testing::internal::CaptureStderr();
+  t.join();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(calls, 0);
+  EXPECT_TRUE(contains(err, "back to stderr")) << err;
+}
+
+TEST_F(tasks, a_task_that_throws_a_non_std_exception_is_reported_too) {
+  error_log log;
+  auto t = spawn([] { throw 17; });
+  t.join();
+  EXPECT_FALSE(t.successful());
+  EXPECT_THROW(t.get(), int);
+  EXPECT_EQ(log.reports.size(), 1u);
+}
+
+// --- links ---------------------------------------------------------------------------------
+
+TEST_F(tasks, links_run_once_in_the_order_they_were_added) {
+  std::vector<int> order;
+  auto t = spawn([] {
+    tendril::sleep(1s);
+    return 7;
+  });
+  t.link([&] { order.push_back(1); });
+  t.link([&](task<int>& done) {
+    EXPECT_TRUE(done.ready());
+    EXPECT_EQ(done.value(), 7);
+    order.push_back(2);
+  });
+  t.link([&] { order.push_back(3); });
+  EXPECT_TRUE(order.empty());
+  t.join();
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+  tendril::sleep(2s);
+  t.join();
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+}
+
+TEST_F(tasks, linking_an_ended_task_calls_at_once) {
+  auto t = spawn([] { return 1; });
+  t.join();
+  int calls = 0;
+  t.link([&] { ++calls; });
+  EXPECT_EQ(calls, 1);
+  t.link([&](task<int>& done) { calls += done.get(); });
+  EXPECT_EQ(calls, 2);
+  tendril::sleep(0s);
+  EXPECT_EQ(calls, 2);
+}
+
+TEST_F(tasks, links_run_on_the_tasks_own_greenlet_before_joiners_resume) {
+  std::string ran_on;
+  bool joiner_saw_link = false;
+  auto t = spawn([] {});
+  t.link([&] { ran_on = tendril::this_greenlet::name(); });
+  t.join();
+  joiner_saw_link = !ran_on.empty();
+  EXPECT_EQ(ran_on, t.name());
+  EXPECT_TRUE(joiner_saw_link);
+}
+
+TEST_F(tasks, links_run_for_failed_and_killed_tasks) {
+  error_log log;
+  auto failed = spawn([] { throw some_error("x"); });
+  auto killed = spawn([] { tendril::sleep(1h); });
+  bool failed_linked = false;
+  bool killed_linked = false;
+  failed.link([&](task<void>& t) { failed_linked = t.exception() != nullptr; });
+  killed.link([&](task<void>& t) { killed_linked = t.successful() && !t.value(); });
+  failed.join();
+  killed.kill();
+  EXPECT_TRUE(failed_linked);
+  EXPECT_TRUE(killed_linked);
+}
+
+TEST_F(tasks, a_link_that_throws_does_not_stop_the_others) {
+  std::vector<int> order;
+  auto t = spawn([] {});
+  t.link([&] { order.push_back(1); });
+  t.link([&] {
+    order.push_back(2);
+    throw some_error("bad link");
+  });
+  t.link([&] { order.push_back(3); });
+  ::testing::internal::CaptureStderr();
+  t.join();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+  EXPECT_TRUE(contains(err, "link callback")) << err;
+  EXPECT_TRUE(t.successful());
+}
+
+// --- lifetime ------------------------------------------------------------------------------
+
+TEST_F(tasks, dropping_every_handle_to_a_running_task_does_not_kill_it) {
+  event done;
+  bool destroyed = false;
+  {
+    auto t = spawn([&] {
+      sets_on_destruction guard{&destroyed};
+      tendril::sleep(5s);
+      done.set();
+    });
+    tendril::sleep(0s);  // started and asleep
+  }
+  spawn([&] { tendril::sleep(1s); });  // never joined either
+  EXPECT_FALSE(destroyed);
+  EXPECT_TRUE(done.wait_for(1h));
+  tendril::sleep(0s);
+  EXPECT_TRUE(destroyed);
+}
+
+TEST_F(tasks, dropping_every_handle_to_an_unstarted_task_still_runs_it) {
+  bool ran = false;
+  spawn([&] { ran = true; });
+  tendril::sleep(0s);
+  EXPECT_TRUE(ran);
+}
+
+// --- spawn_later ---------------------------------------------------------------------------
+
+TEST_F(tasks, spawn_later_starts_the_task_once_the_time_has_passed) {
+  const std::int64_t start = now_ns();
+  std::int64_t started_at = 0;
+  auto t = tendril::spawn_later(
+      2s,
+      [&](int v) {
+        started_at = now_ns();
+        return v;
+      },
+      9);
+  tendril::sleep(1s);
+  EXPECT_FALSE(t.started());
+  EXPECT_EQ(t.get(), 9);
+  EXPECT_GE(started_at - start, 2'000'000'000);
+}
+
+TEST_F(tasks, spawn_later_with_a_negative_delay_starts_at_the_next_switch) {
+  bool ran = false;
+  auto t = tendril::spawn_later(-5s, [&] { ran = true; });
+  const std::int64_t start = now_ns();
+  tendril::sleep(0s);
+  EXPECT_TRUE(ran);
+  EXPECT_EQ(now_ns(), start);
+  t.join();
+}
+
+TEST_F(tasks, spawn_later_killed_before_its_time_never_runs) {
+  bool ran = false;
+  auto t = tendril::spawn_later(1s, [&] { ran = true; });
+  t.kill();
+  EXPECT_TRUE(t.ready());
+  tendril::sleep(2s);
+  EXPECT_FALSE(ran);
+  EXPECT_FALSE(t.started());
+}
+
+// --- names and ids -------------------------------------------------------------------------
+
+TEST_F(tasks, tasks_are_named_greenlet_n_in_spawn_order) {
+  auto a = spawn([] { return tendril::this_greenlet::name(); });
+  auto b = spawn([] { return tendril::this_greenlet::name(); });
+  const std::string na = a.name();
+  const std::string nb = b.name();
+  ASSERT_EQ(na.rfind("Greenlet-", 0), 0u) << na;
+  ASSERT_EQ(nb.rfind("Greenlet-", 0), 0u) << nb;
+  EXPECT_EQ(std::stoul(nb.substr(9)), std::stoul(na.substr(9)) + 1);
+  EXPECT_EQ(a.get(), na);
+  EXPECT_EQ(b.get(), nb);
+}
+
+TEST_F(tasks, set_name_renames_the_task_for_this_greenlet_too) {
+  auto t = spawn([] { return tendril::this_greenlet::name(); });
+  t.set_name("worker-1");
+  EXPECT_EQ(t.name(), "worker-1");
+  EXPECT_EQ(t.get(), "worker-1");
+}
+
+TEST_F(tasks, each_greenlet_has_an_id_of_its_own) {
+  const std::uint64_t main_id = tendril::this_greenlet::get_id();
+  EXPECT_EQ(tendril::this_greenlet::name(), "main");
+  auto a = spawn([] { return tendril::this_greenlet::get_id(); });
+  auto b = spawn([] { return tendril::this_greenlet::get_id(); });
+  const std::uint64_t ia = a.get();
+  const std::uint64_t ib = b.get();
+  EXPECT_NE(ia, ib);
+  EXPECT_NE(ia, main_id);
+  EXPECT_EQ(ia, a.greenlet().id());
+  EXPECT_EQ(ib, b.greenlet().id());
+  EXPECT_EQ(tendril::this_greenlet::get_id(), main_id);
+}
+
+// --- loop_exit, invalid_switch, blocking_switch_out ----------------------------------------
+
+TEST_F(tasks, main_joining_a_task_that_waits_forever_gets_loop_exit) {
+  event never;
+  auto t = spawn([&] { never.wait(); });
+  try {
+    t.join();
+    ADD_FAILURE() << "join returned";
+  } catch (const tendril::loop_exit& e) {
+    EXPECT_TRUE(contains(e.what(), "would block forever")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "'main'")) << e.what();
+  }
+  EXPECT_FALSE(t.ready());
+  t.kill();
+  EXPECT_TRUE(t.ready());
+}
+
+TEST_F(tasks, loop_exit_goes_to_the_greenlet_that_blocked_last_when_main_is_not_waiting) {
+  // A plain greenlet (not a task) whose parent is main blocks: main is not waiting in the
+  // hub, so the greenlet itself gets loop_exit.
+  std::string error;
+  greenlet g([&] {
+    event never;
+    try {
+      never.wait();
+    } catch (const tendril::loop_exit& e) {
+      error = e.what();
+    }
+  });
+  g.set_name("blocker");
+  g.switch_to();
+  EXPECT_TRUE(g.dead());
+  EXPECT_TRUE(contains(error, "'blocker'")) << error;
+}
+
+TEST_F(tasks, a_parked_task_switched_into_by_another_greenlet_gets_invalid_switch) {
+  event e;
+  std::string error;
+  bool waited_again = false;
+  auto t = spawn([&] {
+    try {
+      e.wait();
+    } catch (const tendril::invalid_switch& x) {
+      error = x.what();
+    }
+    waited_again = !e.wait_for(1s);  // waits again, through the hub, and times out
+  });
+  tendril::sleep(0s);  // t waits on e
+  {
+    // Stay on the hub's run queue, so that the hub resumes main once t is parked again.
+    tendril::detail::waiter come_back;
+    come_back.wake();
+    t.greenlet().switch_to();  // by hand, not through the hub
+  }
+  EXPECT_TRUE(contains(error, "'" + t.name() + "'")) << error;
+  EXPECT_TRUE(contains(error, "'main'")) << error;
+  EXPECT_TRUE(contains(error, "only the hub")) << error;
+  static_assert(std::is_base_of_v<std::logic_error, tendril::invalid_switch>);
+  t.join();
+  EXPECT_TRUE(waited_again);
+  EXPECT_TRUE(t.successful());
+}
+
+TEST_F(tasks, blocking_in_an_error_handler_that_runs_on_the_hub_throws_blocking_switch_out) {
+  // The hub itself reports a greenlet whose parent is the hub and that is not a task; an
+  // error handler that blocks there gets blocking_switch_out.
+  greenlet hub_greenlet;
+  spawn([&] { hub_greenlet = greenlet::current().parent(); }).join();
+  ASSERT_FALSE(hub_greenlet.empty());
+  std::string blocked_with;
+  std::string reported;
+  std::string ran_on;
+  tendril::hub::current().set_error_handler([&](const std::string&, std::exception_ptr e) {
+    reported = what_of(e);
+    ran_on = tendril::this_greenlet::name();
+    try {
+      tendril::sleep(0s);
+    } catch (const tendril::blocking_switch_out& x) {
+      blocked_with = x.what();
+    }
+    try {
+      event never;
+      never.wait();
+    } catch (const tendril::blocking_switch_out& x) {
+      blocked_with += " | ";
+      blocked_with += x.what();
+    }
+  });
+  greenlet thrower([] { throw some_error("raised into the hub"); }, hub_greenlet);
+  {
+    tendril::detail::waiter come_back;  // the hub resumes main once it handled the error
+    come_back.wake();
+    thrower.switch_to();
+  }
+  tendril::hub::current().set_error_handler({});
+  EXPECT_EQ(reported, "raised into the hub");
+  EXPECT_EQ(ran_on, "hub");
+  EXPECT_TRUE(contains(blocked_with, "blocking call on the hub")) << blocked_with;
+  EXPECT_TRUE(contains(blocked_with, " | ")) << blocked_with;
+  // The hub goes on working.
+  auto t = spawn([] { return 1; });
+  EXPECT_EQ(t.get(), 1);
+}
+
+TEST_F(tasks, a_blocking_call_in_a_link_callback_runs_on_the_tasks_greenlet) {
+  // link() callbacks run on the task's own greenlet (task.hpp), so they may block there.
+  bool slept = false;
+  auto t = spawn([] {});
+  t.link([&] {
+    tendril::sleep(1s);
+    slept = true;
+  });
+  t.join();
+  EXPECT_FALSE(slept);  // joiners are woken before the links run
+  tendril::sleep(2s);
+  EXPECT_TRUE(slept);
+}
+
+TEST_F(tasks, the_error_handler_for_a_task_runs_on_the_tasks_greenlet) {
+  error_log log;
+  auto t = spawn([] { throw some_error("where"); });
+  t.join();
+  ASSERT_EQ(log.reports.size(), 1u);
+  EXPECT_EQ(log.reports[0].greenlet_name, t.name());
+}
