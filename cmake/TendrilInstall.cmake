@@ -25,5 +25,15 @@ install(FILES ${PROJECT_BINARY_DIR}/tendrilConfig.cmake ${PROJECT_BINARY_DIR}/te
 
 # The .pc file finds the prefix relative to itself, so an installed tree can be moved.
 file(RELATIVE_PATH TENDRIL_PC_TO_PREFIX "/p/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/p")
+if(TENDRIL_WITH_TLS)
+  set(TENDRIL_PC_TLS_LIBS "-lssl -lcrypto ")
+else()
+  set(TENDRIL_PC_TLS_LIBS "")
+endif()
+if(TENDRIL_WITH_IO_URING)
+  set(TENDRIL_PC_URING_LIBS "-luring ")
+else()
+  set(TENDRIL_PC_URING_LIBS "")
+endif()
 configure_file(${PROJECT_SOURCE_DIR}/cmake/tendril.pc.in ${PROJECT_BINARY_DIR}/tendril.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/tendril.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -35,6 +35,9 @@ struct watch_slot {
   std::uint32_t want = 0;  // events asked for and not reported since
   bool poll_pending = false;
   std::uint32_t pending_mask = 0;
+  // Among the orphans (unwatched while their poll was in flight), until that poll completes.
+  watch_slot* prev = nullptr;
+  watch_slot* next = nullptr;
 };
 
 class uring_backend final : public backend {
@@ -61,6 +64,13 @@ class uring_backend final : public backend {
   ~uring_backend() override {
     io_uring_queue_exit(&ring_);
     ::close(wakefd_);
+    // Polls still in flight died with the ring: free their slots, which only their
+    // completions would have freed. Test (ASan): wait_ready.wait_readable_for_returns_false_
+    // when_the_time_runs_out, whose last wait leaves a cancelled poll behind.
+    while (watch_slot* slot = orphans_) {
+      orphans_ = slot->next;
+      delete slot;
+    }
   }
 
   const char* name() const noexcept override { return "io_uring"; }
@@ -100,6 +110,10 @@ class uring_backend final : public backend {
     --watches_;
     if (slot->poll_pending) {
       submit_cancel(reinterpret_cast<std::uintptr_t>(slot) | tag_watch);  // freed on its completion
+      slot->prev = nullptr;
+      slot->next = orphans_;
+      if (orphans_) orphans_->prev = slot;
+      orphans_ = slot;
     } else {
       delete slot;
     }
@@ -226,6 +240,8 @@ class uring_backend final : public backend {
       auto* slot = reinterpret_cast<watch_slot*>(data & ~tag_mask);
       slot->poll_pending = false;
       if (slot->w == nullptr) {
+        (slot->prev ? slot->prev->next : orphans_) = slot->next;
+        if (slot->next) slot->next->prev = slot->prev;
         delete slot;  // unwatched while its poll was in flight
         return 0;
       }
@@ -260,6 +276,7 @@ class uring_backend final : public backend {
   std::atomic<bool> wake_pending_{false};
   std::size_t watches_ = 0;
   std::size_t in_flight_ = 0;
+  watch_slot* orphans_ = nullptr;
 };
 
 }  // namespace

@@ -92,8 +92,11 @@ void stream_server::stop_ns(std::int64_t grace_ns) {
     return;
   }
   stopping_ = true;
-  listener_.close();  // wakes the accept loop with EBADF
-  acceptor_.join();
+  listener_.close();  // wakes the accept loop with EBADF if it waits in accept...
+  // ...but it may wait for a free slot (max_connections, held by the handlers that are
+  // only killed below) or back off after EMFILE: end it wherever it waits. Test:
+  // stream_server.stop_returns_after_the_grace_when_stuck_handlers_hold_every_slot.
+  acceptor_.kill();
   if (grace_ns > 0) connections_.join_for(std::chrono::nanoseconds(grace_ns));
   connections_.kill();
   stopped_.set();

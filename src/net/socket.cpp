@@ -74,7 +74,8 @@ bool would_block(int e) { return e == EAGAIN || e == EWOULDBLOCK; }
 
 // A read cancelled by a kill may still have received bytes: keep them for the next read.
 void keep_received(op_state& st, void* ctx) {
-  if (st.op.result > 0) {
+  // Not for a socket closed meanwhile: its next call must see EBADF, not old bytes.
+  if (st.op.result > 0 && !st.fd_closed) {
     socket_access::carry(*static_cast<socket*>(ctx))
         .append(static_cast<const char*>(st.op.buf), static_cast<std::size_t>(st.op.result));
   }
@@ -187,10 +188,12 @@ int socket::release() noexcept {
 std::string socket::describe() const {
   std::string d = "fd " + std::to_string(fd_);
   address peer;
+  *peer.size_ptr() = address::capacity();
   if (fd_ >= 0 && ::getpeername(fd_, peer.data(), peer.size_ptr()) == 0) {
     d += ", peer " + peer.to_string();
   } else if (fd_ >= 0) {
     address local;
+    *local.size_ptr() = address::capacity();
     if (::getsockname(fd_, local.data(), local.size_ptr()) == 0 && !local.empty()) {
       d += ", " + local.to_string();
     }

@@ -1,1 +1,364 @@
+// tendril::io: files read and written at the file position and at offsets, append mode,
+// read_file / write_file, errors that name the path, and wait_readable / wait_writable on
+// descriptors that are not tendril sockets (a pipe).
 #include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "tendril/tendril.hpp"
+
+using namespace std::chrono_literals;
+using tendril::spawn;
+using tendril::io::file;
+using tendril::io::open_mode;
+
+namespace {
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// A directory of its own, removed with what it holds.
+class temp_dir {
+ public:
+  temp_dir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string pattern = std::string(base && *base ? base : "/tmp") + "/tendril-file-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr)
+      throw std::system_error(errno, std::generic_category(), "mkdtemp");
+    path_ = pattern;
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+std::string binary_data(std::size_t n) {
+  std::string s(n, '\0');
+  std::uint32_t x = 12345;
+  for (auto& c : s) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+// A pipe, both ends closed at the end.
+struct pipe_pair {
+  int read_end = -1;
+  int write_end = -1;
+  pipe_pair() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0)
+      throw std::system_error(errno, std::generic_category(), "pipe2");
+    read_end = fds[0];
+    write_end = fds[1];
+  }
+  ~pipe_pair() {
+    if (read_end >= 0) ::close(read_end);
+    if (write_end >= 0) ::close(write_end);
+  }
+  pipe_pair(const pipe_pair&) = delete;
+  pipe_pair& operator=(const pipe_pair&) = delete;
+};
+
+}  // namespace
+
+TEST(file, write_then_read_at_the_file_position) {
+  temp_dir dir;
+  const std::string path = dir.file("a.txt");
+  {
+    file f = file::open(path, open_mode::write);
+    EXPECT_TRUE(f.is_open());
+    EXPECT_EQ(f.write("hello ", 6), 6u);
+    EXPECT_EQ(f.write("world", 5), 5u);
+    EXPECT_EQ(f.size(), 11u);
+  }
+  file f = file::open(path);
+  char buf[6];
+  EXPECT_EQ(f.read(buf, 6), 6u);
+  EXPECT_EQ(std::string(buf, 6), "hello ");
+  EXPECT_EQ(f.read(buf, 6), 5u);
+  EXPECT_EQ(std::string(buf, 5), "world");
+  EXPECT_EQ(f.read(buf, 6), 0u);  // the end
+}
+
+TEST(file, read_at_and_write_at_use_their_offsets_and_leave_the_position) {
+  temp_dir dir;
+  const std::string path = dir.file("b.bin");
+  file f = file::open(path, open_mode::read_write);
+  EXPECT_EQ(f.write_at("0123456789", 10, 0), 10u);
+  EXPECT_EQ(f.write_at("ab", 2, 4), 2u);
+  char buf[10];
+  EXPECT_EQ(f.read_at(buf, 10, 0), 10u);
+  EXPECT_EQ(std::string(buf, 10), "0123ab6789");
+  EXPECT_EQ(f.read_at(buf, 4, 8), 2u);
+  EXPECT_EQ(std::string(buf, 2), "89");
+  EXPECT_EQ(f.read_at(buf, 4, 10), 0u);
+  EXPECT_EQ(f.read_at(buf, 4, 1000), 0u);
+  // The position was never moved: read() starts at the beginning.
+  EXPECT_EQ(f.read(buf, 3), 3u);
+  EXPECT_EQ(std::string(buf, 3), "012");
+  // Writing past the end leaves a hole of zeros.
+  EXPECT_EQ(f.write_at("z", 1, 15), 1u);
+  EXPECT_EQ(f.size(), 16u);
+  EXPECT_EQ(f.read_at(buf, 6, 10), 6u);
+  EXPECT_EQ(std::string(buf, 6), std::string(5, '\0') + "z");
+}
+
+TEST(file, append_mode_writes_at_the_end_whatever_the_offset) {
+  temp_dir dir;
+  const std::string path = dir.file("log.txt");
+  tendril::io::write_file(path, "first\n");
+  {
+    file f = file::open(path, open_mode::append);
+    EXPECT_EQ(f.write("second\n", 7), 7u);
+    EXPECT_EQ(f.write_at("third\n", 6, 0), 6u);  // the offset does not matter
+  }
+  {
+    file f = file::open(path, open_mode::append);
+    f.write("fourth\n", 7);
+  }
+  EXPECT_EQ(tendril::io::read_file(path), "first\nsecond\nthird\nfourth\n");
+}
+
+TEST(file, write_mode_truncates_and_read_write_mode_does_not) {
+  temp_dir dir;
+  const std::string path = dir.file("t.txt");
+  tendril::io::write_file(path, "a long first version");
+  {
+    file f = file::open(path, open_mode::read_write);
+    f.write("A", 1);
+  }
+  EXPECT_EQ(tendril::io::read_file(path), "A long first version");
+  {
+    file f = file::open(path, open_mode::write);
+    f.write("short", 5);
+  }
+  EXPECT_EQ(tendril::io::read_file(path), "short");
+}
+
+TEST(file, read_file_and_write_file_round_trip_binary_data) {
+  temp_dir dir;
+  const std::string path = dir.file("big.bin");
+  const std::string data = binary_data(3 << 20);  // several read chunks
+  tendril::io::write_file(path, data);
+  EXPECT_EQ(std::filesystem::file_size(path), data.size());
+  EXPECT_EQ(tendril::io::read_file(path), data);
+  tendril::io::write_file(path, "");
+  EXPECT_EQ(tendril::io::read_file(path), "");
+}
+
+TEST(file, many_greenlets_use_files_at_once) {
+  temp_dir dir;
+  std::vector<tendril::task<bool>> all;
+  for (int i = 0; i < 8; ++i) {
+    all.push_back(spawn([&dir, i] {
+      const std::string path = dir.file("f" + std::to_string(i));
+      const std::string data = binary_data(100000 + static_cast<std::size_t>(i));
+      tendril::io::write_file(path, data);
+      return tendril::io::read_file(path) == data;
+    }));
+  }
+  for (auto& t : all) EXPECT_TRUE(t.get());
+}
+
+TEST(file, opening_a_missing_file_names_the_path) {
+  temp_dir dir;
+  const std::string path = dir.file("missing.txt");
+  try {
+    file::open(path);
+    ADD_FAILURE() << "opened";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::no_such_file_or_directory);
+    EXPECT_TRUE(contains(e.what(), path)) << e.what();
+  }
+  try {
+    tendril::io::read_file(path);
+    ADD_FAILURE() << "read";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::no_such_file_or_directory);
+    EXPECT_TRUE(contains(e.what(), path)) << e.what();
+  }
+  const std::string in_missing_dir = dir.file("no/such/dir/x");
+  try {
+    tendril::io::write_file(in_missing_dir, "x");
+    ADD_FAILURE() << "written";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::no_such_file_or_directory);
+    EXPECT_TRUE(contains(e.what(), in_missing_dir)) << e.what();
+  }
+}
+
+TEST(file, writing_a_file_opened_for_reading_fails_naming_the_path) {
+  temp_dir dir;
+  const std::string path = dir.file("ro.txt");
+  tendril::io::write_file(path, "data");
+  file f = file::open(path, open_mode::read);
+  try {
+    f.write("x", 1);
+    ADD_FAILURE() << "written";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::bad_file_descriptor);
+    EXPECT_TRUE(contains(e.what(), path)) << e.what();
+  }
+  std::error_code ec;
+  EXPECT_EQ(f.write_at("x", 1, 0, ec), 0u);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+}
+
+TEST(file, a_closed_or_empty_file_fails_with_ebadf) {
+  temp_dir dir;
+  const std::string path = dir.file("c.txt");
+  tendril::io::write_file(path, "data");
+  file f = file::open(path);
+  f.close();
+  EXPECT_FALSE(f.is_open());
+  f.close();
+  char buf[4];
+  std::error_code ec;
+  EXPECT_EQ(f.read_at(buf, 4, 0, ec), 0u);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  EXPECT_THROW(f.read(buf, 4), std::system_error);
+  EXPECT_THROW(f.size(), std::system_error);
+  file never;
+  EXPECT_EQ(never.read_at(buf, 4, 0, ec), 0u);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+}
+
+TEST(file, a_moved_file_keeps_its_position) {
+  temp_dir dir;
+  const std::string path = dir.file("m.txt");
+  tendril::io::write_file(path, "abcdef");
+  file f = file::open(path);
+  char buf[3];
+  f.read(buf, 2);
+  file g = std::move(f);
+  EXPECT_FALSE(f.is_open());  // NOLINT(bugprone-use-after-move): the moved-from state
+  EXPECT_EQ(g.read(buf, 3), 3u);
+  EXPECT_EQ(std::string(buf, 3), "cde");
+}
+
+// --- wait_readable / wait_writable -----------------------------------------------------------
+
+TEST(wait_ready, a_zero_time_limit_still_sees_a_ready_descriptor) {
+  pipe_pair p;
+  EXPECT_TRUE(tendril::io::wait_writable_for(p.write_end, 0s));
+  EXPECT_FALSE(tendril::io::wait_readable_for(p.read_end, 0s));
+  ASSERT_EQ(::write(p.write_end, "x", 1), 1);
+  EXPECT_TRUE(tendril::io::wait_readable_for(p.read_end, 0s));
+  EXPECT_TRUE(tendril::io::wait_readable_for(p.read_end, -1s));  // negative acts as zero
+}
+
+TEST(wait_ready, wait_readable_on_a_pipe_returns_once_data_arrives) {
+  pipe_pair p;
+  bool wrote = false;
+  auto writer = spawn([&] {
+    tendril::sleep(20ms);
+    wrote = true;
+    ASSERT_EQ(::write(p.write_end, "x", 1), 1);
+  });
+  tendril::io::wait_readable(p.read_end);
+  EXPECT_TRUE(wrote);
+  char c = 0;
+  EXPECT_EQ(::read(p.read_end, &c, 1), 1);
+  EXPECT_EQ(c, 'x');
+  writer.get();
+}
+
+TEST(wait_ready, wait_readable_returns_at_once_when_data_is_there) {
+  pipe_pair p;
+  ASSERT_EQ(::write(p.write_end, "y", 1), 1);
+  tendril::timeout guard(10s);
+  tendril::io::wait_readable(p.read_end);
+  EXPECT_TRUE(tendril::io::wait_readable_for(p.read_end, 1s));
+}
+
+TEST(wait_ready, wait_readable_for_returns_false_when_the_time_runs_out) {
+  pipe_pair p;
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(tendril::io::wait_readable_for(p.read_end, 30ms));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 25ms);
+  // A negative time limit only looks.
+  EXPECT_FALSE(tendril::io::wait_readable_for(p.read_end, -1s));
+}
+
+TEST(wait_ready, wait_readable_wakes_when_the_writer_closes) {
+  pipe_pair p;
+  auto closer = spawn([&] {
+    tendril::sleep(20ms);
+    ::close(p.write_end);
+    p.write_end = -1;
+  });
+  tendril::io::wait_readable(p.read_end);
+  char c;
+  EXPECT_EQ(::read(p.read_end, &c, 1), 0);  // the end
+  closer.get();
+}
+
+TEST(wait_ready, wait_writable_on_an_empty_pipe_returns_at_once) {
+  pipe_pair p;
+  tendril::timeout guard(10s);
+  tendril::io::wait_writable(p.write_end);
+  EXPECT_TRUE(tendril::io::wait_writable_for(p.write_end, 1s));
+}
+
+TEST(wait_ready, wait_writable_on_a_full_pipe_returns_once_it_is_drained) {
+  pipe_pair p;
+  char block[4096] = {};
+  while (::write(p.write_end, block, sizeof block) > 0) {
+  }
+  EXPECT_FALSE(tendril::io::wait_writable_for(p.write_end, 20ms));
+  auto drainer = spawn([&] {
+    tendril::sleep(20ms);
+    while (::read(p.read_end, block, sizeof block) > 0) {
+    }
+  });
+  tendril::io::wait_writable(p.write_end);
+  EXPECT_GT(::write(p.write_end, "z", 1), 0);
+  drainer.get();
+}
+
+TEST(wait_ready, the_same_descriptor_can_be_waited_on_again_and_again) {
+  pipe_pair p;
+  for (int i = 0; i < 20; ++i) {
+    auto writer = spawn([&] { ASSERT_EQ(::write(p.write_end, "x", 1), 1); });
+    tendril::io::wait_readable(p.read_end);
+    char c;
+    EXPECT_EQ(::read(p.read_end, &c, 1), 1);
+    writer.get();
+  }
+}
+
+TEST(wait_ready, a_closed_descriptor_fails_with_ebadf) {
+  pipe_pair p;
+  // The hub first: its own descriptors must not take the number about to be closed.
+  EXPECT_TRUE(tendril::io::wait_writable_for(p.write_end, 1s));
+  const int fd = p.read_end;
+  ::close(fd);
+  p.read_end = -1;
+  try {
+    tendril::io::wait_readable(fd);
+    ADD_FAILURE() << "wait_readable returned";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::bad_file_descriptor);
+    EXPECT_TRUE(contains(e.what(), std::to_string(fd))) << e.what();
+  }
+  EXPECT_THROW(tendril::io::wait_writable(fd), std::system_error);
+}

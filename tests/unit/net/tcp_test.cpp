@@ -1,1 +1,612 @@
+// TCP streams over loopback: echo, a 10 MiB send_all, full duplex from two greenlets, recv
+// time limits (set_timeout and timeout scopes), connect refused and connect time limits,
+// half-close both ways, a peer that resets mid-transfer, one reader and one writer at a
+// time, and bad input (addresses, a port in use, closed and unconnected sockets, empty
+// buffers, negative time limits). Modelled on gevent's test__socket.py and
+// test__socket_timeout.py.
 #include <gtest/gtest.h>
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "net_test_support.hpp"
+#include "tendril/tendril.hpp"
+
+using namespace std::chrono_literals;
+using tendril::spawn;
+using tendril::timeout;
+using tendril::timeout_error;
+using tendril::net::shutdown_type;
+using tendril::net::tcp_listener;
+using tendril::net::tcp_stream;
+using tendril::test::contains;
+using tendril::test::stopwatch;
+
+namespace {
+
+// A port nobody listens on (it was free a moment ago).
+std::uint16_t closed_port() {
+  tcp_listener l = tendril::net::listen("127.0.0.1", 0);
+  return l.local_address().port();
+}
+
+// Keeps SIGPIPE at its default (which kills the process) for the test, so that a SIGPIPE
+// from our own calls could not go unnoticed.
+class sigpipe_kills {
+ public:
+  sigpipe_kills() { old_ = ::signal(SIGPIPE, SIG_DFL); }
+  ~sigpipe_kills() { ::signal(SIGPIPE, old_); }
+  sigpipe_kills(const sigpipe_kills&) = delete;
+  sigpipe_kills& operator=(const sigpipe_kills&) = delete;
+
+ private:
+  sighandler_t old_;
+};
+
+void reset_on_close(tcp_stream& s) {
+  linger l{1, 0};
+  ASSERT_EQ(::setsockopt(s.native_handle(), SOL_SOCKET, SO_LINGER, &l, sizeof l), 0);
+}
+
+}  // namespace
+
+// --- echo and volume --------------------------------------------------------------------------
+
+TEST(tcp, echo_over_loopback) {
+  tcp_listener l = tendril::net::listen("127.0.0.1", 0);
+  EXPECT_TRUE(l.local_address().is_ipv4());
+  EXPECT_NE(l.local_address().port(), 0);
+  auto server = spawn([&] {
+    tendril::net::address peer;
+    tcp_stream conn = l.accept(&peer);
+    EXPECT_EQ(peer.host(), "127.0.0.1");
+    char buf[256];
+    while (std::size_t n = conn.recv(buf, sizeof buf)) conn.send_all(buf, n);
+  });
+  tcp_stream c = tendril::net::connect("127.0.0.1", l.local_address().port());
+  EXPECT_EQ(c.peer_address(), l.local_address());
+  for (const std::string& msg :
+       {std::string("hello"), std::string("tendril"), std::string(1000, 'x')}) {
+    c.send_all(msg);
+    EXPECT_EQ(c.recv_exact(msg.size()), msg);
+  }
+  c.shutdown(shutdown_type::send);
+  EXPECT_EQ(c.recv(16), "");  // the server saw the end and closed
+  server.get();
+}
+
+TEST(tcp, echo_over_ipv6_loopback) {
+  tcp_listener l;
+  try {
+    l = tendril::net::listen("::1", 0);
+  } catch (const std::system_error& e) {
+    GTEST_SKIP() << "no IPv6 loopback here: " << e.what();
+  }
+  EXPECT_TRUE(l.local_address().is_ipv6());
+  tcp_stream c = tendril::net::connect("::1", l.local_address().port());
+  tcp_stream s = l.accept();
+  EXPECT_EQ(s.peer_address().host(), "::1");
+  c.send_all("six");
+  EXPECT_EQ(s.recv_exact(3), "six");
+  s.send_all("back");
+  EXPECT_EQ(c.recv_exact(4), "back");
+}
+
+TEST(tcp, connect_by_name_tries_each_address_of_localhost) {
+  // localhost may resolve to ::1 first, where nobody listens: connect goes on to 127.0.0.1.
+  tcp_listener l = tendril::net::listen("127.0.0.1", 0);
+  tcp_stream c = tendril::net::connect("localhost", l.local_address().port());
+  tcp_stream s = l.accept();
+  c.send_all("hi");
+  EXPECT_EQ(s.recv_exact(2), "hi");
+}
+
+TEST(tcp, send_all_of_10_mib_arrives_intact) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  const std::string data = tendril::test::pattern(10 << 20, 1);
+  auto sender = spawn([&] {
+    client.send_all(data);
+    client.shutdown(shutdown_type::send);
+  });
+  tendril::test::checksum got = tendril::test::recv_all_until_end(server);
+  sender.get();
+  EXPECT_EQ(got.size(), data.size());
+  EXPECT_EQ(got.value(), tendril::test::checksum_of(data));
+}
+
+TEST(tcp, full_duplex_from_two_greenlets_on_each_socket) {
+  // On each end one greenlet writes 8 MiB while another reads what the other end writes:
+  // neither side could finish if a blocked writer stopped its socket's reader.
+  auto [a, b] = tendril::test::connected_tcp_pair();
+  const std::string a_to_b = tendril::test::pattern(8 << 20, 2);
+  const std::string b_to_a = tendril::test::pattern(8 << 20, 3);
+  tendril::test::checksum at_a;
+  tendril::test::checksum at_b;
+  auto write_a = spawn([&] {
+    a.send_all(a_to_b);
+    a.shutdown(shutdown_type::send);
+  });
+  auto write_b = spawn([&] {
+    b.send_all(b_to_a);
+    b.shutdown(shutdown_type::send);
+  });
+  auto read_a = spawn([&] { at_a = tendril::test::recv_all_until_end(a); });
+  auto read_b = spawn([&] { at_b = tendril::test::recv_all_until_end(b); });
+  tendril::joinall(write_a, write_b, read_a, read_b);
+  EXPECT_TRUE(write_a.successful() && write_b.successful());
+  EXPECT_TRUE(read_a.successful() && read_b.successful());
+  EXPECT_EQ(at_b.size(), a_to_b.size());
+  EXPECT_EQ(at_b.value(), tendril::test::checksum_of(a_to_b));
+  EXPECT_EQ(at_a.size(), b_to_a.size());
+  EXPECT_EQ(at_a.value(), tendril::test::checksum_of(b_to_a));
+}
+
+TEST(tcp, recv_returns_what_is_there_without_waiting_for_the_whole_buffer) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  client.send_all("abc");
+  char buf[100];
+  EXPECT_EQ(server.recv(buf, sizeof buf), 3u);
+  EXPECT_EQ(std::string(buf, 3), "abc");
+}
+
+TEST(tcp, recv_exact_reports_end_of_stream_when_the_peer_closes_first) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  client.send_all("abc");
+  client.close();
+  try {
+    server.recv_exact(10);
+    ADD_FAILURE() << "recv_exact returned";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), tendril::net::errc::end_of_stream);
+    EXPECT_TRUE(contains(e.what(), "10 bytes")) << e.what();
+  }
+  std::error_code ec;
+  char buf[4];
+  server.recv_exact(buf, sizeof buf, ec);
+  EXPECT_EQ(ec, tendril::net::errc::end_of_stream);
+}
+
+// --- time limits ------------------------------------------------------------------------------
+
+TEST(tcp, recv_past_set_timeout_fails_with_timed_out) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  server.set_timeout(50ms);
+  char buf[16];
+  stopwatch w;
+  try {
+    server.recv(buf, sizeof buf);
+    ADD_FAILURE() << "recv returned";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::timed_out);
+    EXPECT_TRUE(contains(e.what(), "recv")) << e.what();
+    // The message names the connection by its peer.
+    EXPECT_TRUE(contains(e.what(), client.local_address().to_string())) << e.what();
+  }
+  EXPECT_GE(w.elapsed(), 45ms);
+  EXPECT_LT(w.elapsed(), 10s);
+
+  std::error_code ec;
+  EXPECT_EQ(server.recv(buf, sizeof buf, ec), 0u);
+  EXPECT_EQ(ec, std::errc::timed_out);
+
+  // The socket still works, and nothing sent after the time limit is lost.
+  client.send_all("late");
+  EXPECT_EQ(server.recv_exact(4), "late");
+  server.clear_timeout();
+  auto later = spawn([&] {
+    tendril::sleep(100ms);
+    client.send_all("x");
+  });
+  EXPECT_EQ(server.recv_exact(1), "x");  // no limit any more
+  later.get();
+}
+
+TEST(tcp, a_set_timeout_limits_each_call_not_their_sum) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  server.set_timeout(300ms);
+  auto sender = spawn([&] {
+    for (int i = 0; i < 4; ++i) {
+      tendril::sleep(100ms);
+      client.send_all("x");
+    }
+  });
+  EXPECT_EQ(server.recv_exact(4), "xxxx");  // 400 ms in all, never 300 ms without a byte
+  sender.get();
+}
+
+TEST(tcp, accept_past_set_timeout_fails_with_timed_out_naming_the_listener) {
+  tcp_listener l = tendril::net::listen("127.0.0.1", 0);
+  l.set_timeout(50ms);
+  stopwatch w;
+  try {
+    l.accept();
+    ADD_FAILURE() << "accept returned";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::timed_out);
+    EXPECT_TRUE(contains(e.what(), l.local_address().to_string())) << e.what();
+  }
+  EXPECT_GE(w.elapsed(), 45ms);
+  // A connection that comes afterwards is accepted.
+  tcp_stream c = tendril::net::connect(l.local_address());
+  tcp_stream s = l.accept();
+  EXPECT_EQ(s.peer_address(), c.local_address());
+}
+
+TEST(tcp, accept_with_a_zero_timeout_takes_a_waiting_connection_or_fails_at_once) {
+  tcp_listener l = tendril::net::listen("127.0.0.1", 0);
+  l.set_timeout(0s);
+  timeout guard(10s);
+  std::error_code ec;
+  l.accept(ec);
+  EXPECT_EQ(ec, std::errc::timed_out);
+  tcp_stream c = tendril::net::connect(l.local_address());
+  tcp_stream s = l.accept(ec);
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(s.is_open());
+}
+
+TEST(tcp, send_all_past_set_timeout_fails_with_timed_out_when_the_peer_does_not_read) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  client.set_timeout(100ms);
+  const std::string big = tendril::test::pattern(64 << 20, 6);
+  std::error_code ec;
+  client.send_all(big.data(), big.size(), ec);
+  EXPECT_EQ(ec, std::errc::timed_out);
+}
+
+TEST(tcp, recv_inside_a_timeout_scope_throws_timeout_error) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  char buf[16];
+  {
+    timeout t(50ms);
+    try {
+      server.recv(buf, sizeof buf);
+      ADD_FAILURE() << "recv returned";
+    } catch (const timeout_error& e) {
+      EXPECT_EQ(e.source(), &t);
+    }
+  }
+  {
+    // The error_code twin reports I/O failures only: the scope still propagates.
+    timeout t(50ms);
+    std::error_code ec;
+    EXPECT_THROW(server.recv(buf, sizeof buf, ec), timeout_error);
+  }
+  client.send_all("after");
+  EXPECT_EQ(server.recv_exact(5), "after");
+}
+
+TEST(tcp, a_negative_timeout_acts_as_zero) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  server.set_timeout(-5s);
+  timeout guard(10s);  // fails the test instead of hanging if the limit were "forever"
+  char buf[16];
+  std::error_code ec;
+  stopwatch w;
+  EXPECT_EQ(server.recv(buf, sizeof buf, ec), 0u);
+  EXPECT_EQ(ec, std::errc::timed_out);
+  EXPECT_LT(w.elapsed(), 5s);
+  // Bytes already there are returned: a zero limit only forbids waiting.
+  client.send_all("now");
+  ASSERT_TRUE(tendril::test::eventually([&] {
+    std::error_code e;
+    std::size_t n = server.recv(buf, sizeof buf, e);
+    if (e) return false;
+    EXPECT_EQ(std::string(buf, n), "now");
+    return true;
+  }));
+}
+
+// --- connect ----------------------------------------------------------------------------------
+
+TEST(tcp, connect_to_a_closed_port_is_refused_naming_the_address) {
+  const std::uint16_t port = closed_port();
+  const std::string where = "127.0.0.1:" + std::to_string(port);
+  try {
+    tendril::net::connect("127.0.0.1", port);
+    ADD_FAILURE() << "connect returned";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::connection_refused);
+    EXPECT_TRUE(contains(e.what(), where)) << e.what();
+  }
+  std::error_code ec;
+  tcp_stream s = tendril::net::connect("127.0.0.1", port, ec);
+  EXPECT_EQ(ec, std::errc::connection_refused);
+  EXPECT_FALSE(s.is_open());
+
+  try {
+    tendril::net::connect(tendril::net::address::ip("127.0.0.1", port));
+    ADD_FAILURE() << "connect returned";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::connection_refused);
+    EXPECT_TRUE(contains(e.what(), where)) << e.what();
+  }
+}
+
+TEST(tcp, connect_with_a_time_limit_to_a_listener_that_never_answers_times_out) {
+  tendril::test::full_listener full = tendril::test::make_full_listener();
+  const std::string where = full.address().to_string();
+  stopwatch w;
+  try {
+    tendril::net::connect("127.0.0.1", full.address().port(), 200ms);
+    ADD_FAILURE() << "connect returned";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::timed_out);
+    EXPECT_TRUE(contains(e.what(), where)) << e.what();
+  }
+  EXPECT_GE(w.elapsed(), 190ms);
+  EXPECT_LT(w.elapsed(), 10s);
+
+  std::error_code ec;
+  tcp_stream s = tendril::net::connect(full.address(), tendril::detail::deadline_after(100ms), ec);
+  EXPECT_EQ(ec, std::errc::timed_out);
+  EXPECT_FALSE(s.is_open());
+}
+
+TEST(tcp, connect_inside_a_timeout_scope_throws_timeout_error) {
+  tendril::test::full_listener full = tendril::test::make_full_listener();
+  timeout t(100ms);
+  try {
+    tendril::net::connect(full.address());
+    ADD_FAILURE() << "connect returned";
+  } catch (const timeout_error& e) {
+    EXPECT_EQ(e.source(), &t);
+  }
+}
+
+// --- half-close and reset ---------------------------------------------------------------------
+
+TEST(tcp, half_close_by_the_client_leaves_the_other_direction_open) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  client.send_all("last words");
+  client.shutdown(shutdown_type::send);
+  EXPECT_EQ(server.recv_exact(10), "last words");
+  char buf[16];
+  EXPECT_EQ(server.recv(buf, sizeof buf), 0u);  // end of stream, and it stays so
+  EXPECT_EQ(server.recv(buf, sizeof buf), 0u);
+  server.send_all("reply");
+  EXPECT_EQ(client.recv_exact(5), "reply");
+  server.close();
+  EXPECT_EQ(client.recv(buf, sizeof buf), 0u);
+}
+
+TEST(tcp, half_close_by_the_server_leaves_the_other_direction_open) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  server.shutdown(shutdown_type::send);
+  char buf[16];
+  EXPECT_EQ(client.recv(buf, sizeof buf), 0u);
+  client.send_all("still here");
+  EXPECT_EQ(server.recv_exact(10), "still here");
+  // Writing on the side that was shut down fails (EPIPE), without a SIGPIPE.
+  sigpipe_kills guard;
+  std::error_code ec;
+  server.send("x", 1, ec);
+  EXPECT_EQ(ec, std::errc::broken_pipe);
+}
+
+TEST(tcp, a_reader_parked_before_the_half_close_wakes_with_end_of_stream) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  auto reader = spawn([&] { return server.recv(16); });
+  tendril::sleep(20ms);
+  client.shutdown(shutdown_type::send);
+  EXPECT_EQ(reader.get(), "");
+}
+
+TEST(tcp, peer_reset_mid_transfer_fails_the_sender_without_sigpipe) {
+  sigpipe_kills guard;
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  auto sender = spawn([&] {
+    const std::string chunk = tendril::test::pattern(64 * 1024, 4);
+    std::error_code ec;
+    for (int i = 0; i < 16 * 1024 && !ec; ++i) client.send_all(chunk.data(), chunk.size(), ec);
+    return ec;
+  });
+  server.recv_exact(256 * 1024);  // the transfer is under way
+  reset_on_close(server);
+  server.close();
+  const std::error_code ec = sender.get();
+  EXPECT_TRUE(ec == std::errc::connection_reset || ec == std::errc::broken_pipe) << ec.message();
+  EXPECT_THROW(client.send_all("more"), std::system_error);
+}
+
+TEST(tcp, peer_reset_wakes_a_parked_reader_with_econnreset) {
+  sigpipe_kills guard;
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  auto reader = spawn([&] {
+    char buf[16];
+    std::error_code ec;
+    client.recv(buf, sizeof buf, ec);
+    return ec;
+  });
+  tendril::sleep(20ms);
+  reset_on_close(server);
+  server.close();
+  EXPECT_EQ(reader.get(), std::errc::connection_reset);
+}
+
+// --- one reader and one writer at a time ------------------------------------------------------
+
+TEST(tcp, a_second_concurrent_reader_gets_logic_error_naming_the_first) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  auto first = spawn([&] { return server.recv(16); });
+  first.set_name("first-reader");
+  tendril::sleep(0s);  // it parks in recv
+  char buf[16];
+  try {
+    server.recv(buf, sizeof buf);
+    ADD_FAILURE() << "a second reader was let in";
+  } catch (const std::logic_error& e) {
+    EXPECT_TRUE(contains(e.what(), "first-reader")) << e.what();
+  }
+  std::error_code ec;
+  EXPECT_THROW(server.recv(buf, sizeof buf, ec), std::logic_error);
+  // A writer is not a reader: it goes ahead.
+  server.send_all("ok");
+  EXPECT_EQ(client.recv_exact(2), "ok");
+  // The first reader was not disturbed, and once it is done the next one may read.
+  client.send_all("one");
+  EXPECT_EQ(first.get(), "one");
+  client.send_all("two");
+  EXPECT_EQ(server.recv_exact(3), "two");
+}
+
+TEST(tcp, a_second_concurrent_writer_gets_logic_error_naming_the_first) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  const std::string big = tendril::test::pattern(32 << 20, 5);
+  auto first = spawn([&] { client.send_all(big); });
+  first.set_name("first-writer");
+  tendril::sleep(20ms);  // it filled the socket buffers and waits for room
+  ASSERT_FALSE(first.ready());
+  try {
+    client.send_all("x");
+    ADD_FAILURE() << "a second writer was let in";
+  } catch (const std::logic_error& e) {
+    EXPECT_TRUE(contains(e.what(), "first-writer")) << e.what();
+  }
+  tendril::test::checksum got;
+  std::vector<char> buf(64 * 1024);
+  while (got.size() < big.size()) {
+    std::size_t n = server.recv(buf.data(), std::min(buf.size(), big.size() - got.size()));
+    got.add(buf.data(), n);
+  }
+  first.get();
+  EXPECT_EQ(got.value(), tendril::test::checksum_of(big));
+}
+
+// --- bad input --------------------------------------------------------------------------------
+
+TEST(tcp, a_bad_address_is_invalid_argument_naming_it) {
+  try {
+    tendril::net::address::ip("not an ip", 80);
+    ADD_FAILURE() << "parsed";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_TRUE(contains(e.what(), "not an ip")) << e.what();
+  }
+  EXPECT_THROW(tendril::net::address::ip("127.0.0.256", 80), std::invalid_argument);
+  EXPECT_THROW(tendril::net::address::ip("", 80), std::invalid_argument);
+  EXPECT_THROW(tendril::net::address::ip("::1::2", 80), std::invalid_argument);
+  // What does parse, and how it prints.
+  EXPECT_EQ(tendril::net::address::ip("127.0.0.1", 8080).to_string(), "127.0.0.1:8080");
+  EXPECT_EQ(tendril::net::address::ip("::1", 8080).to_string(), "[::1]:8080");
+  EXPECT_EQ(tendril::net::address::ip("[::1]", 8080).to_string(), "[::1]:8080");
+  EXPECT_EQ(tendril::net::address().to_string(), "(no address)");
+}
+
+TEST(tcp, listening_on_a_port_in_use_fails_with_eaddrinuse_naming_the_address) {
+  tcp_listener first = tendril::net::listen("127.0.0.1", 0);
+  const std::uint16_t port = first.local_address().port();
+  try {
+    tendril::net::listen("127.0.0.1", port);
+    ADD_FAILURE() << "listened twice";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::address_in_use);
+    EXPECT_TRUE(contains(e.what(), "127.0.0.1:" + std::to_string(port))) << e.what();
+  }
+}
+
+TEST(tcp, calls_on_a_closed_socket_fail_with_ebadf) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  server.close();
+  EXPECT_FALSE(server.is_open());
+  server.close();  // twice is harmless
+  char buf[16];
+  try {
+    server.recv(buf, sizeof buf);
+    ADD_FAILURE() << "recv returned";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::bad_file_descriptor);
+  }
+  std::error_code ec;
+  EXPECT_EQ(server.recv(buf, sizeof buf, ec), 0u);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  EXPECT_EQ(server.send("x", 1, ec), 0u);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  EXPECT_THROW(server.send_all("x"), std::system_error);
+  server.shutdown(shutdown_type::both, ec);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  EXPECT_THROW(server.local_address(), std::system_error);
+
+  tcp_stream never_opened;
+  EXPECT_EQ(never_opened.recv(buf, sizeof buf, ec), 0u);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+
+  tcp_listener closed = tendril::net::listen("127.0.0.1", 0);
+  closed.close();
+  closed.accept(ec);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  EXPECT_THROW(closed.accept(), std::system_error);
+}
+
+TEST(tcp, recv_on_a_never_connected_socket_fails_with_enotconn) {
+  tcp_stream s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(s.is_open());
+  char buf[16];
+  try {
+    s.recv(buf, sizeof buf);
+    ADD_FAILURE() << "recv returned";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::not_connected);
+  }
+  std::error_code ec;
+  EXPECT_EQ(s.recv(buf, sizeof buf, ec), 0u);
+  EXPECT_EQ(ec, std::errc::not_connected);
+  sigpipe_kills guard;
+  s.send("x", 1, ec);
+  EXPECT_TRUE(ec == std::errc::not_connected || ec == std::errc::broken_pipe) << ec.message();
+  EXPECT_THROW(s.peer_address(), std::system_error);
+}
+
+TEST(tcp, a_zero_length_recv_is_einval) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  char buf[1];
+  try {
+    server.recv(buf, 0);
+    ADD_FAILURE() << "recv returned";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::invalid_argument);
+  }
+  std::error_code ec;
+  EXPECT_EQ(server.recv(buf, 0, ec), 0u);
+  EXPECT_EQ(ec, std::errc::invalid_argument);
+  // recv_exact of nothing has nothing to wait for.
+  server.recv_exact(buf, 0, ec);
+  EXPECT_FALSE(ec);
+}
+
+TEST(tcp, set_nodelay_works_on_an_open_stream_and_fails_on_a_closed_one) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  EXPECT_NO_THROW(client.set_nodelay(true));
+  EXPECT_NO_THROW(client.set_nodelay(false));
+  client.close();
+  EXPECT_THROW(client.set_nodelay(true), std::system_error);
+}
+
+TEST(tcp, release_gives_up_the_descriptor_without_closing_it) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  const int fd = client.release();
+  EXPECT_FALSE(client.is_open());
+  tcp_stream again(fd);  // a new owner
+  again.send_all("ok");
+  EXPECT_EQ(server.recv_exact(2), "ok");
+}
+
+TEST(tcp, a_moved_stream_keeps_working_and_the_source_is_closed) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  tcp_stream moved = std::move(client);
+  EXPECT_FALSE(client.is_open());  // NOLINT(bugprone-use-after-move): the moved-from state
+  moved.send_all("moved");
+  EXPECT_EQ(server.recv_exact(5), "moved");
+  tcp_stream assigned;
+  assigned = std::move(moved);
+  assigned.send_all("again");
+  EXPECT_EQ(server.recv_exact(5), "again");
+}
