@@ -46,6 +46,16 @@ if(TENDRIL_WITH_IO_URING AND NOT (LIBURING_INCLUDE_DIR AND LIBURING_LIBRARY))
   message(FATAL_ERROR "TENDRIL_WITH_IO_URING is on but liburing was not found (apt-get install liburing-dev)")
 endif()
 
+# TLS (tendril::net::tls_stream) through OpenSSL 3 (Debian's libssl-dev). On by default; a
+# build without it (the aarch64 cross build, which has no arm64 OpenSSL) leaves tls.cpp out.
+option(TENDRIL_WITH_TLS "Build tendril::net::tls_stream (needs OpenSSL 3, libssl-dev)" ON)
+if(TENDRIL_WITH_TLS)
+  find_package(OpenSSL 3.0 REQUIRED)
+  set(TENDRIL_HAS_TLS 1)
+else()
+  set(TENDRIL_HAS_TLS 0)
+endif()
+
 if(TENDRIL_TSAN AND (TENDRIL_ASAN OR TENDRIL_UBSAN))
   message(FATAL_ERROR "TENDRIL_TSAN cannot be combined with TENDRIL_ASAN or TENDRIL_UBSAN")
 endif()

@@ -14,6 +14,7 @@
 #include "tendril/net/resolve.hpp"
 #include "tendril/net/server.hpp"
 #include "tendril/net/socket.hpp"
+#include "tendril/net/tls.hpp"
 #include "tendril/sync/async_result.hpp"
 #include "tendril/sync/event.hpp"
 #include "tendril/sync/mutex.hpp"
