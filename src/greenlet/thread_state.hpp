@@ -71,7 +71,11 @@ class thread_state {
     current_ = target;
     from_ = self;
     note_leaving(self, target, false);
+#if defined(TENDRIL_TSAN_FIBERS)
+    return {&self->ctx, target->ctx, target->tsan_fiber};  // jump_to() switches TSan
+#else
     return {&self->ctx, target->ctx};
+#endif
   }
 
   // switched_from() is the greenlet that switched to the running one last.
@@ -117,7 +121,7 @@ class thread_state {
   std::any switch_to(greenlet_record* target, std::any&& value, std::exception_ptr&& error) {
     switch_plan p = plan(target, &value, &error);
     if (p.to != nullptr) {
-      context::jump(p.save, p.to, nullptr);
+      jump_to(p);
       landed(current_);
     }
     return take_inbox();
@@ -151,7 +155,7 @@ class thread_state {
     sanitizer::asan_start_switch(for_good ? nullptr : &self->asan_fake_stack, bottom, size);
 #endif
 #if defined(TENDRIL_HAS_TSAN)
-    sanitizer::tsan_switch(target->tsan_fiber);
+    if (for_good) sanitizer::tsan_switch(target->tsan_fiber);  // else jump_to() does it
 #endif
   }
 

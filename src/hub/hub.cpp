@@ -179,7 +179,7 @@ void hub_impl::park() {
   }
   switch_plan p = ts_->plan(next, nullptr, nullptr);
   if (next != hub_rec) ts_->set_switched_from(hub_rec);
-  context::jump(p.save, p.to, nullptr);
+  jump_to(p);
   ts_->landed(self);
   self->parked = false;
   // last_parked_ names a greenlet only while it is parked: once resumed it may end and be
@@ -209,7 +209,7 @@ void hub_impl::resume(greenlet_record* g) {
   if (!ready_to_run(g)) return;
   switch_plan p = ts_->plan(g, nullptr, nullptr);
   if (p.to != nullptr) {
-    context::jump(p.save, p.to, nullptr);
+    jump_to(p);
     ts_->landed(ts_->current());
     back_in_hub();
   }

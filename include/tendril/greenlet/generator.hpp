@@ -26,7 +26,7 @@ bool generator_is_current(greenlet_record* g) noexcept;
 
 inline void switch_bare(switch_plan p) {
   if (p.to == nullptr) return complete_bare(false);
-  context::jump(p.save, p.to, nullptr);
+  jump_to(p);
   complete_bare(true);
 }
 

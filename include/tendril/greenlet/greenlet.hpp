@@ -17,6 +17,17 @@
 #include "tendril/greenlet/exceptions.hpp"
 #include "tendril/greenlet/stack.hpp"
 
+#if defined(__SANITIZE_THREAD__)
+#define TENDRIL_TSAN_FIBERS 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TENDRIL_TSAN_FIBERS 1
+#endif
+#endif
+#if defined(TENDRIL_TSAN_FIBERS)
+extern "C" void __tsan_switch_to_fiber(void* fiber, unsigned flags);
+#endif
+
 namespace tendril {
 
 class greenlet;
@@ -85,17 +96,31 @@ void greenlet_handle_dropped(greenlet_record* r, const void* where) noexcept;
 // returns where to jump (to == nullptr: the target is the running greenlet itself, no jump);
 // the jump; complete_switch() restores the resumed greenlet's state and returns the value
 // handed to it, or throws the exception raised into it.
+//
+// Under ThreadSanitizer the plan also names the target's TSan fiber, and jump_to() switches
+// TSan to it in the same frame as the jump: a switch made inside the out-of-line plan would
+// pop the plan's own TSan frame off the target's shadow stack instead of the caller's.
 struct switch_plan {
   void** save;
   void* to;
+#if defined(TENDRIL_TSAN_FIBERS)
+  void* tsan_fiber = nullptr;
+#endif
 };
 switch_plan plan_switch(greenlet_record* target, std::any* value);
 std::any complete_switch(bool jumped);
 
+[[gnu::always_inline]] inline void jump_to(const switch_plan& p) noexcept {
+#if defined(TENDRIL_TSAN_FIBERS)
+  __tsan_switch_to_fiber(p.tsan_fiber, 0);
+#endif
+  context::jump(p.save, p.to, nullptr);
+}
+
 inline std::any switch_inline(greenlet_record* target, std::any* value) {
   switch_plan p = plan_switch(target, value);
   if (p.to == nullptr) return complete_switch(false);
-  context::jump(p.save, p.to, nullptr);
+  jump_to(p);
   return complete_switch(true);
 }
 
