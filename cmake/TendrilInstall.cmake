@@ -10,6 +10,10 @@ install(TARGETS tendril EXPORT tendrilTargets
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/tendril DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
   FILES_MATCHING PATTERN "*.hpp")
 install(FILES ${PROJECT_BINARY_DIR}/include/tendril/config.hpp DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tendril)
+# With a shared libtendril, the preload library too (`tendril run`): it needs libtendril.so.
+if(BUILD_SHARED_LIBS)
+  install(TARGETS tendril_preload LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()
 if(TARGET tendril_command)
   install(TARGETS tendril_command RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 endif()

@@ -13,6 +13,7 @@ using args = std::vector<std::string>;
 int tour(const args& a);
 int echo_server(const args& a);
 int echo_client(const args& a);
+int run(const args& a);
 
 }  // namespace tendril::app
 

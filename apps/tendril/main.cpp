@@ -34,6 +34,9 @@ const command commands[] = {
     {"echo-client", "echo-client [--port P]",
      "the seed's client: sends each line read, prints the reply; q quits",
      &tendril::app::echo_client},
+    {"run", "run -- PROGRAM [ARGS]",
+     "run a program linked with libtendril.so with the libc hooks on (LD_PRELOAD)",
+     &tendril::app::run},
     {"version", "version", "print the version", &version},
     {"help", "help", "this list", &help},
 };

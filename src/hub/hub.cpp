@@ -22,6 +22,7 @@ void hub::set_error_handler(error_handler h) { impl_->set_error_handler(std::mov
 namespace detail {
 
 constinit thread_local hub_impl* hub_impl::t_hub_ = nullptr;
+constinit thread_local hub_impl** hub_impl::t_holder_h_ = nullptr;
 
 namespace {
 
@@ -75,8 +76,16 @@ hub_impl& hub_impl::make_for_this_thread() {
   thread_state::get();  // first, so that it outlives the hub (thread_locals end in reverse)
   thread_local holder h;
   h.h = new hub_impl();
+  t_holder_h_ = &h.h;
   t_hub_ = h.h;
   return *h.h;
+}
+
+void hub_impl::forget_after_fork() noexcept {
+  // The child of a fork: the parent's hub (its backend, its ring, its queues of greenlets
+  // that will never run here) is abandoned, not destroyed; a new one starts on first use.
+  if (t_holder_h_) *t_holder_h_ = nullptr;
+  t_hub_ = nullptr;
 }
 
 hub_impl::hub_impl() : ts_(&thread_state::get()), facade_(this), io_(make_backend()) {

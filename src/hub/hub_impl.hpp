@@ -80,6 +80,8 @@ class hub_impl {
     return h ? *h : make_for_this_thread();
   }
   static hub_impl* peek() noexcept { return t_hub_; }
+  // forget_after_fork() leaves the parent's hub behind in a forked child (see monkey).
+  static void forget_after_fork() noexcept;
 
   tendril::hub& facade() noexcept { return facade_; }
   backend& io() noexcept { return *io_; }
@@ -148,6 +150,7 @@ class hub_impl {
   void drain_children() noexcept;
 
   static constinit thread_local hub_impl* t_hub_ __attribute__((tls_model("initial-exec")));
+  static constinit thread_local hub_impl** t_holder_h_;
 
   thread_state* ts_;
   tendril::hub facade_;

@@ -46,9 +46,16 @@ struct pool {
   }
 };
 
+std::atomic<pool*> g_pool{nullptr};
+
 pool& the_pool() {
-  static auto* p = new pool;  // never destroyed: workers run until the process ends
-  return *p;
+  pool* p = g_pool.load(std::memory_order_acquire);
+  if (p == nullptr) {
+    static std::once_flag once;
+    std::call_once(once, [] { g_pool.store(new pool, std::memory_order_release); });
+    p = g_pool.load(std::memory_order_acquire);
+  }
+  return *p;  // never destroyed: workers run until the process ends
 }
 
 }  // namespace
@@ -80,6 +87,13 @@ void submit(pool_job& job) {
 }
 
 std::size_t workers() noexcept { return the_pool().alive.load(); }
+
+void forget_after_fork() noexcept {
+  // The child has none of the parent's threads, and its copy of the pool's lock may be held:
+  // start from a fresh pool (the old one is abandoned).
+  if (g_pool.load(std::memory_order_relaxed) != nullptr)
+    g_pool.store(new pool, std::memory_order_release);
+}
 
 std::size_t size() noexcept {
   pool& p = the_pool();

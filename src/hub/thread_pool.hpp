@@ -21,6 +21,9 @@ namespace thread_pool {
 // and none is running.
 void submit(pool_job& job);
 
+// forget_after_fork() starts a forked child with an empty pool.
+void forget_after_fork() noexcept;
+
 // workers() is the number of pool threads alive.
 std::size_t workers() noexcept;
 

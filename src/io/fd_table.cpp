@@ -15,6 +15,8 @@ char fd_closed_marker;
 namespace {
 thread_local fd_table* t_table = nullptr;
 thread_local bool t_table_gone = false;
+struct table_holder;
+thread_local table_holder* t_holder = nullptr;
 
 struct table_holder {
   fd_table* t = nullptr;
@@ -64,12 +66,18 @@ fd_table& fd_table::current() {
   if (t_table_gone) throw std::logic_error("tendril: cooperative I/O during thread exit");
   hub_impl& hub = hub_impl::current();  // first, so that the hub outlives the table
   thread_local table_holder holder;
+  t_holder = &holder;
   holder.t = new fd_table(hub);
   t_table = holder.t;
   return *t_table;
 }
 
 fd_table* fd_table::peek() noexcept { return t_table; }
+
+void fd_table::forget_after_fork() noexcept {
+  if (t_holder) t_holder->t = nullptr;  // abandoned with the parent's hub, not destroyed
+  t_table = nullptr;
+}
 
 fd_table::fd_table(hub_impl& hub) : hub_(hub), io_(&hub.io()) {}
 
@@ -94,11 +102,29 @@ fd_record& fd_table::open(int fd) {
   r.fd = fd;
   ++r.gen;
   r.open = true;
+  r.borrowed = false;
   r.unwaitable = false;
   r.readable = r.writable = false;
   r.reader = r.writer = nullptr;
   return r;
 }
+
+fd_record& fd_table::borrow(int fd) {
+  fd_record* r = lookup(fd);
+  if (r && r->open) return *r;
+  fd_record& fresh = open(fd);
+  fresh.borrowed = true;
+  return fresh;
+}
+
+int fd_table::observe(fd_record& r, std::uint32_t events, observer& o) {
+  if (!r.open) return -EBADF;
+  if (int rc = arm(r, events); rc < 0) return rc;
+  r.observers.push_back(o);
+  return 0;
+}
+
+void fd_table::unobserve(fd_record& r, observer& o) noexcept { r.observers.remove(o); }
 
 fd_record* fd_table::find(int fd, std::uint32_t gen) noexcept {
   if (fd < 0 || static_cast<std::size_t>(fd) >= records_.size()) return nullptr;
@@ -128,19 +154,13 @@ void fd_table::on_ready(io_watch* w, std::uint32_t revents) {
       wake_all(r->writers, nullptr);
     }
   }
+  if (!r->observers.empty()) {
+    r->last_events = revents;
+    r->observers.notify_all();
+  }
 }
 
-int fd_table::wait(fd_record& r, io_direction d, std::int64_t deadline_ns) {
-  if (!r.open) return -EBADF;
-  if (r.unwaitable) return 0;
-  const bool reading = d == io_direction::read;
-  bool& seen = reading ? r.readable : r.writable;
-  if (seen) {
-    // Readiness came while nobody waited: the caller's system call may succeed now.
-    seen = false;
-    return 0;
-  }
-  const std::uint32_t ev = reading ? POLLIN : POLLOUT;
+int fd_table::arm(fd_record& r, std::uint32_t ev) {
   if (!r.watched) {
     r.watch.fd = r.fd;
     r.watch.events = POLLIN | POLLOUT;
@@ -155,6 +175,21 @@ int fd_table::wait(fd_record& r, io_direction d, std::int64_t deadline_ns) {
   } else {
     io_->rearm(r.watch, ev);
   }
+  return 0;
+}
+
+int fd_table::wait(fd_record& r, io_direction d, std::int64_t deadline_ns) {
+  if (!r.open) return -EBADF;
+  if (r.unwaitable) return 0;
+  const bool reading = d == io_direction::read;
+  bool& seen = reading ? r.readable : r.writable;
+  if (seen) {
+    // Readiness came while nobody waited: the caller's system call may succeed now.
+    seen = false;
+    return 0;
+  }
+  const std::uint32_t ev = reading ? POLLIN : POLLOUT;
+  if (int rc = arm(r, ev); rc < 0 || r.unwaitable) return rc;
   waiter w;
   waiter_list& l = reading ? r.readers : r.writers;
   l.push_back(w);
@@ -235,6 +270,8 @@ void fd_table::close(fd_record& r) noexcept {
   r.open = false;
   wake_all(r.readers, &fd_closed_marker);
   wake_all(r.writers, &fd_closed_marker);
+  r.last_events = POLLNVAL;
+  r.observers.notify_all();
   while (op_state* st = r.ops) {
     unlink_op(r, *st);
     st->fd_closed = true;

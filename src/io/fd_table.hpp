@@ -22,6 +22,7 @@
 
 #include "hub/backend.hpp"
 #include "tendril/hub/deadline.hpp"
+#include "tendril/sync/observer.hpp"
 #include "tendril/sync/waiter.hpp"
 
 namespace tendril::detail {
@@ -53,6 +54,11 @@ struct fd_record {
   op_state* ops = nullptr;            // native operations in flight
   greenlet_record* reader = nullptr;  // the socket API's one reader and one writer
   greenlet_record* writer = nullptr;
+  bool borrowed = false;  // the hooks (L5) track it for a descriptor they do not own
+  // Observers of readiness and closing (poll() and select() waiting on many descriptors);
+  // notified with the revents seen in `last_events`.
+  observer_list observers;
+  std::uint32_t last_events = 0;
 };
 
 enum class io_direction { read, write };
@@ -62,10 +68,20 @@ class fd_table {
   // current() is the calling thread's table, made on first use (it starts the hub).
   static fd_table& current();
   static fd_table* peek() noexcept;
+  // forget_after_fork() abandons the parent's table in a forked child.
+  static void forget_after_fork() noexcept;
 
   // open() starts a new life for descriptor fd (just created or accepted): a fresh
   // generation, no waiters, no stale readiness. Throws std::bad_alloc.
   fd_record& open(int fd);
+  // borrow() is fd's record for the hooks: the open life if there is one (a tendril socket's,
+  // or an earlier borrow), else a new life marked borrowed. Throws std::bad_alloc.
+  fd_record& borrow(int fd);
+  // observe() registers o to be notified when r is reported ready for events (or closed),
+  // arming the backend as wait() does. 0, or -errno from the backend. unobserve() undoes it.
+  int observe(fd_record& r, std::uint32_t events, observer& o);
+  void unobserve(fd_record& r, observer& o) noexcept;
+
   // find() is fd's record if it is still the life numbered gen, else null.
   fd_record* find(int fd, std::uint32_t gen) noexcept;
   // lookup() is fd's record whatever its life (null if none was ever made).
@@ -98,6 +114,8 @@ class fd_table {
  private:
   explicit fd_table(hub_impl& hub);
   static void on_ready(io_watch* w, std::uint32_t revents);
+  // arm() registers r with the backend (first time) or re-arms ev.
+  int arm(fd_record& r, std::uint32_t ev);
   static void on_complete(io_op* op);
   void cancel_and_wait(op_state& st) noexcept;
 

@@ -55,6 +55,8 @@ timeout* pending_timeout(greenlet_record* g) noexcept {
   return found;
 }
 
+void repend_timeout(timeout* t) noexcept { t->pending_ = true; }
+
 timeout_error take_pending_timeout(timeout* t) noexcept {
   t->pending_ = false;
   return timeout_error(t);

@@ -21,6 +21,8 @@ struct greenlet_record;
 timeout* pending_timeout(greenlet_record* g) noexcept;
 // Takes that scope's pending state and returns the error to raise.
 timeout_error take_pending_timeout(timeout* t) noexcept;
+// Marks a scope that fired as pending again (the hooks could not raise it through C code).
+void repend_timeout(timeout* t) noexcept;
 }  // namespace detail
 
 // timeout_error is what a blocking call throws when a timeout scope of its greenlet ran
@@ -61,6 +63,7 @@ class timeout {
  private:
   friend timeout* detail::pending_timeout(detail::greenlet_record* g) noexcept;
   friend timeout_error detail::take_pending_timeout(timeout* t) noexcept;
+  friend void detail::repend_timeout(timeout* t) noexcept;
   timeout(std::int64_t deadline_ns, int);
   static void on_fire(detail::timer_node* t);
 

@@ -32,6 +32,7 @@ tendril_context_make:
 
 /* Arrives with sp at the entry slot and the jump's data in x0. */
     .globl tendril_context_trampoline
+    .hidden tendril_context_trampoline
     .type tendril_context_trampoline,%function
     .align 4
 tendril_context_trampoline:

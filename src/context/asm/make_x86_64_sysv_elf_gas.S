@@ -38,6 +38,7 @@ tendril_context_make:
 /* The first jump into a made context pops rbp and rip and arrives here with rsp at the
  * entry slot (16-aligned) and the jump's data in rax. */
     .globl tendril_context_trampoline
+    .hidden tendril_context_trampoline
     .type tendril_context_trampoline,@function
     .align 16
 tendril_context_trampoline:

@@ -1,0 +1,222 @@
+#include "monkey/core.hpp"
+
+#include <fcntl.h>
+
+#include <memory>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "greenlet/greenlet_record.hpp"
+#include "greenlet/thread_state.hpp"
+#include "hub/hub_impl.hpp"
+#include "hub/thread_pool.hpp"
+#include "tendril/sync/observer.hpp"
+#include "tendril/task/timeout.hpp"
+
+namespace tendril::detail::monkey {
+
+std::atomic<bool> g_patched{false};
+
+bool active_slow() noexcept {
+  hub_impl* hub = hub_impl::peek();
+  return hub != nullptr && !hub->running_in_hub();
+}
+
+// --- mode bits: chunks of 4096 descriptors, made on demand, never moved or freed -----------
+
+namespace {
+constexpr std::size_t chunk_bits = 12;
+constexpr std::size_t chunk_size = std::size_t{1} << chunk_bits;
+constexpr std::size_t max_chunks = 1024;  // 4 M descriptors
+std::atomic<std::atomic<std::uint8_t>*> g_chunks[max_chunks];
+std::mutex g_chunk_mu;
+
+std::atomic<std::uint8_t>* slot(int fd, bool make) noexcept {
+  if (fd < 0) return nullptr;
+  const auto i = static_cast<std::size_t>(fd) >> chunk_bits;
+  if (i >= max_chunks) return nullptr;
+  std::atomic<std::uint8_t>* c = g_chunks[i].load(std::memory_order_acquire);
+  if (c == nullptr) {
+    if (!make) return nullptr;
+    std::lock_guard lock(g_chunk_mu);
+    c = g_chunks[i].load(std::memory_order_relaxed);
+    if (c == nullptr) {
+      c = new (std::nothrow) std::atomic<std::uint8_t>[chunk_size]();
+      if (c == nullptr) return nullptr;
+      g_chunks[i].store(c, std::memory_order_release);
+    }
+  }
+  return &c[static_cast<std::size_t>(fd) & (chunk_size - 1)];
+}
+}  // namespace
+
+std::uint8_t bits(int fd) noexcept {
+  auto* s = slot(fd, false);
+  return s ? s->load(std::memory_order_relaxed) : 0;
+}
+
+void set_bits(int fd, std::uint8_t b) noexcept {
+  if (auto* s = slot(fd, b != 0)) s->store(b, std::memory_order_relaxed);
+}
+
+void reset_bits(int fd) noexcept { set_bits(fd, 0); }
+
+bool caller_nonblocking(int fd) noexcept {
+  const std::uint8_t b = bits(fd);
+  if (b & we_set_nonblock) return b & user_nonblock;
+  const int fl = real::get().fcntl(fd, F_GETFL);
+  return fl >= 0 && (fl & O_NONBLOCK);
+}
+
+bool make_nonblocking(int fd) noexcept {
+  const int fl = real::get().fcntl(fd, F_GETFL);
+  if (fl < 0) return false;
+  if (fl & O_NONBLOCK) return true;
+  if (real::get().fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) return false;
+  set_bits(fd, static_cast<std::uint8_t>((bits(fd) & not_a_socket) | we_set_nonblock));
+  return true;
+}
+
+// --- waiting -------------------------------------------------------------------------------
+
+namespace {
+
+// A kill or a timeout that ended a hooked wait cannot travel through the C caller as an
+// exception: keep it pending for the greenlet's next cooperative call instead.
+void keep_pending(std::exception_ptr e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const timeout_error& t) {
+    if (t.source() != nullptr) repend_timeout(const_cast<timeout*>(t.source()));
+  } catch (...) {
+    greenlet_record* g = thread_state::get().current();
+    if (!g->interrupt) g->interrupt = e;
+  }
+}
+
+}  // namespace
+
+int wait_fd(int fd, io_direction d, std::int64_t deadline_ns) noexcept {
+  try {
+    fd_table& t = fd_table::current();
+    fd_record& r = t.borrow(fd);
+    return t.wait(r, d, deadline_ns);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  } catch (...) {
+    keep_pending(std::current_exception());
+    return -ECANCELED;
+  }
+}
+
+int wait_many(const pollfd* fds, nfds_t n, std::int64_t deadline_ns) noexcept {
+  struct watch {
+    observer obs;
+    waiter* w;
+    fd_record* r;
+  };
+  try {
+    fd_table& t = fd_table::current();
+    waiter w;
+    std::vector<watch> watches(n);
+    struct drop {
+      fd_table& t;
+      std::vector<watch>& v;
+      ~drop() {
+        for (auto& x : v) {
+          if (x.r) t.unobserve(*x.r, x.obs);
+        }
+      }
+    } guard{t, watches};
+    bool any = false;
+    for (nfds_t i = 0; i < n; ++i) {
+      if (fds[i].fd < 0) continue;
+      std::uint32_t ev = 0;
+      if (fds[i].events & (POLLIN | POLLPRI | POLLRDHUP)) ev |= POLLIN;
+      if (fds[i].events & POLLOUT) ev |= POLLOUT;
+      watches[i].w = &w;
+      watches[i].obs.notify = [](observer* o) noexcept { reinterpret_cast<watch*>(o)->w->wake(); };
+      fd_record& r = t.borrow(fds[i].fd);
+      if (t.observe(r, ev ? ev : POLLIN, watches[i].obs) == 0) {
+        watches[i].r = &r;
+        any = true;
+      }
+    }
+    (void)any;
+    return w.wait(deadline_ns) ? 0 : -ETIMEDOUT;
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  } catch (...) {
+    keep_pending(std::current_exception());
+    return -ECANCELED;
+  }
+}
+
+int sleep_until(std::int64_t deadline_ns) noexcept {
+  try {
+    waiter w;
+    w.wait(deadline_ns);
+    return 0;
+  } catch (...) {
+    keep_pending(std::current_exception());
+    return -ECANCELED;
+  }
+}
+
+std::int64_t option_deadline(int fd, int optname) noexcept {
+  timeval tv{};
+  socklen_t len = sizeof tv;
+  if (real::get().getsockopt(fd, SOL_SOCKET, optname, &tv, &len) != 0) return forever_ns;
+  if (tv.tv_sec == 0 && tv.tv_usec == 0) return forever_ns;
+  return deadline_after(std::chrono::seconds(tv.tv_sec) + std::chrono::microseconds(tv.tv_usec));
+}
+
+void closing(int fd) noexcept {
+  reset_bits(fd);
+  if (fd_table* t = fd_table::peek()) {
+    if (fd_record* r = t->lookup(fd); r != nullptr && r->open && r->borrowed) t->close(*r);
+  }
+}
+
+void on_pool(void (*fn)(void*), void* ctx) noexcept {
+  struct job {
+    pool_job node;
+    void (*fn)(void*);
+    void* ctx;
+    std::mutex mu;
+    waiter* w = nullptr;
+    bool done = false;
+  };
+  job j;
+  j.fn = fn;
+  j.ctx = ctx;
+  j.node.run = [](pool_job* p) noexcept {
+    auto* jb = reinterpret_cast<job*>(p);  // node is the first member
+    jb->fn(jb->ctx);
+    std::lock_guard lock(jb->mu);
+    jb->done = true;
+    if (jb->w) jb->w->wake();
+  };
+  try {
+    // Shielded: the pool thread writes into the caller's memory, so the caller's frame must
+    // outlive the call whatever happens.
+    waiter w(true, true);
+    {
+      std::lock_guard lock(j.mu);
+      j.w = &w;
+    }
+    hub_impl& hub = hub_impl::current();
+    thread_pool::submit(j.node);
+    hub.add_pool_jobs(1);
+    w.wait();
+    hub.add_pool_jobs(-1);
+    std::lock_guard lock(j.mu);
+    j.w = nullptr;
+  } catch (...) {
+    // No thread could be started: do it here, blocking, as libc would.
+    if (!j.done) fn(ctx);
+  }
+}
+
+}  // namespace tendril::detail::monkey

@@ -1,0 +1,77 @@
+// The machinery every hook shares (L5): whether hooks are on for the calling thread, the
+// caller's own view of O_NONBLOCK for descriptors whose mode the hooks changed, and the one
+// wait every blocking hook funnels into (the I/O layer's descriptor wait), which turns a kill
+// or a timeout scope into -1/ECANCELED (never a C++ exception across the C ABI) and keeps it
+// pending for the greenlet's next cooperative call.
+#ifndef TENDRIL_SRC_MONKEY_CORE_HPP
+#define TENDRIL_SRC_MONKEY_CORE_HPP
+
+#include <poll.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+
+#include "io/fd_table.hpp"
+#include "monkey/real.hpp"
+#include "tendril/hub/deadline.hpp"
+
+namespace tendril::detail::monkey {
+
+extern std::atomic<bool> g_patched;
+
+// active() is true when a hook must make its call cooperative: patched, and the calling
+// thread has a hub and is not running the hub itself (the loop's own calls are libc's).
+bool active_slow() noexcept;
+inline bool active() noexcept { return g_patched.load(std::memory_order_relaxed) && active_slow(); }
+
+// Per-descriptor mode bits, process-wide (a descriptor is the process's, not a thread's).
+// The hooks make a blocking socket non-blocking underneath only where they must (listeners
+// and connecting sockets: accept and connect have no per-call flag) and remember the
+// caller's own choice, which F_GETFL reports.
+enum mode_bits : std::uint8_t {
+  we_set_nonblock = 1,  // O_NONBLOCK is on because a hook put it there
+  user_nonblock = 2,    // ...and the caller had asked for it too
+  not_a_socket = 4,     // recv() said ENOTSOCK: use readiness, then the plain call
+};
+std::uint8_t bits(int fd) noexcept;
+void set_bits(int fd, std::uint8_t b) noexcept;
+void reset_bits(int fd) noexcept;
+
+// caller_nonblocking() is the caller's own view: O_NONBLOCK as the caller set it.
+bool caller_nonblocking(int fd) noexcept;
+// make_nonblocking() turns O_NONBLOCK on underneath if it is off (remembering that the
+// caller wants blocking). False if the descriptor is bad.
+bool make_nonblocking(int fd) noexcept;
+
+// wait_fd() parks the greenlet until fd is ready for d: 0, -ETIMEDOUT (deadline), -EBADF
+// (closed meanwhile), -ECANCELED (a kill or timeout scope: kept pending), -errno.
+int wait_fd(int fd, io_direction d, std::int64_t deadline_ns) noexcept;
+
+// wait_many() parks until any of fds is ready as asked, or the deadline: 0, -ETIMEDOUT,
+// -ECANCELED. The caller looks with a poll of its own afterwards.
+int wait_many(const pollfd* fds, nfds_t n, std::int64_t deadline_ns) noexcept;
+
+// sleep_until() parks until the deadline: 0, or -ECANCELED.
+int sleep_until(std::int64_t deadline_ns) noexcept;
+
+// option_deadline() is the deadline SO_RCVTIMEO or SO_SNDTIMEO of fd sets for a call that
+// starts now (forever_ns if none).
+std::int64_t option_deadline(int fd, int optname) noexcept;
+
+// closing() ends the I/O layer's record of fd in this thread (waiters get EBADF) and clears
+// the mode bits; the caller then closes the descriptor.
+void closing(int fd) noexcept;
+
+// on_pool() runs fn(ctx) on the thread pool and waits for it, uninterruptibly (fn writes into
+// the caller's memory); a kill or timeout that arrives meanwhile stays pending.
+void on_pool(void (*fn)(void*), void* ctx) noexcept;
+
+inline int fail(int e) noexcept {
+  errno = e;
+  return -1;
+}
+
+}  // namespace tendril::detail::monkey
+
+#endif

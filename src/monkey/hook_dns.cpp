@@ -1,0 +1,99 @@
+// Hooks: name resolution. glibc's resolver blocks (and reads /etc/hosts, talks to NSS
+// modules and DNS servers on its own descriptors, which the hooks cannot see), so the call
+// itself runs on the thread pool while the greenlet waits. It writes into the caller's
+// memory, so that wait cannot be cut short: a kill or a timeout stays pending until the call
+// is done. h_errno is copied back to the caller's thread.
+#include <netdb.h>
+
+#include <cerrno>
+
+#include "monkey/core.hpp"
+
+extern "C" {
+char tendril_hook_anchor_dns = 0;
+}
+
+namespace {
+using namespace tendril::detail::monkey;
+namespace real = tendril::detail::real;
+
+template <class F>
+void run_pooled(F& f) {
+  on_pool([](void* p) { (*static_cast<F*>(p))(); }, &f);
+}
+
+}  // namespace
+
+extern "C" int getaddrinfo(const char* node, const char* service, const addrinfo* hints,
+                           addrinfo** res) {
+  if (!active()) return real::get().getaddrinfo(node, service, hints, res);
+  int rc = 0;
+  int err = 0;
+  auto call = [&] {
+    rc = real::get().getaddrinfo(node, service, hints, res);
+    err = errno;
+  };
+  run_pooled(call);
+  if (rc == EAI_SYSTEM) errno = err;
+  return rc;
+}
+
+extern "C" int getnameinfo(const sockaddr* sa, socklen_t salen, char* host, socklen_t hostlen,
+                           char* serv, socklen_t servlen, int flags) {
+  if (!active()) return real::get().getnameinfo(sa, salen, host, hostlen, serv, servlen, flags);
+  int rc = 0;
+  int err = 0;
+  auto call = [&] {
+    rc = real::get().getnameinfo(sa, salen, host, hostlen, serv, servlen, flags);
+    err = errno;
+  };
+  run_pooled(call);
+  if (rc == EAI_SYSTEM) errno = err;
+  return rc;
+}
+
+extern "C" hostent* gethostbyname(const char* name) {
+  if (!active()) return real::get().gethostbyname(name);
+  hostent* out = nullptr;
+  int herr = 0;
+  auto call = [&] {
+    out = real::get().gethostbyname(name);
+    herr = h_errno;
+  };
+  run_pooled(call);
+  h_errno = herr;
+  return out;
+}
+
+extern "C" hostent* gethostbyname2(const char* name, int af) {
+  if (!active()) return real::get().gethostbyname2(name, af);
+  hostent* out = nullptr;
+  int herr = 0;
+  auto call = [&] {
+    out = real::get().gethostbyname2(name, af);
+    herr = h_errno;
+  };
+  run_pooled(call);
+  h_errno = herr;
+  return out;
+}
+
+extern "C" int gethostbyname_r(const char* name, hostent* ret, char* buf, size_t buflen,
+                               hostent** result, int* h_errnop) {
+  if (!active()) return real::get().gethostbyname_r(name, ret, buf, buflen, result, h_errnop);
+  int rc = 0;
+  auto call = [&] { rc = real::get().gethostbyname_r(name, ret, buf, buflen, result, h_errnop); };
+  run_pooled(call);
+  return rc;
+}
+
+extern "C" int gethostbyname2_r(const char* name, int af, hostent* ret, char* buf, size_t buflen,
+                                hostent** result, int* h_errnop) {
+  if (!active()) return real::get().gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop);
+  int rc = 0;
+  auto call = [&] {
+    rc = real::get().gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop);
+  };
+  run_pooled(call);
+  return rc;
+}

@@ -1,0 +1,173 @@
+// Hooks: poll, ppoll, select, pselect, epoll_wait, epoll_pwait. A look without waiting
+// first; if nothing is ready, the greenlet waits on every descriptor at once (or, for epoll,
+// on the epoll descriptor itself, which is readable when it has events) within the caller's
+// time limit, then looks again. A signal mask (ppoll, pselect, epoll_pwait) applies to the
+// final look only: a greenlet cannot change the mask of a thread other greenlets share.
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+
+#include <cerrno>
+#include <chrono>
+#include <vector>
+
+#include "monkey/core.hpp"
+
+extern "C" {
+char tendril_hook_anchor_poll = 0;
+}
+
+namespace {
+using namespace tendril::detail::monkey;
+namespace real = tendril::detail::real;
+using tendril::detail::deadline_after;
+using tendril::detail::forever_ns;
+using tendril::detail::hub_now_ns;
+using tendril::detail::io_direction;
+
+std::int64_t deadline_ms(int timeout) {
+  return timeout < 0 ? forever_ns : deadline_after(std::chrono::milliseconds(timeout));
+}
+std::int64_t deadline_ts(const timespec* t) {
+  if (t == nullptr) return forever_ns;
+  return deadline_after(std::chrono::seconds(t->tv_sec) + std::chrono::nanoseconds(t->tv_nsec));
+}
+
+// The loop every poll-like hook shares: look(), and while nothing is ready and time is left,
+// wait(deadline) then look again. look() returns what the caller gets.
+template <class Look, class Wait>
+int cooperative(std::int64_t deadline, Look look, Wait wait) {
+  while (true) {
+    const int r = look();
+    if (r != 0) return r;
+    if (deadline != forever_ns && hub_now_ns() >= deadline) return 0;
+    const int rc = wait(deadline);
+    if (rc == -ETIMEDOUT) return look();
+    if (rc < 0) return fail(-rc);
+  }
+}
+
+int poll_with(pollfd* fds, nfds_t n, std::int64_t deadline, const sigset_t* mask) {
+  const int saved = errno;
+  if (n == 0) {
+    const int rc = sleep_until(deadline);
+    if (rc < 0) return fail(-rc);
+    errno = saved;
+    return 0;
+  }
+  const timespec zero{0, 0};
+  auto look = [&] {
+    return mask ? real::get().ppoll(fds, n, &zero, mask) : real::get().poll(fds, n, 0);
+  };
+  const int r = cooperative(deadline, look, [&](std::int64_t d) { return wait_many(fds, n, d); });
+  if (r >= 0) errno = saved;
+  return r;
+}
+
+}  // namespace
+
+extern "C" int poll(pollfd* fds, nfds_t nfds, int timeout) {
+  if (!active() || timeout == 0) return real::get().poll(fds, nfds, timeout);
+  return poll_with(fds, nfds, deadline_ms(timeout), nullptr);
+}
+
+extern "C" int ppoll(pollfd* fds, nfds_t nfds, const timespec* tmo, const sigset_t* mask) {
+  if (!active() || (tmo && tmo->tv_sec == 0 && tmo->tv_nsec == 0))
+    return real::get().ppoll(fds, nfds, tmo, mask);
+  return poll_with(fds, nfds, deadline_ts(tmo), mask);
+}
+
+namespace {
+
+int select_with(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, std::int64_t deadline,
+                const sigset_t* mask) {
+  if (nfds < 0 || nfds > FD_SETSIZE) return fail(EINVAL);
+  // What to wait on, as pollfds; the result comes from the real call on copies of the sets.
+  std::vector<pollfd> fds;
+  for (int fd = 0; fd < nfds; ++fd) {
+    short ev = 0;
+    if (rd && FD_ISSET(fd, rd)) ev |= POLLIN;
+    if (wr && FD_ISSET(fd, wr)) ev |= POLLOUT;
+    if (ex && FD_ISSET(fd, ex)) ev |= POLLPRI;
+    if (ev) fds.push_back({fd, ev, 0});
+  }
+  const fd_set r0 = rd ? *rd : fd_set{};
+  const fd_set w0 = wr ? *wr : fd_set{};
+  const fd_set e0 = ex ? *ex : fd_set{};
+  const int saved = errno;
+  auto look = [&] {
+    if (rd) *rd = r0;
+    if (wr) *wr = w0;
+    if (ex) *ex = e0;
+    timespec zero{0, 0};
+    return real::get().pselect(nfds, rd, wr, ex, &zero, mask);
+  };
+  int r;
+  if (fds.empty()) {
+    const int rc = sleep_until(deadline);
+    r = rc < 0 ? fail(-rc) : look();
+  } else {
+    r = cooperative(deadline, look,
+                    [&](std::int64_t d) { return wait_many(fds.data(), fds.size(), d); });
+  }
+  if (r >= 0) errno = saved;
+  return r;
+}
+
+}  // namespace
+
+extern "C" int select(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, timeval* timeout) {
+  if (!active() || (timeout && timeout->tv_sec == 0 && timeout->tv_usec == 0)) {
+    return real::get().select(nfds, rd, wr, ex, timeout);
+  }
+  const std::int64_t deadline = timeout
+                                    ? deadline_after(std::chrono::seconds(timeout->tv_sec) +
+                                                     std::chrono::microseconds(timeout->tv_usec))
+                                    : forever_ns;
+  const int r = select_with(nfds, rd, wr, ex, deadline, nullptr);
+  if (timeout && r >= 0) {
+    // Linux's select leaves the time not slept in timeout.
+    std::int64_t left = deadline - hub_now_ns();
+    if (left < 0) left = 0;
+    timeout->tv_sec = static_cast<time_t>(left / 1'000'000'000);
+    timeout->tv_usec = static_cast<suseconds_t>((left % 1'000'000'000) / 1000);
+  }
+  return r;
+}
+
+extern "C" int pselect(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const timespec* timeout,
+                       const sigset_t* mask) {
+  if (!active() || (timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
+    return real::get().pselect(nfds, rd, wr, ex, timeout, mask);
+  }
+  return select_with(nfds, rd, wr, ex, deadline_ts(timeout), mask);
+}
+
+namespace {
+
+int epoll_with(int epfd, epoll_event* events, int maxevents, std::int64_t deadline,
+               const sigset_t* mask) {
+  const int saved = errno;
+  auto look = [&] {
+    return mask ? real::get().epoll_pwait(epfd, events, maxevents, 0, mask)
+                : real::get().epoll_wait(epfd, events, maxevents, 0);
+  };
+  const int r = cooperative(deadline, look,
+                            [&](std::int64_t d) { return wait_fd(epfd, io_direction::read, d); });
+  if (r >= 0) errno = saved;
+  return r;
+}
+
+}  // namespace
+
+extern "C" int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout) {
+  if (!active() || timeout == 0) return real::get().epoll_wait(epfd, events, maxevents, timeout);
+  return epoll_with(epfd, events, maxevents, deadline_ms(timeout), nullptr);
+}
+
+extern "C" int epoll_pwait(int epfd, epoll_event* events, int maxevents, int timeout,
+                           const sigset_t* mask) {
+  if (!active() || timeout == 0)
+    return real::get().epoll_pwait(epfd, events, maxevents, timeout, mask);
+  return epoll_with(epfd, events, maxevents, deadline_ms(timeout), mask);
+}

@@ -1,0 +1,217 @@
+// Hooks: accept and connect (which block), and the bookkeeping calls that keep the hooks'
+// view of each descriptor right: creation, close, dup, fcntl, ioctl(FIONBIO).
+//
+// accept and connect have no per-call "don't wait" flag, so the hooks turn O_NONBLOCK on
+// underneath a blocking listener or connecting socket, and remember that the caller wants
+// blocking: fcntl(F_GETFL) then reports the caller's own view, F_SETFL and FIONBIO record it.
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+
+#include "monkey/core.hpp"
+
+extern "C" {
+char tendril_hook_anchor_socket = 0;
+}
+
+namespace {
+using namespace tendril::detail::monkey;
+namespace real = tendril::detail::real;
+using tendril::detail::io_direction;
+
+// Copies the mode bits of a descriptor to its duplicate (they share O_NONBLOCK).
+void share_bits(int from, int to) {
+  set_bits(
+      to, static_cast<std::uint8_t>(bits(from) & (we_set_nonblock | user_nonblock | not_a_socket)));
+}
+
+int accept_common(int fd, sockaddr* addr, socklen_t* addrlen, int flags) {
+  const socklen_t given = addrlen ? *addrlen : 0;
+  const int saved = errno;
+  const bool caller_nb = caller_nonblocking(fd);
+  if (!caller_nb && !make_nonblocking(fd)) return real::get().accept4(fd, addr, addrlen, flags);
+  std::int64_t deadline = -1;
+  while (true) {
+    if (addrlen) *addrlen = given;
+    const int c = real::get().accept4(fd, addr, addrlen, flags);
+    if (c >= 0) {
+      reset_bits(c);
+      errno = saved;
+      return c;
+    }
+    const int e = errno;
+    if (e == EINTR || e == ECONNABORTED) continue;
+    if (e != EAGAIN && e != EWOULDBLOCK) return -1;
+    if (caller_nb) return -1;
+    if (deadline == -1) deadline = option_deadline(fd, SO_RCVTIMEO);
+    const int rc = wait_fd(fd, io_direction::read, deadline);
+    if (rc == -ETIMEDOUT) return fail(EAGAIN);
+    if (rc < 0) return fail(-rc);
+  }
+}
+
+}  // namespace
+
+extern "C" int accept(int fd, sockaddr* addr, socklen_t* addrlen) {
+  if (!active()) return real::get().accept(fd, addr, addrlen);
+  return accept_common(fd, addr, addrlen, 0);
+}
+
+extern "C" int accept4(int fd, sockaddr* addr, socklen_t* addrlen, int flags) {
+  if (!active()) return real::get().accept4(fd, addr, addrlen, flags);
+  return accept_common(fd, addr, addrlen, flags);
+}
+
+extern "C" int connect(int fd, const sockaddr* addr, socklen_t len) {
+  if (!active() || caller_nonblocking(fd)) return real::get().connect(fd, addr, len);
+  const int saved = errno;
+  if (!make_nonblocking(fd)) return real::get().connect(fd, addr, len);
+  if (real::get().connect(fd, addr, len) == 0) {
+    errno = saved;
+    return 0;
+  }
+  if (errno != EINPROGRESS && errno != EINTR) return -1;
+  const std::int64_t deadline = option_deadline(fd, SO_SNDTIMEO);
+  while (true) {
+    const int rc = wait_fd(fd, io_direction::write, deadline);
+    // Past SO_SNDTIMEO, Linux's blocking connect fails with EINPROGRESS (still under way).
+    if (rc == -ETIMEDOUT) return fail(EINPROGRESS);
+    if (rc < 0) return fail(-rc);
+    int err = 0;
+    socklen_t elen = sizeof err;
+    if (real::get().getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) return -1;
+    if (err != 0) return fail(err);
+    sockaddr_storage peer{};
+    socklen_t plen = sizeof peer;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) == 0) {
+      errno = saved;
+      return 0;
+    }
+    if (errno != ENOTCONN) return -1;  // else the wake was early: wait again
+  }
+}
+
+extern "C" int socket(int domain, int type, int protocol) {
+  const int fd = real::get().socket(domain, type, protocol);
+  if (fd >= 0 && g_patched.load(std::memory_order_relaxed)) reset_bits(fd);
+  return fd;
+}
+
+extern "C" int socketpair(int domain, int type, int protocol, int sv[2]) {
+  const int rc = real::get().socketpair(domain, type, protocol, sv);
+  if (rc == 0 && g_patched.load(std::memory_order_relaxed)) {
+    reset_bits(sv[0]);
+    reset_bits(sv[1]);
+  }
+  return rc;
+}
+
+extern "C" int pipe(int fds[2]) {
+  const int rc = real::get().pipe(fds);
+  if (rc == 0 && g_patched.load(std::memory_order_relaxed)) {
+    set_bits(fds[0], not_a_socket);
+    set_bits(fds[1], not_a_socket);
+  }
+  return rc;
+}
+
+extern "C" int pipe2(int fds[2], int flags) {
+  const int rc = real::get().pipe2(fds, flags);
+  if (rc == 0 && g_patched.load(std::memory_order_relaxed)) {
+    set_bits(fds[0], not_a_socket);
+    set_bits(fds[1], not_a_socket);
+  }
+  return rc;
+}
+
+extern "C" int close(int fd) {
+  // Whoever waits on fd in this thread wakes with EBADF, before the number can be reused.
+  if (g_patched.load(std::memory_order_relaxed)) closing(fd);
+  return real::get().close(fd);
+}
+
+extern "C" int dup(int fd) {
+  const int n = real::get().dup(fd);
+  if (n >= 0 && g_patched.load(std::memory_order_relaxed)) share_bits(fd, n);
+  return n;
+}
+
+extern "C" int dup2(int oldfd, int newfd) {
+  if (!g_patched.load(std::memory_order_relaxed)) return real::get().dup2(oldfd, newfd);
+  if (oldfd != newfd) closing(newfd);  // newfd is closed first: its waiters get EBADF
+  const int n = real::get().dup2(oldfd, newfd);
+  if (n >= 0 && oldfd != newfd) share_bits(oldfd, n);
+  return n;
+}
+
+extern "C" int dup3(int oldfd, int newfd, int flags) {
+  if (!g_patched.load(std::memory_order_relaxed)) return real::get().dup3(oldfd, newfd, flags);
+  if (oldfd != newfd) closing(newfd);
+  const int n = real::get().dup3(oldfd, newfd, flags);
+  if (n >= 0) share_bits(oldfd, n);
+  return n;
+}
+
+extern "C" int fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void* arg = va_arg(ap, void*);  // an int or a pointer: the same register either way
+  va_end(ap);
+  if (!g_patched.load(std::memory_order_relaxed)) return real::get().fcntl(fd, cmd, arg);
+  const std::uint8_t b = bits(fd);
+  switch (cmd) {
+    case F_GETFL: {
+      int fl = real::get().fcntl(fd, cmd);
+      if (fl < 0 || !(b & we_set_nonblock)) return fl;
+      if (!(fl & O_NONBLOCK)) {
+        // Stale bits: the number was closed where no hook saw it and now names another file.
+        set_bits(fd, static_cast<std::uint8_t>(b & not_a_socket));
+        return fl;
+      }
+      if (!(b & user_nonblock)) fl &= ~O_NONBLOCK;
+      return fl;
+    }
+    case F_SETFL: {
+      const auto want = static_cast<int>(reinterpret_cast<std::intptr_t>(arg));
+      if (!(b & we_set_nonblock)) return real::get().fcntl(fd, cmd, want);
+      // The hooks need O_NONBLOCK on underneath: keep it, remember what the caller asked.
+      const int rc = real::get().fcntl(fd, cmd, want | O_NONBLOCK);
+      if (rc == 0) {
+        set_bits(fd, static_cast<std::uint8_t>((b & ~user_nonblock) |
+                                               ((want & O_NONBLOCK) ? user_nonblock : 0)));
+      }
+      return rc;
+    }
+    case F_DUPFD:
+    case F_DUPFD_CLOEXEC: {
+      const int n = real::get().fcntl(fd, cmd, arg);
+      if (n >= 0) share_bits(fd, n);
+      return n;
+    }
+    default:
+      return real::get().fcntl(fd, cmd, arg);
+  }
+}
+
+extern "C" int ioctl(int fd, unsigned long request, ...) {
+  va_list ap;
+  va_start(ap, request);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  if (g_patched.load(std::memory_order_relaxed) && request == FIONBIO && arg != nullptr) {
+    const std::uint8_t b = bits(fd);
+    if (b & we_set_nonblock) {
+      const bool on = *static_cast<int*>(arg) != 0;
+      int one = 1;
+      const int rc = real::get().ioctl(fd, request, &one);
+      if (rc == 0)
+        set_bits(fd, static_cast<std::uint8_t>((b & ~user_nonblock) | (on ? user_nonblock : 0)));
+      return rc;
+    }
+  }
+  return real::get().ioctl(fd, request, arg);
+}

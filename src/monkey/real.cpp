@@ -1,0 +1,76 @@
+#include "monkey/real.hpp"
+
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace tendril::detail::real {
+namespace {
+
+template <class F>
+void find(F& slot, const char* name) {
+  slot = reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
+  if (slot == nullptr) {
+    // Without the real function nothing sensible can be done: say which and stop.
+    std::fprintf(stderr, "tendril: the libc function '%s' cannot be found (dlsym RTLD_NEXT)\n",
+                 name);
+    std::abort();
+  }
+}
+
+functions load() {
+  functions f{};
+  find(f.sleep, "sleep");
+  find(f.usleep, "usleep");
+  find(f.nanosleep, "nanosleep");
+  find(f.clock_nanosleep, "clock_nanosleep");
+  find(f.read, "read");
+  find(f.readv, "readv");
+  find(f.write, "write");
+  find(f.writev, "writev");
+  find(f.recv, "recv");
+  find(f.recvfrom, "recvfrom");
+  find(f.recvmsg, "recvmsg");
+  find(f.send, "send");
+  find(f.sendto, "sendto");
+  find(f.sendmsg, "sendmsg");
+  find(f.accept, "accept");
+  find(f.accept4, "accept4");
+  find(f.connect, "connect");
+  find(f.poll, "poll");
+  find(f.ppoll, "ppoll");
+  find(f.select, "select");
+  find(f.pselect, "pselect");
+  find(f.epoll_wait, "epoll_wait");
+  find(f.epoll_pwait, "epoll_pwait");
+  find(f.getaddrinfo, "getaddrinfo");
+  find(f.getnameinfo, "getnameinfo");
+  find(f.gethostbyname, "gethostbyname");
+  find(f.gethostbyname2, "gethostbyname2");
+  find(f.gethostbyname_r, "gethostbyname_r");
+  find(f.gethostbyname2_r, "gethostbyname2_r");
+  find(f.socket, "socket");
+  find(f.socketpair, "socketpair");
+  find(f.pipe, "pipe");
+  find(f.pipe2, "pipe2");
+  find(f.close, "close");
+  find(f.dup, "dup");
+  find(f.dup2, "dup2");
+  find(f.dup3, "dup3");
+  find(f.fcntl, "fcntl");
+  find(f.ioctl, "ioctl");
+  find(f.setsockopt, "setsockopt");
+  find(f.getsockopt, "getsockopt");
+  find(f.fork, "fork");
+  return f;
+}
+
+}  // namespace
+
+const functions& get() noexcept {
+  static const functions table = load();
+  return table;
+}
+
+}  // namespace tendril::detail::real
