@@ -1,0 +1,148 @@
+// The sleep family under the hooks: inside a greenlet a libc sleep parks only the caller (the
+// seed's example: two greenlets sleeping 2 s and 3 s finish together after 3 s, on the hub's
+// paused test clock); outside any hub it is libc's own sleep; a kill ends a hooked sleep with
+// ECANCELED and stays pending for the greenlet's next cooperative call.
+#include <gtest/gtest.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hub/clock.hpp"
+#include "tendril/monkey/monkey.hpp"
+#include "tendril/tendril.hpp"
+
+using namespace std::chrono_literals;
+using tendril::spawn;
+
+namespace {
+
+constexpr std::int64_t ms_ns = 1'000'000;
+constexpr std::int64_t second_ns = 1'000'000'000;
+
+std::int64_t now_ns() { return tendril::detail::hub_now_ns(); }
+
+class hooked_sleep : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tendril::monkey::patch_all();
+    tendril::detail::test_clock::pause();
+  }
+  void TearDown() override { tendril::detail::test_clock::resume(); }
+};
+
+}  // namespace
+
+TEST_F(hooked_sleep, two_greenlets_sleeping_two_and_three_seconds_end_after_three) {
+  ASSERT_TRUE(tendril::monkey::is_patched());
+  const std::int64_t start = now_ns();
+  std::vector<std::string> order;
+  auto a = spawn([&] {
+    EXPECT_EQ(::sleep(2), 0u);
+    order.push_back("2s");
+  });
+  auto b = spawn([&] {
+    EXPECT_EQ(::sleep(3), 0u);
+    order.push_back("3s");
+  });
+  tendril::joinall(a, b);
+  const std::int64_t took = now_ns() - start;
+  EXPECT_GE(took, 3 * second_ns);
+  EXPECT_LT(took, 5 * second_ns);  // 5 s would mean the sleeps ran one after the other
+  EXPECT_EQ(order, (std::vector<std::string>{"2s", "3s"}));
+}
+
+TEST_F(hooked_sleep, every_member_of_the_family_lets_a_ticker_run) {
+  int ticks = 0;
+  bool done = false;
+  auto ticker = spawn([&] {
+    while (!done) {
+      ++ticks;
+      tendril::sleep(10ms);
+    }
+  });
+  auto sleeper = spawn([&] {
+    EXPECT_EQ(::usleep(100'000), 0);
+    timespec req{0, 100 * ms_ns};
+    timespec rem{9, 9};
+    EXPECT_EQ(::nanosleep(&req, &rem), 0);
+    EXPECT_EQ(::clock_nanosleep(CLOCK_MONOTONIC, 0, &req, nullptr), 0);
+    timespec now{};
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    EXPECT_EQ(::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &now, nullptr), 0);  // in the past
+    std::this_thread::sleep_for(100ms);
+    done = true;
+  });
+  const std::int64_t start = now_ns();
+  sleeper.join();
+  ticker.join();
+  EXPECT_GE(now_ns() - start, 400 * ms_ns);
+  EXPECT_GE(ticks, 20);  // about 40 in 400 ms of 10 ms ticks
+}
+
+TEST_F(hooked_sleep, a_sleep_keeps_errno) {
+  auto t = spawn([] {
+    errno = ERANGE;
+    ::usleep(1000);
+    EXPECT_EQ(errno, ERANGE);
+  });
+  auto other = spawn([] {
+    errno = EPERM;
+    tendril::sleep(0s);
+  });
+  t.join();
+  other.join();
+}
+
+TEST_F(hooked_sleep, bad_arguments_get_libcs_errors) {
+  auto t = spawn([] {
+    timespec bad{0, 2'000'000'000};
+    errno = 0;
+    EXPECT_EQ(::nanosleep(&bad, nullptr), -1);
+    EXPECT_EQ(errno, EINVAL);
+    timespec negative{-1, 0};
+    EXPECT_EQ(::nanosleep(&negative, nullptr), -1);
+    EXPECT_EQ(errno, EINVAL);
+    EXPECT_EQ(::clock_nanosleep(CLOCK_MONOTONIC, 0, &bad, nullptr), EINVAL);
+  });
+  t.join();
+}
+
+TEST_F(hooked_sleep, a_kill_ends_the_sleep_with_ecanceled_and_stays_pending) {
+  int seen_errno = 0;
+  bool reached_after = false;
+  auto t = spawn([&] {
+    timespec req{60, 0};
+    timespec rem{};
+    const int rc = ::nanosleep(&req, &rem);
+    seen_errno = errno;
+    EXPECT_EQ(rc, -1);
+    EXPECT_GT(rem.tv_sec, 50);  // most of the minute was left
+    tendril::sleep(0s);         // the next cooperative call raises the kill
+    reached_after = true;
+  });
+  tendril::sleep(10ms);
+  t.kill();
+  EXPECT_EQ(seen_errno, ECANCELED);
+  EXPECT_FALSE(reached_after);
+  EXPECT_TRUE(t.ready());
+}
+
+TEST(hooked_sleep_outside, a_thread_without_a_hub_sleeps_with_libc) {
+  tendril::monkey::patch_all();
+  std::thread th([] {
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_EQ(::usleep(20'000), 0);
+    EXPECT_GE(std::chrono::steady_clock::now() - start, 20ms);
+    timespec bad{0, -1};
+    errno = 0;
+    EXPECT_EQ(::nanosleep(&bad, nullptr), -1);
+    EXPECT_EQ(errno, EINVAL);
+  });
+  th.join();
+}
