@@ -14,6 +14,7 @@ int tour(const args& a);
 int echo_server(const args& a);
 int echo_client(const args& a);
 int run(const args& a);
+int crawl_command(const args& a);
 
 }  // namespace tendril::app
 

@@ -34,6 +34,10 @@ const command commands[] = {
     {"echo-client", "echo-client [--port P]",
      "the seed's client: sends each line read, prints the reply; q quits",
      &tendril::app::echo_client},
+    {"crawl", "crawl [--timeout S] [URL...]",
+     "the seed's crawler: fetch URLs concurrently with libcurl under the hooks (no URL: a local "
+     "slow server)",
+     &tendril::app::crawl_command},
     {"run", "run -- PROGRAM [ARGS]",
      "run a program linked with libtendril.so with the libc hooks on (LD_PRELOAD)",
      &tendril::app::run},

@@ -29,6 +29,7 @@ int tour(const args& a) {
   tour_greenlets(o);
   tour_gevent(o);
   tour_sockets(o);
+  tour_monkey(o);
   std::printf("\nend of the tour\n");
   return 0;
 }

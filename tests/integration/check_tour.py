@@ -56,6 +56,29 @@ def main():
                    "client got:   GREEN THREADS", "client: q (quits)"], f"section 6 client: {got}")
     expect(any(l.endswith(" connected") for l in s6) and any(l.endswith(" disconnected") for l in s6),
            f"section 6 server: {s6}")
+    s7 = s.get(7, [])
+    unpatched = float(re.search(r"unpatched elapsed: (\d+\.\d+) s", "\n".join(s7)).group(1))
+    patched = float(re.search(r"^patched elapsed: (\d+\.\d+) s", "\n".join(s7), re.M).group(1))
+    # Unpatched, the libc sleeps add up (2 + 3 s, x0.05); patched, at least the longer one.
+    expect(unpatched >= 0.249, f"section 7: unpatched {unpatched} s is less than the sleeps added up")
+    expect(patched >= 0.149, f"section 7: patched {patched} s is less than the longest sleep")
+    before = s7[:s7.index("after patch_all(): a libc sleep parks only the greenlet that calls it")]
+    after = s7[len(before):]
+    # Unpatched, each greenlet runs its sleep to the end before the other starts; patched, both
+    # have started before either is back.
+    expect([l for l in before if l.startswith("[")] ==
+           ["[Greenlet-6] libc usleep(2)", "[Greenlet-6] back from usleep(2)",
+            "[Greenlet-7] libc usleep(3)", "[Greenlet-7] back from usleep(3)"], f"section 7 unpatched: {s7}")
+    expect([l for l in after if l.startswith("[")] ==
+           ["[Greenlet-8] libc usleep(2)", "[Greenlet-9] libc usleep(3)",
+            "[Greenlet-8] back from usleep(2)", "[Greenlet-9] back from usleep(3)"], f"section 7 patched: {s7}")
+    s8 = s.get(8, [])
+    gets = [l for l in s8 if l.startswith("GET: ")]
+    done = [l for l in s8 if re.match(r"^http://127\.0\.0\.1:\d+/\w+: 200, \d+ bytes$", l)]
+    expect(len(gets) == 5 and len(done) == 5, f"section 8: {s8}")
+    # Every fetch starts before the first one ends: they run at the same time.
+    expect(max(s8.index(l) for l in gets) < min(s8.index(l) for l in done), f"section 8 order: {s8}")
+    expect(any(l.startswith("5 of 5 fetched in ") for l in s8), f"section 8 summary: {s8}")
     expect("end of the tour" in run.stdout, "the tour did not reach its end")
     print("check_tour: ok")
 

@@ -123,7 +123,13 @@ TEST_F(hooked_sleep, a_kill_ends_the_sleep_with_ecanceled_and_stays_pending) {
     seen_errno = errno;
     EXPECT_EQ(rc, -1);
     EXPECT_GT(rem.tv_sec, 50);  // most of the minute was left
-    tendril::sleep(0s);         // the next cooperative call raises the kill
+    // Another hooked call before the kill is raised fails the same way, without waiting.
+    const std::int64_t before = now_ns();
+    errno = 0;
+    EXPECT_EQ(::usleep(30'000'000), -1);
+    EXPECT_EQ(errno, ECANCELED);
+    EXPECT_LT(now_ns() - before, 10 * second_ns);
+    tendril::sleep(0s);  // the next cooperative call raises the kill
     reached_after = true;
   });
   tendril::sleep(10ms);
@@ -145,4 +151,27 @@ TEST(hooked_sleep_outside, a_thread_without_a_hub_sleeps_with_libc) {
     EXPECT_EQ(errno, EINVAL);
   });
   th.join();
+}
+
+TEST_F(hooked_sleep, a_timeout_scope_ends_the_sleep_and_is_raised_by_the_next_cooperative_call) {
+  unsigned left = 0;
+  bool caught = false;
+  bool reached_after = false;
+  const std::int64_t start = now_ns();
+  auto t = spawn([&] {
+    try {
+      tendril::timeout limit(100ms);
+      left = ::sleep(60);  // cut short: returns the seconds left, as libc's does on a signal
+      tendril::sleep(0s);  // raises the timeout
+      reached_after = true;
+    } catch (const tendril::timeout_error&) {
+      caught = true;
+    }
+  });
+  t.join();
+  EXPECT_TRUE(caught);
+  EXPECT_FALSE(reached_after);
+  EXPECT_GT(left, 50u);
+  EXPECT_GE(now_ns() - start, 100 * ms_ns);
+  EXPECT_LT(now_ns() - start, 10 * second_ns);
 }
