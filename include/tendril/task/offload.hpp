@@ -65,7 +65,9 @@ auto offload(F&& f, Args&&... args) {
       }
     }
     R take() {
-      if (error_) std::rethrow_exception(error_);
+      // The exception leaves the job: its last reference then dies on this thread (with the
+      // handler that caught it), never on the pool thread, which may drop the job later.
+      if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
       if constexpr (!std::is_void_v<R>) return std::move(*result);
     }
   };
