@@ -32,6 +32,10 @@
 //   wake()          From any thread, async-signal-safe: makes the current wait() return, or
 //                   the next one return at once. Wakes that pile up are merged.
 //   watching()      The number of watches, for the hub's "would block forever" check.
+//   persistent()    True when a watch stays registered in the kernel by descriptor number
+//                   between waits (epoll). If the number is closed where the owner does not
+//                   see it (a raw system call) and reused, the kernel has dropped the
+//                   registration without telling: the owner must unwatch and watch again.
 //
 // Operations, where native_ops() is true (io_uring):
 //   submit(op)      Starts op. It completes later: wait() sets op.result (>= 0, or -errno)
@@ -93,6 +97,7 @@ class backend {
   virtual int wait(std::chrono::nanoseconds timeout) noexcept = 0;
   virtual void wake() noexcept = 0;
   virtual std::size_t watching() const noexcept = 0;
+  virtual bool persistent() const noexcept { return false; }
 
   virtual bool native_ops() const noexcept { return false; }
   virtual void submit(io_op& op) noexcept {

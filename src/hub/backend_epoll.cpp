@@ -43,6 +43,7 @@ class epoll_backend final : public backend {
   }
 
   const char* name() const noexcept override { return "epoll"; }
+  bool persistent() const noexcept override { return true; }
 
   int watch(io_watch& w) noexcept override {
     if (w.fd < 0) return -EBADF;

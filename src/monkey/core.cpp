@@ -1,6 +1,7 @@
 #include "monkey/core.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <memory>
 #include <mutex>
@@ -29,41 +30,70 @@ namespace {
 constexpr std::size_t chunk_bits = 12;
 constexpr std::size_t chunk_size = std::size_t{1} << chunk_bits;
 constexpr std::size_t max_chunks = 1024;  // 4 M descriptors
-std::atomic<std::atomic<std::uint8_t>*> g_chunks[max_chunks];
+
+// A descriptor's bits, and the inode of the file they were set for: a number closed where no
+// hook saw it (a raw system call) and reused names another file, whose bits must not be taken
+// from the old one.
+struct fd_mode {
+  std::atomic<std::uint8_t> bits{0};
+  std::atomic<std::uint64_t> ino{0};
+  std::atomic<std::uint64_t> watched_ino{0};  // the file the backend's watch was made for
+};
+
+std::atomic<fd_mode*> g_chunks[max_chunks];
 std::mutex g_chunk_mu;
 
-std::atomic<std::uint8_t>* slot(int fd, bool make) noexcept {
+fd_mode* slot(int fd, bool make) noexcept {
   if (fd < 0) return nullptr;
   const auto i = static_cast<std::size_t>(fd) >> chunk_bits;
   if (i >= max_chunks) return nullptr;
-  std::atomic<std::uint8_t>* c = g_chunks[i].load(std::memory_order_acquire);
+  fd_mode* c = g_chunks[i].load(std::memory_order_acquire);
   if (c == nullptr) {
     if (!make) return nullptr;
     std::lock_guard lock(g_chunk_mu);
     c = g_chunks[i].load(std::memory_order_relaxed);
     if (c == nullptr) {
-      c = new (std::nothrow) std::atomic<std::uint8_t>[chunk_size]();
+      c = new (std::nothrow) fd_mode[chunk_size]();
       if (c == nullptr) return nullptr;
       g_chunks[i].store(c, std::memory_order_release);
     }
   }
   return &c[static_cast<std::size_t>(fd) & (chunk_size - 1)];
 }
+
+std::uint64_t inode_of(int fd) noexcept {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
+}
 }  // namespace
 
 std::uint8_t bits(int fd) noexcept {
   auto* s = slot(fd, false);
-  return s ? s->load(std::memory_order_relaxed) : 0;
+  return s ? s->bits.load(std::memory_order_relaxed) : 0;
 }
 
 void set_bits(int fd, std::uint8_t b) noexcept {
-  if (auto* s = slot(fd, b != 0)) s->store(b, std::memory_order_relaxed);
+  auto* s = slot(fd, b != 0);
+  if (s == nullptr) return;
+  // Only the O_NONBLOCK bits need the identity check: a stale not_a_socket costs a readiness
+  // wait, never a wrong answer.
+  if (b & we_set_nonblock) s->ino.store(inode_of(fd), std::memory_order_relaxed);
+  s->bits.store(b, std::memory_order_relaxed);
 }
 
 void reset_bits(int fd) noexcept { set_bits(fd, 0); }
 
+std::uint8_t checked_bits(int fd) noexcept {
+  auto* s = slot(fd, false);
+  if (s == nullptr) return 0;
+  const std::uint8_t b = s->bits.load(std::memory_order_relaxed);
+  if (!(b & we_set_nonblock) || inode_of(fd) == s->ino.load(std::memory_order_relaxed)) return b;
+  s->bits.store(0, std::memory_order_relaxed);  // another file took the number: start afresh
+  return 0;
+}
+
 bool caller_nonblocking(int fd) noexcept {
-  const std::uint8_t b = bits(fd);
+  const std::uint8_t b = checked_bits(fd);
   if (b & we_set_nonblock) return b & user_nonblock;
   const int fl = real::get().fcntl(fd, F_GETFL);
   return fl >= 0 && (fl & O_NONBLOCK);
@@ -97,10 +127,32 @@ void keep_pending(std::exception_ptr e) noexcept {
 
 }  // namespace
 
+namespace {
+fd_record& borrow_checked(fd_table& t, int fd) {
+  fd_record& r = t.borrow(fd);
+  // A backend that keeps watches in the kernel between waits (epoll) silently lost the one of
+  // a number closed behind the hooks' back (a raw close, glibc's own fclose of an fdopen'd
+  // socket): when the number names another file now, start a new life for it. (A tendril
+  // socket's own record is closed by its owner, never behind its back.)
+  if (!r.borrowed || !t.io().persistent()) return r;
+  fd_mode* s = slot(fd, true);
+  if (s == nullptr) return r;
+  const std::uint64_t now = inode_of(fd);
+  if (!r.watched) {
+    s->watched_ino.store(now, std::memory_order_relaxed);
+    return r;
+  }
+  if (s->watched_ino.load(std::memory_order_relaxed) == now) return r;
+  t.close(r);  // whoever waited on the old file learns it is gone (EBADF)
+  s->watched_ino.store(now, std::memory_order_relaxed);
+  return t.borrow(fd);
+}
+}  // namespace
+
 int wait_fd(int fd, io_direction d, std::int64_t deadline_ns) noexcept {
   try {
     fd_table& t = fd_table::current();
-    fd_record& r = t.borrow(fd);
+    fd_record& r = borrow_checked(t, fd);
     return t.wait(r, d, deadline_ns);
   } catch (const std::bad_alloc&) {
     return -ENOMEM;
@@ -137,7 +189,7 @@ int wait_many(const pollfd* fds, nfds_t n, std::int64_t deadline_ns) noexcept {
       if (fds[i].events & POLLOUT) ev |= POLLOUT;
       watches[i].w = &w;
       watches[i].obs.notify = [](observer* o) noexcept { reinterpret_cast<watch*>(o)->w->wake(); };
-      fd_record& r = t.borrow(fds[i].fd);
+      fd_record& r = borrow_checked(t, fds[i].fd);
       if (t.observe(r, ev ? ev : POLLIN, watches[i].obs) == 0) {
         watches[i].r = &r;
         any = true;

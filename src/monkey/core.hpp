@@ -37,6 +37,10 @@ enum mode_bits : std::uint8_t {
 std::uint8_t bits(int fd) noexcept;
 void set_bits(int fd, std::uint8_t b) noexcept;
 void reset_bits(int fd) noexcept;
+// checked_bits() is bits() after making sure the number still names the file the O_NONBLOCK
+// bits were set for (an fstat when they are set); stale bits are dropped. For the paths that
+// act on them: about to wait, fcntl, ioctl.
+std::uint8_t checked_bits(int fd) noexcept;
 
 // caller_nonblocking() is the caller's own view: O_NONBLOCK as the caller set it.
 bool caller_nonblocking(int fd) noexcept;

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <vector>
 
@@ -118,10 +119,15 @@ std::size_t total_of(const iovec* iov, int cnt) {
   return t;
 }
 
+// An iovec count libc's readv/writev reject (EINVAL, or EBADF first for a bad descriptor)
+// where sendmsg/recvmsg would say EMSGSIZE: such a call goes to libc as it is.
+bool bad_count(int cnt) { return cnt < 0 || cnt > IOV_MAX; }
+
 }  // namespace
 
 extern "C" ssize_t read(int fd, void* buf, size_t count) {
-  if (!active()) return real::get().read(fd, buf, count);
+  // Reading nothing never waits, even with nothing to read (sockets, pipes): libc's call.
+  if (!active() || count == 0) return real::get().read(fd, buf, count);
   if (!known_other(fd)) {
     const int saved = errno;
     const ssize_t n = real::get().recv(fd, buf, count, MSG_DONTWAIT);
@@ -141,7 +147,7 @@ extern "C" ssize_t read(int fd, void* buf, size_t count) {
 }
 
 extern "C" ssize_t readv(int fd, const iovec* iov, int iovcnt) {
-  if (!active()) return real::get().readv(fd, iov, iovcnt);
+  if (!active() || bad_count(iovcnt)) return real::get().readv(fd, iov, iovcnt);
   if (!known_other(fd)) {
     msghdr m{};
     m.msg_iov = const_cast<iovec*>(iov);
@@ -150,6 +156,10 @@ extern "C" ssize_t readv(int fd, const iovec* iov, int iovcnt) {
     const ssize_t n = real::get().recvmsg(fd, &m, MSG_DONTWAIT);
     if (n >= 0) return n;
     if (errno != ENOTSOCK) {
+      // Reading nothing never waits (libc's readv returns 0 at once). The kernel has read
+      // the iovec array by now, so it can be looked at without faulting.
+      if ((errno == EAGAIN || errno == EWOULDBLOCK) && total_of(iov, iovcnt) == 0)
+        return real::get().readv(fd, iov, iovcnt);
       errno = saved;
       return on_socket(fd, io_direction::read, 0,
                        [&](int f) { return real::get().recvmsg(fd, &m, f); });
@@ -157,6 +167,7 @@ extern "C" ssize_t readv(int fd, const iovec* iov, int iovcnt) {
     errno = saved;
     mark_other(fd);
   }
+  if (total_of(iov, iovcnt) == 0) return real::get().readv(fd, iov, iovcnt);
   return on_other(fd, io_direction::read, [&] { return real::get().readv(fd, iov, iovcnt); });
 }
 
@@ -183,18 +194,23 @@ extern "C" ssize_t write(int fd, const void* buf, size_t count) {
     errno = saved;
     mark_other(fd);
   }
+  // Writing nothing to a pipe never waits, even when it is full.
+  if (count == 0) return real::get().write(fd, buf, count);
   return on_other(fd, io_direction::write, [&] { return real::get().write(fd, buf, count); });
 }
 
 extern "C" ssize_t writev(int fd, const iovec* iov, int iovcnt) {
-  if (!active()) return real::get().writev(fd, iov, iovcnt);
+  if (!active() || bad_count(iovcnt)) return real::get().writev(fd, iov, iovcnt);
   if (!known_other(fd)) {
-    const std::size_t total = total_of(iov, iovcnt);
     const int saved = errno;
     msghdr probe{};
     probe.msg_iov = const_cast<iovec*>(iov);
     probe.msg_iovlen = static_cast<std::size_t>(iovcnt);
     const ssize_t n = real::get().sendmsg(fd, &probe, MSG_DONTWAIT);
+    // A bad iovec array (EFAULT) and the like: the kernel's answer, before the hook reads it.
+    if (n < 0 && errno != ENOTSOCK && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      return -1;
+    const std::size_t total = total_of(iov, iovcnt);
     if (n >= 0 && static_cast<std::size_t>(n) == total) {
       errno = saved;
       return n;
@@ -215,6 +231,7 @@ extern "C" ssize_t writev(int fd, const iovec* iov, int iovcnt) {
     errno = saved;
     mark_other(fd);
   }
+  if (total_of(iov, iovcnt) == 0) return real::get().writev(fd, iov, iovcnt);
   return on_other(fd, io_direction::write, [&] { return real::get().writev(fd, iov, iovcnt); });
 }
 
@@ -224,27 +241,20 @@ extern "C" ssize_t recv(int fd, void* buf, size_t len, int flags) {
                    [&](int f) { return real::get().recv(fd, buf, len, f); });
 }
 
+// recvfrom and recvmsg: the kernel writes *addrlen, msg_namelen and msg_controllen back only
+// when a call succeeds, so a retry finds them as the caller gave them; the hook never reads
+// them itself (a bad pointer is the kernel's EFAULT, not a fault in the hook).
 extern "C" ssize_t recvfrom(int fd, void* buf, size_t len, int flags, sockaddr* addr,
                             socklen_t* addrlen) {
   if (!active()) return real::get().recvfrom(fd, buf, len, flags, addr, addrlen);
-  const socklen_t given = addrlen ? *addrlen : 0;
-  return on_socket(fd, io_direction::read, flags, [&](int f) {
-    if (addrlen) *addrlen = given;
-    return real::get().recvfrom(fd, buf, len, f, addr, addrlen);
-  });
+  return on_socket(fd, io_direction::read, flags,
+                   [&](int f) { return real::get().recvfrom(fd, buf, len, f, addr, addrlen); });
 }
 
 extern "C" ssize_t recvmsg(int fd, msghdr* msg, int flags) {
   if (!active()) return real::get().recvmsg(fd, msg, flags);
-  const socklen_t namelen = msg ? msg->msg_namelen : 0;
-  const std::size_t controllen = msg ? msg->msg_controllen : 0;
-  return on_socket(fd, io_direction::read, flags, [&](int f) {
-    if (msg) {
-      msg->msg_namelen = namelen;
-      msg->msg_controllen = controllen;
-    }
-    return real::get().recvmsg(fd, msg, f);
-  });
+  return on_socket(fd, io_direction::read, flags,
+                   [&](int f) { return real::get().recvmsg(fd, msg, f); });
 }
 
 extern "C" ssize_t send(int fd, const void* buf, size_t len, int flags) {

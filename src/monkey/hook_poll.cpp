@@ -28,6 +28,13 @@ using tendril::detail::io_direction;
 std::int64_t deadline_ms(int timeout) {
   return timeout < 0 ? forever_ns : deadline_after(std::chrono::milliseconds(timeout));
 }
+// A time limit the kernel rejects with EINVAL: such a call goes to libc as it is (it fails
+// at once).
+bool bad_ts(const timespec* t) {
+  return t && (t->tv_sec < 0 || t->tv_nsec < 0 || t->tv_nsec >= 1'000'000'000);
+}
+bool bad_tv(const timeval* t) { return t && (t->tv_sec < 0 || t->tv_usec < 0); }
+
 std::int64_t deadline_ts(const timespec* t) {
   if (t == nullptr) return forever_ns;
   return deadline_after(std::chrono::seconds(t->tv_sec) + std::chrono::nanoseconds(t->tv_nsec));
@@ -72,7 +79,7 @@ extern "C" int poll(pollfd* fds, nfds_t nfds, int timeout) {
 }
 
 extern "C" int ppoll(pollfd* fds, nfds_t nfds, const timespec* tmo, const sigset_t* mask) {
-  if (!active() || (tmo && tmo->tv_sec == 0 && tmo->tv_nsec == 0))
+  if (!active() || bad_ts(tmo) || (tmo && tmo->tv_sec == 0 && tmo->tv_nsec == 0))
     return real::get().ppoll(fds, nfds, tmo, mask);
   return poll_with(fds, nfds, deadline_ts(tmo), mask);
 }
@@ -117,7 +124,7 @@ int select_with(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, std::int64_t deadl
 }  // namespace
 
 extern "C" int select(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, timeval* timeout) {
-  if (!active() || (timeout && timeout->tv_sec == 0 && timeout->tv_usec == 0)) {
+  if (!active() || bad_tv(timeout) || (timeout && timeout->tv_sec == 0 && timeout->tv_usec == 0)) {
     return real::get().select(nfds, rd, wr, ex, timeout);
   }
   const std::int64_t deadline = timeout
@@ -137,7 +144,7 @@ extern "C" int select(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, timeval* tim
 
 extern "C" int pselect(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const timespec* timeout,
                        const sigset_t* mask) {
-  if (!active() || (timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
+  if (!active() || bad_ts(timeout) || (timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
     return real::get().pselect(nfds, rd, wr, ex, timeout, mask);
   }
   return select_with(nfds, rd, wr, ex, deadline_ts(timeout), mask);

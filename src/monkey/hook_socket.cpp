@@ -29,14 +29,14 @@ void share_bits(int from, int to) {
       to, static_cast<std::uint8_t>(bits(from) & (we_set_nonblock | user_nonblock | not_a_socket)));
 }
 
+// The kernel writes *addrlen only when a connection is taken, so a retry finds it as the
+// caller gave it; the hook never reads it (a bad pointer is the kernel's EFAULT).
 int accept_common(int fd, sockaddr* addr, socklen_t* addrlen, int flags) {
-  const socklen_t given = addrlen ? *addrlen : 0;
   const int saved = errno;
   const bool caller_nb = caller_nonblocking(fd);
   if (!caller_nb && !make_nonblocking(fd)) return real::get().accept4(fd, addr, addrlen, flags);
   std::int64_t deadline = -1;
   while (true) {
-    if (addrlen) *addrlen = given;
     const int c = real::get().accept4(fd, addr, addrlen, flags);
     if (c >= 0) {
       reset_bits(c);
@@ -162,7 +162,7 @@ extern "C" int fcntl(int fd, int cmd, ...) {
   void* arg = va_arg(ap, void*);  // an int or a pointer: the same register either way
   va_end(ap);
   if (!g_patched.load(std::memory_order_relaxed)) return real::get().fcntl(fd, cmd, arg);
-  const std::uint8_t b = bits(fd);
+  const std::uint8_t b = (cmd == F_GETFL || cmd == F_SETFL) ? checked_bits(fd) : bits(fd);
   switch (cmd) {
     case F_GETFL: {
       int fl = real::get().fcntl(fd, cmd);
@@ -203,7 +203,7 @@ extern "C" int ioctl(int fd, unsigned long request, ...) {
   void* arg = va_arg(ap, void*);
   va_end(ap);
   if (g_patched.load(std::memory_order_relaxed) && request == FIONBIO && arg != nullptr) {
-    const std::uint8_t b = bits(fd);
+    const std::uint8_t b = checked_bits(fd);
     if (b & we_set_nonblock) {
       const bool on = *static_cast<int*>(arg) != 0;
       int one = 1;

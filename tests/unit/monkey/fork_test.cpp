@@ -1,0 +1,181 @@
+// fork() from inside a greenlet after patch_all(): the child starts with a fresh hub and only
+// the greenlet that forked. In the child that greenlet can spawn and join tasks, sleep (hooked
+// and tendril's), use hooked I/O and the resolver's thread pool, while the parent's other
+// greenlets never run there. The child reports over a pipe; the parent waits for it with
+// waitpid and carries on with its own greenlets.
+#include <gtest/gtest.h>
+#include <netdb.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "monkey_test_support.hpp"
+#include "tendril/monkey/monkey.hpp"
+#include "tendril/tendril.hpp"
+
+using namespace std::chrono_literals;
+using namespace tendril::test::monkey;
+using tendril::spawn;
+
+namespace {
+
+class hooked_fork : public ::testing::Test {
+ protected:
+  void SetUp() override { tendril::monkey::patch_all(); }
+  watchdog dog_;
+};
+
+// Writes all of s to fd with libc's call semantics (hooked or not).
+void say(int fd, const std::string& s) {
+  std::size_t done = 0;
+  while (done < s.size()) {
+    const ssize_t n = ::write(fd, s.data() + done, s.size() - done);
+    if (n <= 0) return;
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+std::string read_all(int fd) {
+  std::string out;
+  char buf[256];
+  while (true) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return out;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+// What the child does: everything a fresh hub must support, reported line by line.
+void child_work(int report) {
+  std::string r;
+  // Tasks spawned and joined.
+  int sum = 0;
+  auto a = spawn([&] {
+    ::usleep(20'000);  // hooked: lets b run
+    sum += 1;
+  });
+  auto b = spawn([&] {
+    tendril::sleep(5ms);
+    sum += 10;
+  });
+  tendril::joinall(a, b);
+  r += "tasks=" + std::to_string(sum) + "\n";
+  // Hooked I/O on a new pipe, between two greenlets.
+  int fds[2];
+  if (::pipe(fds) == 0) {
+    std::string got;
+    auto reader = spawn([&] {
+      char buf[8];
+      const ssize_t n = ::read(fds[0], buf, sizeof buf);
+      if (n > 0) got.assign(buf, static_cast<std::size_t>(n));
+    });
+    auto writer = spawn([&] {
+      tendril::sleep(1ms);
+      say(fds[1], "pipe");
+    });
+    tendril::joinall(reader, writer);
+    r += "io=" + got + "\n";
+    ::close(fds[0]);
+    ::close(fds[1]);
+  }
+  // The resolver runs on a thread pool of the child's own.
+  addrinfo* res = nullptr;
+  const int rc = ::getaddrinfo("127.0.0.1", "80", nullptr, &res);
+  if (res) ::freeaddrinfo(res);
+  r += "resolve=" + std::to_string(rc) + "\n";
+  // A sleep long enough for the parent's ticker to have run many times, had it come along.
+  std::this_thread::sleep_for(50ms);
+  r += "done\n";
+  say(report, r);
+}
+
+}  // namespace
+
+TEST_F(hooked_fork, a_child_forked_in_a_greenlet_gets_a_fresh_hub_without_the_parents_greenlets) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t parent = ::getpid();
+  // The parent's pool is in use before the fork: the child must not wait for its threads.
+  addrinfo* res = nullptr;
+  auto warm = spawn([&] { EXPECT_EQ(::getaddrinfo("localhost", "80", nullptr, &res), 0); });
+  warm.join();
+  if (res) ::freeaddrinfo(res);
+
+  bool stop = false;
+  int parent_ticks = 0;
+  auto ticker = spawn([&] {
+    while (!stop) {
+      if (::getpid() != parent) {
+        say(fds[1], "the parent's ticker ran in the child\n");
+        ::_exit(2);
+      }
+      ++parent_ticks;
+      tendril::sleep(1ms);
+    }
+  });
+  pid_t child = -1;
+  auto forker = spawn([&] {
+    tendril::sleep(3ms);
+    child = ::fork();
+    if (child == 0) {
+      ::close(fds[0]);
+      child_work(fds[1]);
+      ::_exit(0);
+    }
+  });
+  forker.join();
+  ASSERT_GT(child, 0);
+  ::close(fds[1]);
+  // The parent carries on: its ticker still runs while it reads the child's report.
+  const int before = parent_ticks;
+  std::string report;
+  auto reader = spawn([&] { report = read_all(fds[0]); });
+  reader.join();
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  stop = true;
+  ticker.join();
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(report, "tasks=11\nio=pipe\nresolve=0\ndone\n");
+  EXPECT_GT(parent_ticks, before);
+}
+
+TEST_F(hooked_fork, a_child_forked_from_the_root_greenlet_gets_a_fresh_hub_too) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t parent = ::getpid();
+  bool stop = false;
+  auto ticker = spawn([&] {
+    while (!stop) {
+      if (::getpid() != parent) {
+        say(fds[1], "the parent's ticker ran in the child\n");
+        ::_exit(2);
+      }
+      tendril::sleep(1ms);
+    }
+  });
+  tendril::sleep(3ms);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::close(fds[0]);
+    child_work(fds[1]);
+    ::_exit(0);
+  }
+  ASSERT_GT(child, 0);
+  ::close(fds[1]);
+  const std::string report = read_all(fds[0]);
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  stop = true;
+  ticker.join();
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(report, "tasks=11\nio=pipe\nresolve=0\ndone\n");
+}

@@ -1,0 +1,567 @@
+// Reads and writes under the hooks, call by call, on loopback TCP sockets, pipes and a regular
+// file: inside a greenlet read/recv/recvfrom/recvmsg/readv wait for data and
+// write/send/sendto/sendmsg/writev wait for room while a ticker greenlet keeps running; outside
+// any hub the same calls are libc's; errno after a failure is libc's even when other greenlets
+// failed with other errnos meanwhile; a descriptor the caller made non-blocking (fcntl,
+// FIONBIO, SOCK_NONBLOCK, pipe2) fails with EAGAIN at once without a switch; SO_RCVTIMEO ends a
+// read with EAGAIN (on the paused test clock); close() and dup2() over a descriptor a greenlet
+// waits on wake it with EBADF; a kill ends a blocked recv with ECANCELED and stays pending;
+// regular files use libc's call as it is, pipes wait for readiness.
+#include <gtest/gtest.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hub/clock.hpp"
+#include "monkey_test_support.hpp"
+#include "tendril/monkey/monkey.hpp"
+#include "tendril/tendril.hpp"
+
+using namespace std::chrono_literals;
+using namespace tendril::test::monkey;
+using tendril::spawn;
+
+namespace {
+
+class hooked_io : public ::testing::Test {
+ protected:
+  void SetUp() override { tendril::monkey::patch_all(); }
+  void TearDown() override { tendril::detail::test_clock::resume(); }
+  watchdog dog_;
+};
+
+// The read family, each reading into (buf, len) in its own way.
+struct read_call {
+  const char* name;
+  std::function<ssize_t(int, char*, std::size_t)> call;
+};
+
+std::vector<read_call> read_calls() {
+  return {
+      {"read", [](int fd, char* b, std::size_t n) { return ::read(fd, b, n); }},
+      {"recv", [](int fd, char* b, std::size_t n) { return ::recv(fd, b, n, 0); }},
+      {"recvfrom",
+       [](int fd, char* b, std::size_t n) {
+         sockaddr_storage from{};
+         socklen_t len = sizeof from;
+         return ::recvfrom(fd, b, n, 0, reinterpret_cast<sockaddr*>(&from), &len);
+       }},
+      {"recvmsg",
+       [](int fd, char* b, std::size_t n) {
+         iovec v{b, n};
+         msghdr m{};
+         m.msg_iov = &v;
+         m.msg_iovlen = 1;
+         return ::recvmsg(fd, &m, 0);
+       }},
+      {"readv",
+       [](int fd, char* b, std::size_t n) {
+         iovec v[2] = {{b, 1}, {b + 1, n - 1}};
+         return ::readv(fd, v, 2);
+       }},
+  };
+}
+
+// The write family, each writing (buf, len) in its own way.
+struct write_call {
+  const char* name;
+  std::function<ssize_t(int, const char*, std::size_t)> call;
+};
+
+std::vector<write_call> write_calls() {
+  return {
+      {"write", [](int fd, const char* b, std::size_t n) { return ::write(fd, b, n); }},
+      {"send", [](int fd, const char* b, std::size_t n) { return ::send(fd, b, n, 0); }},
+      {"sendto",
+       [](int fd, const char* b, std::size_t n) { return ::sendto(fd, b, n, 0, nullptr, 0); }},
+      {"sendmsg",
+       [](int fd, const char* b, std::size_t n) {
+         iovec v{const_cast<char*>(b), n};
+         msghdr m{};
+         m.msg_iov = &v;
+         m.msg_iovlen = 1;
+         return ::sendmsg(fd, &m, 0);
+       }},
+      {"writev",
+       [](int fd, const char* b, std::size_t n) {
+         iovec v[2] = {{const_cast<char*>(b), 1}, {const_cast<char*>(b) + 1, n - 1}};
+         return ::writev(fd, v, 2);
+       }},
+  };
+}
+
+// Reads exactly n bytes (hooked, blocking); false on an error or an early end.
+bool read_exactly(int fd, std::size_t n) {
+  std::vector<char> buf(65536);
+  while (n > 0) {
+    const ssize_t got = ::read(fd, buf.data(), std::min(n, buf.size()));
+    if (got <= 0) return false;
+    n -= static_cast<std::size_t>(got);
+  }
+  return true;
+}
+
+// The O_NONBLOCK the kernel has, whatever the hooks report.
+bool kernel_nonblocking(int fd) { return (::syscall(SYS_fcntl, fd, F_GETFL) & O_NONBLOCK) != 0; }
+
+}  // namespace
+
+TEST_F(hooked_io, each_read_call_waits_for_data_while_a_ticker_runs) {
+  for (const read_call& rc : read_calls()) {
+    SCOPED_TRACE(rc.name);
+    tcp_pair p = connected_pair();
+    ssize_t n = 0;
+    char buf[64] = {};
+    const int ticks =
+        blocked_while_others_run([&] { n = rc.call(p.server, buf, sizeof buf); },
+                                 [&] { ASSERT_EQ(::send(p.client, "hello", 5, 0), 5); });
+    EXPECT_EQ(ticks, 3);
+    ASSERT_EQ(n, 5);
+    EXPECT_EQ(std::string(buf, 5), "hello");
+    EXPECT_FALSE(kernel_nonblocking(p.server));  // MSG_DONTWAIT, the descriptor untouched
+  }
+}
+
+TEST_F(hooked_io, each_write_call_waits_for_room_while_a_ticker_runs) {
+  for (const write_call& wc : write_calls()) {
+    SCOPED_TRACE(wc.name);
+    tcp_pair p = connected_pair(65536);  // fixed buffers: no autotuning, full stays full
+    const std::size_t filled = fill(p.client);
+    ASSERT_GT(filled, 0u);
+    // sendto and sendmsg make one call once there is room (docs/monkey.md): a payload that
+    // fits in one go once the peer has read everything; the others send all of a large one.
+    const bool one_call = std::string(wc.name) == "sendto" || std::string(wc.name) == "sendmsg";
+    const std::size_t size = one_call ? 1000 : 300'000;
+    std::string payload(size, 'p');
+    ssize_t n = 0;
+    const int ticks =
+        blocked_while_others_run([&] { n = wc.call(p.client, payload.data(), payload.size()); },
+                                 [&] { EXPECT_TRUE(read_exactly(p.server, filled + size)); });
+    EXPECT_EQ(ticks, 3);
+    EXPECT_EQ(n, static_cast<ssize_t>(size));
+  }
+}
+
+TEST_F(hooked_io, outside_any_hub_reads_and_writes_are_libcs) {
+  tcp_pair p = connected_pair();
+  on_plain_thread([&] {
+    // A blocking recv blocks this thread until another thread sends.
+    std::thread sender([&] {
+      std::this_thread::sleep_for(20ms);
+      ::send(p.client, "abc", 3, 0);
+    });
+    char buf[8] = {};
+    errno = ERANGE;
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_EQ(::recv(p.server, buf, sizeof buf, 0), 3);
+    EXPECT_GE(std::chrono::steady_clock::now() - start, 15ms);
+    EXPECT_EQ(errno, ERANGE);
+    sender.join();
+    EXPECT_EQ(::recv(p.server, buf, sizeof buf, MSG_DONTWAIT), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    EXPECT_EQ(::read(-1, buf, 1), -1);
+    EXPECT_EQ(errno, EBADF);
+    EXPECT_EQ(::write(p.client, "xy", 2), 2);
+    EXPECT_EQ(::read(p.server, buf, sizeof buf), 2);
+    // SO_RCVTIMEO is the kernel's own here.
+    timeval tv{0, 30'000};
+    ASSERT_EQ(::setsockopt(p.server, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    const auto before = std::chrono::steady_clock::now();
+    EXPECT_EQ(::recv(p.server, buf, sizeof buf, 0), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    EXPECT_GE(std::chrono::steady_clock::now() - before, 25ms);
+    EXPECT_FALSE(kernel_nonblocking(p.server));
+  });
+}
+
+TEST_F(hooked_io, a_successful_wait_keeps_the_callers_errno) {
+  tcp_pair p = connected_pair();
+  int after = 0;
+  const int ticks = blocked_while_others_run(
+      [&] {
+        char buf[8];
+        errno = ERANGE;
+        EXPECT_EQ(::recv(p.server, buf, sizeof buf, 0), 2);  // EAGAIN underneath, then data
+        after = errno;
+      },
+      [&] {
+        errno = EPERM;
+        ::send(p.client, "ok", 2, 0);
+      });
+  EXPECT_EQ(ticks, 3);
+  EXPECT_EQ(after, ERANGE);
+}
+
+TEST_F(hooked_io, errno_after_a_failure_is_libcs_even_when_other_greenlets_fail_in_between) {
+  tcp_pair p = connected_pair();
+  int reset_errno = 0;
+  int reset_errno_later = 0;
+  int other_errno = 0;
+  int other_errno_later = 0;
+  tendril::event other_failed;
+  auto reader = spawn([&] {
+    char buf[8];
+    EXPECT_EQ(::recv(p.server, buf, sizeof buf, 0), -1);  // waits, then the reset
+    reset_errno = errno;
+    other_failed.wait();  // meanwhile another greenlet fails with EBADF, then ENOTSOCK
+    tendril::sleep(1ms);
+    reset_errno_later = errno;
+  });
+  auto other = spawn([&] {
+    // Reset the connection the reader waits on (SO_LINGER 0: close sends RST).
+    linger lg{1, 0};
+    ASSERT_EQ(::setsockopt(p.client, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    ::close(p.client.get());
+    tendril::sleep(1ms);
+    char c;
+    EXPECT_EQ(::read(-1, &c, 1), -1);
+    EXPECT_EQ(errno, EBADF);
+    int pfd[2];
+    ASSERT_EQ(::pipe(pfd), 0);
+    EXPECT_EQ(::recv(pfd[0], &c, 1, MSG_DONTWAIT), -1);
+    other_errno = errno;
+    other_failed.set();
+    tendril::sleep(5ms);  // the reader runs, and sets no errno of ours
+    other_errno_later = errno;
+    ::close(pfd[0]);
+    ::close(pfd[1]);
+  });
+  tendril::joinall(reader, other);
+  (void)p.client.release();
+  EXPECT_EQ(reset_errno, ECONNRESET);
+  EXPECT_EQ(reset_errno_later, ECONNRESET);
+  EXPECT_EQ(other_errno, ENOTSOCK);
+  EXPECT_EQ(other_errno_later, ENOTSOCK);
+}
+
+TEST_F(hooked_io, a_descriptor_the_caller_made_non_blocking_fails_with_eagain_at_once) {
+  struct way {
+    const char* name;
+    std::function<tcp_pair()> make;
+  };
+  const std::vector<way> ways = {
+      {"fcntl O_NONBLOCK",
+       [] {
+         tcp_pair p = connected_pair(4096);
+         const int fl = ::fcntl(p.client, F_GETFL);
+         EXPECT_EQ(::fcntl(p.client, F_SETFL, fl | O_NONBLOCK), 0);
+         return p;
+       }},
+      {"ioctl FIONBIO",
+       [] {
+         tcp_pair p = connected_pair(4096);
+         int on = 1;
+         EXPECT_EQ(::ioctl(p.client, FIONBIO, &on), 0);
+         return p;
+       }},
+      {"SOCK_NONBLOCK",
+       [] {
+         int sv[2];
+         EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+         return tcp_pair{fd_guard(sv[0]), fd_guard(sv[1])};
+       }},
+  };
+  for (const way& w : ways) {
+    SCOPED_TRACE(w.name);
+    tcp_pair p = w.make();
+    fill(p.client);  // before the greenlet: fill() may wait a little for the kernel
+    int ticks = 0;
+    auto t = spawn([&] {
+      auto ticker = spawn([&] { ++ticks; });  // would run at the first switch
+      for (const read_call& rc : read_calls()) {
+        SCOPED_TRACE(rc.name);
+        char buf[16];
+        errno = 0;
+        EXPECT_EQ(rc.call(p.client, buf, sizeof buf), -1);  // the server never sends
+        EXPECT_EQ(errno, EAGAIN);
+      }
+      for (const write_call& wc : write_calls()) {
+        SCOPED_TRACE(wc.name);
+        char buf[512] = {};
+        errno = 0;
+        EXPECT_EQ(wc.call(p.client, buf, sizeof buf), -1);
+        EXPECT_EQ(errno, EAGAIN);
+      }
+      EXPECT_EQ(ticks, 0);
+      ticker.join();
+    });
+    t.join();
+    EXPECT_EQ(ticks, 1);
+  }
+}
+
+TEST_F(hooked_io, a_non_blocking_pipe_fails_with_eagain_at_once) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+  fd_guard r(fds[0]);
+  fd_guard w(fds[1]);
+  int ticks = 0;
+  auto t = spawn([&] {
+    auto ticker = spawn([&] { ++ticks; });
+    char buf[16];
+    EXPECT_EQ(::read(r, buf, sizeof buf), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    iovec v{buf, sizeof buf};
+    EXPECT_EQ(::readv(r, &v, 1), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    std::vector<char> big(4096, 'x');
+    while (::write(w, big.data(), big.size()) > 0) {
+    }
+    EXPECT_EQ(errno, EAGAIN);
+    EXPECT_EQ(ticks, 0);
+    ticker.join();
+  });
+  t.join();
+  EXPECT_EQ(ticks, 1);
+}
+
+TEST_F(hooked_io, so_rcvtimeo_ends_a_blocked_read_with_eagain_after_the_limit) {
+  tendril::detail::test_clock::pause();
+  tcp_pair p = connected_pair();
+  timeval tv{2, 0};
+  ASSERT_EQ(::setsockopt(p.server, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+  for (const read_call& rc : read_calls()) {
+    SCOPED_TRACE(rc.name);
+    const std::int64_t start = tendril::detail::hub_now_ns();
+    std::int64_t took = 0;
+    int ticks = 0;
+    bool stop = false;
+    auto ticker = spawn([&] {
+      while (!stop) {
+        ++ticks;
+        tendril::sleep(100ms);
+      }
+    });
+    auto t = spawn([&] {
+      char buf[8];
+      errno = 0;
+      EXPECT_EQ(rc.call(p.server, buf, sizeof buf), -1);
+      EXPECT_EQ(errno, EAGAIN);
+      took = tendril::detail::hub_now_ns() - start;
+      stop = true;
+    });
+    tendril::joinall(t, ticker);
+    EXPECT_GE(took, 2'000'000'000);
+    EXPECT_LT(took, 3'000'000'000);
+    EXPECT_GE(ticks, 15);  // about 20 ticks of 100 ms ran during the 2 s
+  }
+}
+
+TEST_F(hooked_io, close_wakes_a_greenlet_waiting_in_recv_with_ebadf) {
+  tcp_pair p = connected_pair();
+  const int fd = p.server.release();
+  ssize_t n = 0;
+  int err = 0;
+  const int ticks = blocked_while_others_run(
+      [&] {
+        char buf[8];
+        n = ::recv(fd, buf, sizeof buf, 0);
+        err = errno;
+      },
+      [&] { EXPECT_EQ(::close(fd), 0); });
+  EXPECT_EQ(ticks, 3);
+  EXPECT_EQ(n, -1);
+  EXPECT_EQ(err, EBADF);
+}
+
+TEST_F(hooked_io, close_wakes_a_greenlet_waiting_in_read_on_a_pipe_with_ebadf) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  fd_guard w(fds[1]);
+  ssize_t n = 0;
+  int err = 0;
+  const int ticks = blocked_while_others_run(
+      [&] {
+        char buf[8];
+        n = ::read(fds[0], buf, sizeof buf);
+        err = errno;
+      },
+      [&] { EXPECT_EQ(::close(fds[0]), 0); });
+  EXPECT_EQ(ticks, 3);
+  EXPECT_EQ(n, -1);
+  EXPECT_EQ(err, EBADF);
+}
+
+TEST_F(hooked_io, close_wakes_a_greenlet_waiting_in_a_blocked_write_with_ebadf) {
+  tcp_pair p = connected_pair(4096);
+  fill(p.client);
+  const int fd = p.client.release();
+  ssize_t n = 0;
+  int err = 0;
+  const int ticks = blocked_while_others_run(
+      [&] {
+        std::string big(100'000, 'b');
+        n = ::send(fd, big.data(), big.size(), 0);
+        err = errno;
+      },
+      [&] { EXPECT_EQ(::close(fd), 0); });
+  EXPECT_EQ(ticks, 3);
+  EXPECT_EQ(n, -1);
+  EXPECT_EQ(err, EBADF);
+}
+
+TEST_F(hooked_io, dup2_over_a_descriptor_a_greenlet_waits_on_wakes_it_with_ebadf) {
+  tcp_pair p = connected_pair();
+  tcp_pair q = connected_pair();
+  ssize_t n = 0;
+  int err = 0;
+  const int ticks = blocked_while_others_run(
+      [&] {
+        char buf[8];
+        n = ::recv(p.server, buf, sizeof buf, 0);
+        err = errno;
+      },
+      [&] { EXPECT_EQ(::dup2(q.server, p.server), p.server.get()); });
+  EXPECT_EQ(ticks, 3);
+  EXPECT_EQ(n, -1);
+  EXPECT_EQ(err, EBADF);
+  // The number now names q's socket, and a hooked read on it works.
+  ASSERT_EQ(::send(q.client, "q", 1, 0), 1);
+  auto t = spawn([&] {
+    char c = 0;
+    EXPECT_EQ(::recv(p.server, &c, 1, 0), 1);
+    EXPECT_EQ(c, 'q');
+  });
+  t.join();
+}
+
+TEST_F(hooked_io, a_kill_ends_a_blocked_recv_with_ecanceled_and_stays_pending) {
+  tcp_pair p = connected_pair();
+  ssize_t rc = 0;
+  int err = 0;
+  ssize_t again = 0;
+  int again_err = 0;
+  bool reached_after = false;
+  auto t = spawn([&] {
+    char buf[8];
+    rc = ::recv(p.server, buf, sizeof buf, 0);
+    err = errno;
+    // A second hooked call before the kill is raised fails the same way, without waiting.
+    again = ::read(p.server, buf, sizeof buf);
+    again_err = errno;
+    tendril::sleep(0s);  // the next cooperative call raises the kill
+    reached_after = true;
+  });
+  tendril::sleep(10ms);
+  EXPECT_FALSE(t.ready());
+  t.kill();
+  EXPECT_TRUE(t.ready());
+  EXPECT_EQ(rc, -1);
+  EXPECT_EQ(err, ECANCELED);
+  EXPECT_EQ(again, -1);
+  EXPECT_EQ(again_err, ECANCELED);
+  EXPECT_FALSE(reached_after);
+  // The socket is still usable afterwards.
+  ASSERT_EQ(::send(p.client, "k", 1, 0), 1);
+  auto u = spawn([&] {
+    char c = 0;
+    EXPECT_EQ(::recv(p.server, &c, 1, 0), 1);
+  });
+  u.join();
+}
+
+TEST_F(hooked_io, regular_files_are_read_and_written_with_libcs_call_without_a_switch) {
+  char path[] = "/tmp/tendril-monkey-io-XXXXXX";
+  fd_guard f(::mkstemp(path));
+  ASSERT_GE(f.get(), 0);
+  ::unlink(path);
+  int ticks = 0;
+  auto t = spawn([&] {
+    auto ticker = spawn([&] { ++ticks; });
+    std::string data(200'000, 'r');
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>('a' + i % 26);
+    EXPECT_EQ(::write(f, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+    iovec out[2] = {{data.data(), 10}, {data.data() + 10, 20}};
+    EXPECT_EQ(::writev(f, out, 2), 30);
+    EXPECT_EQ(::lseek(f, 0, SEEK_SET), 0);
+    std::string back(data.size(), '\0');
+    EXPECT_EQ(::read(f, back.data(), back.size()), static_cast<ssize_t>(back.size()));
+    EXPECT_EQ(back, data);
+    char tail[64];
+    iovec in{tail, sizeof tail};
+    EXPECT_EQ(::readv(f, &in, 1), 30);
+    EXPECT_EQ(::read(f, tail, sizeof tail), 0);  // end of file: at once
+    EXPECT_EQ(::recv(f, tail, sizeof tail, 0), -1);
+    EXPECT_EQ(errno, ENOTSOCK);
+    EXPECT_EQ(ticks, 0);
+    ticker.join();
+  });
+  t.join();
+  EXPECT_FALSE(kernel_nonblocking(f));
+}
+
+TEST_F(hooked_io, a_pipe_read_waits_for_data_while_a_ticker_runs) {
+  for (bool vectored : {false, true}) {
+    SCOPED_TRACE(vectored ? "readv" : "read");
+    int fds[2];
+    ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+    fd_guard r(fds[0]);
+    fd_guard w(fds[1]);
+    char buf[16] = {};
+    ssize_t n = 0;
+    const int ticks = blocked_while_others_run(
+        [&] {
+          if (vectored) {
+            iovec v[2] = {{buf, 2}, {buf + 2, sizeof buf - 2}};
+            n = ::readv(r, v, 2);
+          } else {
+            n = ::read(r, buf, sizeof buf);
+          }
+        },
+        [&] { EXPECT_EQ(::write(w, "pipe", 4), 4); });
+    EXPECT_EQ(ticks, 3);
+    ASSERT_EQ(n, 4);
+    EXPECT_EQ(std::string(buf, 4), "pipe");
+    EXPECT_FALSE(kernel_nonblocking(r));
+  }
+}
+
+TEST_F(hooked_io, a_pipe_write_waits_for_room_while_a_ticker_runs) {
+  for (bool vectored : {false, true}) {
+    SCOPED_TRACE(vectored ? "writev" : "write");
+    int fds[2];
+    ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+    fd_guard r(fds[0]);
+    fd_guard w(fds[1]);
+    // Fill it through a non-blocking twin of the write end (the same pipe, another open file
+    // is not possible for a pipe: use /proc/self/fd to open one).
+    const std::string twin_path = "/proc/self/fd/" + std::to_string(w.get());
+    fd_guard twin(::open(twin_path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    ASSERT_GE(twin.get(), 0);
+    std::size_t filled = 0;
+    std::vector<char> chunk(4096, 'f');
+    while (true) {
+      const ssize_t n = ::write(twin, chunk.data(), chunk.size());
+      if (n <= 0) break;
+      filled += static_cast<std::size_t>(n);
+    }
+    ASSERT_GT(filled, 0u);
+    char msg[512];
+    std::memset(msg, 'm', sizeof msg);
+    ssize_t n = 0;
+    const int ticks = blocked_while_others_run(
+        [&] {
+          if (vectored) {
+            iovec v[2] = {{msg, 100}, {msg + 100, sizeof msg - 100}};
+            n = ::writev(w, v, 2);
+          } else {
+            n = ::write(w, msg, sizeof msg);
+          }
+        },
+        [&] { EXPECT_TRUE(read_exactly(r, filled + sizeof msg)); });
+    EXPECT_EQ(ticks, 3);
+    EXPECT_EQ(n, static_cast<ssize_t>(sizeof msg));
+    EXPECT_FALSE(kernel_nonblocking(w));
+  }
+}

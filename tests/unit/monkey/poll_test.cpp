@@ -1,0 +1,272 @@
+// poll, ppoll, select, pselect, epoll_wait and epoll_pwait under the hooks, on loopback TCP:
+// inside a greenlet each waits for readiness while a ticker greenlet keeps running and reports
+// what libc would (revents, the sets, the events); its own time limit ends it with 0 (on the
+// paused test clock), select leaves the time not slept in its timeval as Linux does; several
+// greenlets waiting on one descriptor all wake; outside any hub each call is libc's.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hub/clock.hpp"
+#include "monkey_test_support.hpp"
+#include "tendril/monkey/monkey.hpp"
+#include "tendril/tendril.hpp"
+
+using namespace std::chrono_literals;
+using namespace tendril::test::monkey;
+using tendril::spawn;
+
+namespace {
+
+class hooked_poll : public ::testing::Test {
+ protected:
+  void SetUp() override { tendril::monkey::patch_all(); }
+  void TearDown() override { tendril::detail::test_clock::resume(); }
+  watchdog dog_;
+};
+
+constexpr std::int64_t ms_ns = 1'000'000;
+
+// One member of the family waiting for fd to be readable within timeout_ms (-1: no limit).
+// Returns the call's result, and checks that what it reports names fd (when it is > 0).
+struct poll_call {
+  const char* name;
+  std::function<int(int fd, int timeout_ms)> call;
+};
+
+timespec to_ts(int ms) { return {ms / 1000, (ms % 1000) * 1'000'000L}; }
+
+int epoll_on(int fd, bool with_mask, int timeout_ms) {
+  fd_guard ep(::epoll_create1(EPOLL_CLOEXEC));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u32 = 4242;
+  EXPECT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), 0);
+  epoll_event out[4] = {};
+  sigset_t mask;
+  sigemptyset(&mask);
+  const int n = with_mask ? ::epoll_pwait(ep, out, 4, timeout_ms, &mask)
+                          : ::epoll_wait(ep, out, 4, timeout_ms);
+  if (n > 0) {
+    EXPECT_EQ(out[0].data.u32, 4242u);
+    EXPECT_TRUE(out[0].events & EPOLLIN);
+  }
+  return n;
+}
+
+std::vector<poll_call> poll_calls() {
+  return {
+      {"poll",
+       [](int fd, int ms) {
+         pollfd p[2] = {{-1, POLLIN, 0}, {fd, POLLIN, 0}};  // a negative fd is ignored
+         const int n = ::poll(p, 2, ms);
+         if (n > 0) {
+           EXPECT_EQ(p[0].revents, 0);
+           EXPECT_EQ(p[1].revents, POLLIN);
+         }
+         return n;
+       }},
+      {"ppoll",
+       [](int fd, int ms) {
+         pollfd p{fd, POLLIN, 0};
+         const timespec ts = to_ts(ms);
+         sigset_t mask;
+         sigemptyset(&mask);
+         const int n = ::ppoll(&p, 1, ms < 0 ? nullptr : &ts, &mask);
+         if (n > 0) {
+           EXPECT_EQ(p.revents, POLLIN);
+         }
+         return n;
+       }},
+      {"select",
+       [](int fd, int ms) {
+         fd_set rd;
+         FD_ZERO(&rd);
+         FD_SET(fd, &rd);
+         timeval tv{ms / 1000, (ms % 1000) * 1000};
+         const int n = ::select(fd + 1, &rd, nullptr, nullptr, ms < 0 ? nullptr : &tv);
+         if (n > 0) {
+           EXPECT_TRUE(FD_ISSET(fd, &rd));
+         } else if (n == 0) {
+           EXPECT_FALSE(FD_ISSET(fd, &rd));
+         }
+         return n;
+       }},
+      {"pselect",
+       [](int fd, int ms) {
+         fd_set rd;
+         FD_ZERO(&rd);
+         FD_SET(fd, &rd);
+         const timespec ts = to_ts(ms);
+         const int n = ::pselect(fd + 1, &rd, nullptr, nullptr, ms < 0 ? nullptr : &ts, nullptr);
+         if (n > 0) {
+           EXPECT_TRUE(FD_ISSET(fd, &rd));
+         }
+         return n;
+       }},
+      {"epoll_wait", [](int fd, int ms) { return epoll_on(fd, false, ms); }},
+      {"epoll_pwait", [](int fd, int ms) { return epoll_on(fd, true, ms); }},
+  };
+}
+
+}  // namespace
+
+TEST_F(hooked_poll, each_call_waits_for_readiness_while_a_ticker_runs) {
+  for (const poll_call& pc : poll_calls()) {
+    SCOPED_TRACE(pc.name);
+    tcp_pair p = connected_pair();
+    int n = -2;
+    const int ticks = blocked_while_others_run([&] { n = pc.call(p.server, -1); },
+                                               [&] { ASSERT_EQ(::send(p.client, "r", 1, 0), 1); });
+    EXPECT_EQ(ticks, 3);
+    EXPECT_EQ(n, 1);
+  }
+}
+
+TEST_F(hooked_poll, each_calls_own_time_limit_ends_it_with_zero) {
+  tendril::detail::test_clock::pause();
+  for (const poll_call& pc : poll_calls()) {
+    SCOPED_TRACE(pc.name);
+    tcp_pair p = connected_pair();
+    int n = -2;
+    int ticks = 0;
+    bool stop = false;
+    const std::int64_t start = tendril::detail::hub_now_ns();
+    std::int64_t took = 0;
+    auto ticker = spawn([&] {
+      while (!stop) {
+        ++ticks;
+        tendril::sleep(100ms);
+      }
+    });
+    auto t = spawn([&] {
+      errno = ERANGE;
+      n = pc.call(p.server, 1500);
+      EXPECT_EQ(errno, ERANGE);
+      took = tendril::detail::hub_now_ns() - start;
+      stop = true;
+    });
+    tendril::joinall(t, ticker);
+    EXPECT_EQ(n, 0);
+    EXPECT_GE(took, 1500 * ms_ns);
+    EXPECT_LT(took, 2500 * ms_ns);
+    EXPECT_GE(ticks, 10);
+  }
+}
+
+TEST_F(hooked_poll, no_descriptors_at_all_is_a_sleep) {
+  tendril::detail::test_clock::pause();
+  auto t = spawn([] {
+    std::int64_t start = tendril::detail::hub_now_ns();
+    EXPECT_EQ(::poll(nullptr, 0, 700), 0);
+    EXPECT_GE(tendril::detail::hub_now_ns() - start, 700 * ms_ns);
+    start = tendril::detail::hub_now_ns();
+    timeval tv{0, 300'000};
+    EXPECT_EQ(::select(0, nullptr, nullptr, nullptr, &tv), 0);
+    EXPECT_GE(tendril::detail::hub_now_ns() - start, 300 * ms_ns);
+    EXPECT_EQ(tv.tv_sec, 0);
+    EXPECT_EQ(tv.tv_usec, 0);
+  });
+  t.join();
+}
+
+TEST_F(hooked_poll, select_leaves_the_time_not_slept_in_its_timeval) {
+  tendril::detail::test_clock::pause();
+  tcp_pair p = connected_pair();
+  timeval tv{10, 0};
+  int n = -2;
+  fd_set rd;
+  const int ticks = blocked_while_others_run(
+      [&] {
+        FD_ZERO(&rd);
+        FD_SET(p.server.get(), &rd);
+        n = ::select(p.server + 1, &rd, nullptr, nullptr, &tv);
+      },
+      [&] {
+        tendril::sleep(2s);
+        ::send(p.client, "s", 1, 0);
+      });
+  EXPECT_EQ(ticks, 3);
+  EXPECT_EQ(n, 1);
+  EXPECT_TRUE(FD_ISSET(p.server.get(), &rd));
+  // About 10 s - 2 s left (the ticker's 3 ms and 2 s on the paused clock).
+  EXPECT_GE(tv.tv_sec, 7);
+  EXPECT_LE(tv.tv_sec, 8);
+}
+
+TEST_F(hooked_poll, one_poll_over_many_descriptors_reports_the_one_that_became_ready) {
+  tcp_pair a = connected_pair();
+  tcp_pair b = connected_pair();
+  tcp_pair c = connected_pair();
+  pollfd fds[3] = {{a.server, POLLIN, 0}, {b.server, POLLIN, 0}, {c.server, POLLIN | POLLOUT, 0}};
+  fds[2].events = POLLIN;
+  int n = -2;
+  const int ticks = blocked_while_others_run([&] { n = ::poll(fds, 3, -1); },
+                                             [&] { ::send(b.client, "b", 1, 0); });
+  EXPECT_EQ(ticks, 3);
+  EXPECT_EQ(n, 1);
+  EXPECT_EQ(fds[0].revents, 0);
+  EXPECT_EQ(fds[1].revents, POLLIN);
+  EXPECT_EQ(fds[2].revents, 0);
+  // A descriptor that is ready already: at once.
+  pollfd w{a.client, POLLOUT, 0};
+  auto t = spawn([&] { EXPECT_EQ(::poll(&w, 1, -1), 1); });
+  t.join();
+  EXPECT_EQ(w.revents, POLLOUT);
+}
+
+TEST_F(hooked_poll, several_greenlets_polling_one_descriptor_all_wake) {
+  tcp_pair p = connected_pair();
+  constexpr int waiters = 5;
+  std::vector<int> results;
+  std::vector<tendril::task<void>> tasks;
+  for (int i = 0; i < waiters; ++i) {
+    tasks.push_back(spawn([&, i] {
+      if (i % 2) {
+        pollfd f{p.server, POLLIN, 0};
+        results.push_back(::poll(&f, 1, -1));
+      } else {
+        results.push_back(epoll_on(p.server, false, -1));
+      }
+    }));
+  }
+  tendril::sleep(5ms);
+  EXPECT_TRUE(results.empty());
+  ASSERT_EQ(::send(p.client, "x", 1, 0), 1);
+  tendril::joinall(tasks);
+  EXPECT_EQ(results, std::vector<int>(waiters, 1));
+}
+
+TEST_F(hooked_poll, outside_any_hub_each_call_is_libcs) {
+  tcp_pair p = connected_pair();
+  on_plain_thread([&] {
+    for (const poll_call& pc : poll_calls()) {
+      SCOPED_TRACE(pc.name);
+      const auto start = std::chrono::steady_clock::now();
+      EXPECT_EQ(pc.call(p.server, 30), 0);
+      EXPECT_GE(std::chrono::steady_clock::now() - start, 25ms);
+    }
+    std::thread sender([&] {
+      std::this_thread::sleep_for(20ms);
+      ::send(p.client, "o", 1, 0);
+    });
+    EXPECT_EQ(poll_calls()[0].call(p.server, -1), 1);
+    sender.join();
+    for (const poll_call& pc : poll_calls()) {
+      SCOPED_TRACE(pc.name);
+      EXPECT_EQ(pc.call(p.server, -1), 1);
+    }
+  });
+}
