@@ -15,6 +15,9 @@ int echo_server(const args& a);
 int echo_client(const args& a);
 int run(const args& a);
 int crawl_command(const args& a);
+int serve_model(const args& a);
+int load(const args& a);
+int iomodels(const args& a);
 
 }  // namespace tendril::app
 

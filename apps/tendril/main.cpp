@@ -38,16 +38,28 @@ const command commands[] = {
      "the seed's crawler: fetch URLs concurrently with libcurl under the hooks (no URL: a local "
      "slow server)",
      &tendril::app::crawl_command},
+    {"iomodels", "iomodels [--quick] [--out DIR]",
+     "the I/O models lab: every model's echo server measured at 1-1000 connections; a table, "
+     "with --out Markdown and SVG (--list, --models a,b, --connections 1,10, --seconds S)",
+     &tendril::app::iomodels},
+    {"load", "load --port P [OPTIONS]",
+     "the lab's load generator against an echo server: messages/s, latency, server CPU per "
+     "message (--host, --connections, --size, --seconds, --warmup, --server-pid, --as-sent)",
+     &tendril::app::load},
     {"run", "run -- PROGRAM [ARGS]",
      "run a program linked with libtendril.so with the libc hooks on (LD_PRELOAD)",
      &tendril::app::run},
+    // Hidden (no usage line): one model of the I/O models lab as a server process.
+    {"serve-model", nullptr, nullptr, &tendril::app::serve_model},
     {"version", "version", "print the version", &version},
     {"help", "help", "this list", &help},
 };
 
 int help(const tendril::app::args&) {
   std::printf("usage: tendril COMMAND [ARGS]\n\ncommands:\n");
-  for (const auto& c : commands) std::printf("  %-22s %s\n", c.usage, c.summary);
+  for (const auto& c : commands) {
+    if (c.usage != nullptr) std::printf("  %-22s %s\n", c.usage, c.summary);
+  }
   return 0;
 }
 

@@ -30,6 +30,7 @@ int tour(const args& a) {
   tour_gevent(o);
   tour_sockets(o);
   tour_monkey(o);
+  tour_iomodels(o);
   std::printf("\nend of the tour\n");
   return 0;
 }

@@ -23,6 +23,7 @@ void tour_greenlets(const tour_options& o);
 void tour_gevent(const tour_options& o);
 void tour_sockets(const tour_options& o);
 void tour_monkey(const tour_options& o);
+void tour_iomodels(const tour_options& o);
 
 }  // namespace tendril::app
 

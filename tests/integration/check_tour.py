@@ -79,6 +79,16 @@ def main():
     # Every fetch starts before the first one ends: they run at the same time.
     expect(max(s8.index(l) for l in gets) < min(s8.index(l) for l in done), f"section 8 order: {s8}")
     expect(any(l.startswith("5 of 5 fetched in ") for l in s8), f"section 8 summary: {s8}")
+    # Section 9: the blocking client waits for the delayed reply (2 s scaled by --quick: 0.10 s),
+    # then the non-blocking server answers at once.
+    s9 = s.get(9, [])
+    waits = [float(m.group(2)) for l in s9
+             if (m := re.match(r'^client: got "(HELLO|HELLO AGAIN)" at [\d:.]+ \((\d+\.\d+) s later\)$', l))]
+    expect(len(waits) == 2, f"section 9 replies: {s9}")
+    expect(s9.index(next(l for l in s9 if l.startswith('client: sends "hello" at'))) <
+           s9.index(next(l for l in s9 if l.startswith('server: got "hello"'))), f"section 9 order: {s9}")
+    expect(waits[0] >= 0.099, f"section 9: the delayed reply came after {waits[0]} s")
+    expect(waits[1] < 1.0, f"section 9: the non-blocking server took {waits[1]} s to answer")
     expect("end of the tour" in run.stdout, "the tour did not reach its end")
     print("check_tour: ok")
 

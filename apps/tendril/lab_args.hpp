@@ -1,0 +1,52 @@
+// Argument parsing shared by the lab's commands (`tendril load`, `tendril iomodels`).
+#ifndef TENDRIL_APPS_TENDRIL_LAB_ARGS_HPP
+#define TENDRIL_APPS_TENDRIL_LAB_ARGS_HPP
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace tendril::app {
+
+// parse_count() is the whole number in v, from lo to hi, or throws std::invalid_argument
+// naming the option.
+inline std::size_t parse_count(const std::string& option, const std::string& v, std::size_t lo,
+                               std::size_t hi) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+  if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0 || n < lo || n > hi)
+    throw std::invalid_argument("bad value '" + v + "' for " + option + " (a whole number from " +
+                                std::to_string(lo) + " to " + std::to_string(hi) + ")");
+  return static_cast<std::size_t>(n);
+}
+
+// parse_seconds() is the duration in v, in seconds: more than 0, or at least 0 when zero_ok.
+inline double parse_seconds(const std::string& option, const std::string& v, bool zero_ok) {
+  char* end = nullptr;
+  const double s = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(s) || s < 0 || (!zero_ok && s == 0) || s > 86400)
+    throw std::invalid_argument("bad value '" + v + "' for " + option + " (seconds, " +
+                                (zero_ok ? "0" : "more than 0") + " to 86400)");
+  return s;
+}
+
+// split_list() is v cut at each comma, empty items left out.
+inline std::vector<std::string> split_list(const std::string& v) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= v.size()) {
+    std::size_t comma = v.find(',', start);
+    if (comma == std::string::npos) comma = v.size();
+    if (comma > start) out.push_back(v.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace tendril::app
+
+#endif
