@@ -1,5 +1,5 @@
 // `tendril run -- PROGRAM`: a program that links libtendril.so and never calls patch_all()
-// (tests/libs/preload_helper.cpp) gets the hooks from the preloaded libtendril_preload.so.
+// (tests/monkey/preload_helper.cpp) gets the hooks from the preloaded libtendril_preload.so.
 // Run directly, its two greenlets' plain usleep(300 ms) calls take turns (0.6 s); under
 // `tendril run` they overlap (0.3 s). And the command's own failures: a program that is not
 // there (127, as a shell says), no program at all (2, usage).

@@ -1,4 +1,4 @@
-// The program tests/libs/preload_test.cpp runs, directly and under `tendril run`: it links
+// The program tests/monkey/preload_test.cpp runs, directly and under `tendril run`: it links
 // libtendril.so and never calls patch_all(). Two greenlets each call plain ::usleep(300 ms);
 // it prints whether the hooks are on, how long the two took, and its arguments:
 //   patched=0 elapsed=0.601 args=one|two words
