@@ -93,18 +93,20 @@ std::uint8_t checked_bits(int fd) noexcept {
 }
 
 bool caller_nonblocking(int fd) noexcept {
-  const std::uint8_t b = checked_bits(fd);
-  if (b & we_set_nonblock) return b & user_nonblock;
+  const std::uint8_t b = bits(fd);
+  if (b & (we_set_nonblock | mode_known)) return b & user_nonblock;
   const int fl = real::get().fcntl(fd, F_GETFL);
   return fl >= 0 && (fl & O_NONBLOCK);
 }
 
 bool make_nonblocking(int fd) noexcept {
+  const std::uint8_t b = bits(fd);
+  if (b & we_set_nonblock) return true;
   const int fl = real::get().fcntl(fd, F_GETFL);
   if (fl < 0) return false;
   if (fl & O_NONBLOCK) return true;
   if (real::get().fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) return false;
-  set_bits(fd, static_cast<std::uint8_t>((bits(fd) & not_a_socket) | we_set_nonblock));
+  set_bits(fd, static_cast<std::uint8_t>((b & (not_a_socket | no_timeouts)) | we_set_nonblock));
   return true;
 }
 
@@ -134,7 +136,8 @@ fd_record& borrow_checked(fd_table& t, int fd) {
   // a number closed behind the hooks' back (a raw close, glibc's own fclose of an fdopen'd
   // socket): when the number names another file now, start a new life for it. (A tendril
   // socket's own record is closed by its owner, never behind its back.)
-  if (!r.borrowed || !t.io().persistent()) return r;
+  // Numbers the hooks handed out themselves were checked then (fresh()): no system call here.
+  if (!r.borrowed || !t.io().persistent() || (bits(fd) & mode_known)) return r;
   fd_mode* s = slot(fd, true);
   if (s == nullptr) return r;
   const std::uint64_t now = inode_of(fd);
@@ -217,6 +220,7 @@ int sleep_until(std::int64_t deadline_ns) noexcept {
 }
 
 std::int64_t option_deadline(int fd, int optname) noexcept {
+  if (bits(fd) & no_timeouts) return forever_ns;
   timeval tv{};
   socklen_t len = sizeof tv;
   if (real::get().getsockopt(fd, SOL_SOCKET, optname, &tv, &len) != 0) return forever_ns;
@@ -229,6 +233,11 @@ void closing(int fd) noexcept {
   if (fd_table* t = fd_table::peek()) {
     if (fd_record* r = t->lookup(fd); r != nullptr && r->open && r->borrowed) t->close(*r);
   }
+}
+
+void fresh(int fd, std::uint8_t b) noexcept {
+  closing(fd);
+  set_bits(fd, b);
 }
 
 void on_pool(void (*fn)(void*), void* ctx) noexcept {

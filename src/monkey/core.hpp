@@ -28,19 +28,28 @@ inline bool active() noexcept { return g_patched.load(std::memory_order_relaxed)
 // Per-descriptor mode bits, process-wide (a descriptor is the process's, not a thread's).
 // The hooks make a blocking socket non-blocking underneath only where they must (listeners
 // and connecting sockets: accept and connect have no per-call flag) and remember the
-// caller's own choice, which F_GETFL reports.
+// caller's own choice, which F_GETFL reports. For descriptors made through the hooks
+// (socket, accept, socketpair, pipe, dup) they also know O_NONBLOCK as the caller set it and
+// whether a time limit was ever set, so that the path of a call about to wait makes no
+// system call to find out.
 enum mode_bits : std::uint8_t {
   we_set_nonblock = 1,  // O_NONBLOCK is on because a hook put it there
-  user_nonblock = 2,    // ...and the caller had asked for it too
+  user_nonblock = 2,    // the caller asked for O_NONBLOCK (meaningful with 1 or 8)
   not_a_socket = 4,     // recv() said ENOTSOCK: use readiness, then the plain call
+  mode_known = 8,       // made or last set through the hooks: bit 2 is the caller's flag
+  no_timeouts = 16,     // no SO_RCVTIMEO / SO_SNDTIMEO was ever set through setsockopt
 };
 std::uint8_t bits(int fd) noexcept;
 void set_bits(int fd, std::uint8_t b) noexcept;
 void reset_bits(int fd) noexcept;
 // checked_bits() is bits() after making sure the number still names the file the O_NONBLOCK
-// bits were set for (an fstat when they are set); stale bits are dropped. For the paths that
-// act on them: about to wait, fcntl, ioctl.
+// bits were set for (an fstat when they are set); stale bits are dropped. For the rare calls
+// that act on them: fcntl, ioctl, waits on descriptors that are not sockets.
 std::uint8_t checked_bits(int fd) noexcept;
+// fresh() starts the hooks' view of a number the kernel just handed out (socket, accept,
+// pipe, dup...): whatever they kept for it belonged to a file closed where they did not see
+// it (glibc's own fclose of an fdopen'd socket), so it is dropped, then the bits are set.
+void fresh(int fd, std::uint8_t b) noexcept;
 
 // caller_nonblocking() is the caller's own view: O_NONBLOCK as the caller set it.
 bool caller_nonblocking(int fd) noexcept;

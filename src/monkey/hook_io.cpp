@@ -41,11 +41,13 @@ int would_block(int fd, io_direction d, std::int64_t& deadline) {
 }
 
 // A socket call: try with MSG_DONTWAIT, wait while it would block. call(flags) makes it.
+// tried: the caller has just made the call and it would have blocked (wait first).
 template <class Call>
-ssize_t on_socket(int fd, io_direction d, int flags, Call call) {
+ssize_t on_socket(int fd, io_direction d, int flags, Call call, bool tried = false) {
   const int saved = errno;
   if (flags & MSG_DONTWAIT) return call(flags);
   std::int64_t deadline = -1;
+  if (tried && would_block(fd, d, deadline) != 0) return -1;
   while (true) {
     const ssize_t n = call(flags | MSG_DONTWAIT);
     if (n >= 0) {
@@ -135,10 +137,15 @@ extern "C" ssize_t read(int fd, void* buf, size_t count) {
       errno = saved;
       return n;
     }
-    if (errno != ENOTSOCK) {
+    const int e = errno;
+    if (e != ENOTSOCK) {
+      // An error is the call's answer (ECONNRESET is reported once: asking again would say
+      // end of stream); a would-block waits without asking again.
+      if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR) return -1;
       errno = saved;
-      return on_socket(fd, io_direction::read, 0,
-                       [&](int f) { return real::get().recv(fd, buf, count, f); });
+      return on_socket(
+          fd, io_direction::read, 0, [&](int f) { return real::get().recv(fd, buf, count, f); },
+          e != EINTR);
     }
     errno = saved;
     mark_other(fd);
@@ -155,14 +162,16 @@ extern "C" ssize_t readv(int fd, const iovec* iov, int iovcnt) {
     const int saved = errno;
     const ssize_t n = real::get().recvmsg(fd, &m, MSG_DONTWAIT);
     if (n >= 0) return n;
-    if (errno != ENOTSOCK) {
+    const int e = errno;
+    if (e != ENOTSOCK) {
+      if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR) return -1;  // the call's answer
       // Reading nothing never waits (libc's readv returns 0 at once). The kernel has read
       // the iovec array by now, so it can be looked at without faulting.
-      if ((errno == EAGAIN || errno == EWOULDBLOCK) && total_of(iov, iovcnt) == 0)
-        return real::get().readv(fd, iov, iovcnt);
+      if (e != EINTR && total_of(iov, iovcnt) == 0) return real::get().readv(fd, iov, iovcnt);
       errno = saved;
-      return on_socket(fd, io_direction::read, 0,
-                       [&](int f) { return real::get().recvmsg(fd, &m, f); });
+      return on_socket(
+          fd, io_direction::read, 0, [&](int f) { return real::get().recvmsg(fd, &m, f); },
+          e != EINTR);
     }
     errno = saved;
     mark_other(fd);
@@ -181,6 +190,9 @@ extern "C" ssize_t write(int fd, const void* buf, size_t count) {
       errno = saved;
       return n;
     }
+    // An error is the call's answer (once: asking again would raise a second SIGPIPE).
+    if (n < 0 && errno != ENOTSOCK && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      return -1;
     if (n >= 0 || errno != ENOTSOCK) {
       errno = saved;
       const std::size_t first = n > 0 ? static_cast<std::size_t>(n) : 0;

@@ -24,9 +24,11 @@ namespace real = tendril::detail::real;
 using tendril::detail::io_direction;
 
 // Copies the mode bits of a descriptor to its duplicate (they share O_NONBLOCK).
-void share_bits(int from, int to) {
-  set_bits(
-      to, static_cast<std::uint8_t>(bits(from) & (we_set_nonblock | user_nonblock | not_a_socket)));
+void share_bits(int from, int to) { fresh(to, bits(from)); }
+
+// The bits of a socket made through the hooks: the caller's O_NONBLOCK, no time limits yet.
+std::uint8_t made(bool nonblocking) {
+  return static_cast<std::uint8_t>(mode_known | no_timeouts | (nonblocking ? user_nonblock : 0));
 }
 
 // The kernel writes *addrlen only when a connection is taken, so a retry finds it as the
@@ -39,7 +41,9 @@ int accept_common(int fd, sockaddr* addr, socklen_t* addrlen, int flags) {
   while (true) {
     const int c = real::get().accept4(fd, addr, addrlen, flags);
     if (c >= 0) {
-      reset_bits(c);
+      // The new socket has the listener's time limits (the kernel copies them).
+      fresh(c, static_cast<std::uint8_t>((made((flags & SOCK_NONBLOCK) != 0) & ~no_timeouts) |
+                                         (bits(fd) & no_timeouts)));
       errno = saved;
       return c;
     }
@@ -97,15 +101,15 @@ extern "C" int connect(int fd, const sockaddr* addr, socklen_t len) {
 
 extern "C" int socket(int domain, int type, int protocol) {
   const int fd = real::get().socket(domain, type, protocol);
-  if (fd >= 0 && g_patched.load(std::memory_order_relaxed)) reset_bits(fd);
+  if (fd >= 0 && g_patched.load(std::memory_order_relaxed)) fresh(fd, made(type & SOCK_NONBLOCK));
   return fd;
 }
 
 extern "C" int socketpair(int domain, int type, int protocol, int sv[2]) {
   const int rc = real::get().socketpair(domain, type, protocol, sv);
   if (rc == 0 && g_patched.load(std::memory_order_relaxed)) {
-    reset_bits(sv[0]);
-    reset_bits(sv[1]);
+    fresh(sv[0], made(type & SOCK_NONBLOCK));
+    fresh(sv[1], made(type & SOCK_NONBLOCK));
   }
   return rc;
 }
@@ -113,8 +117,8 @@ extern "C" int socketpair(int domain, int type, int protocol, int sv[2]) {
 extern "C" int pipe(int fds[2]) {
   const int rc = real::get().pipe(fds);
   if (rc == 0 && g_patched.load(std::memory_order_relaxed)) {
-    set_bits(fds[0], not_a_socket);
-    set_bits(fds[1], not_a_socket);
+    fresh(fds[0], not_a_socket | mode_known);
+    fresh(fds[1], not_a_socket | mode_known);
   }
   return rc;
 }
@@ -122,8 +126,10 @@ extern "C" int pipe(int fds[2]) {
 extern "C" int pipe2(int fds[2], int flags) {
   const int rc = real::get().pipe2(fds, flags);
   if (rc == 0 && g_patched.load(std::memory_order_relaxed)) {
-    set_bits(fds[0], not_a_socket);
-    set_bits(fds[1], not_a_socket);
+    const auto b = static_cast<std::uint8_t>(not_a_socket | mode_known |
+                                             ((flags & O_NONBLOCK) ? user_nonblock : 0));
+    fresh(fds[0], b);
+    fresh(fds[1], b);
   }
   return rc;
 }
@@ -177,11 +183,11 @@ extern "C" int fcntl(int fd, int cmd, ...) {
     }
     case F_SETFL: {
       const auto want = static_cast<int>(reinterpret_cast<std::intptr_t>(arg));
-      if (!(b & we_set_nonblock)) return real::get().fcntl(fd, cmd, want);
-      // The hooks need O_NONBLOCK on underneath: keep it, remember what the caller asked.
-      const int rc = real::get().fcntl(fd, cmd, want | O_NONBLOCK);
+      // The hooks need O_NONBLOCK on underneath where they set it: keep it there. Either way,
+      // remember what the caller asked.
+      const int rc = real::get().fcntl(fd, cmd, (b & we_set_nonblock) ? want | O_NONBLOCK : want);
       if (rc == 0) {
-        set_bits(fd, static_cast<std::uint8_t>((b & ~user_nonblock) |
+        set_bits(fd, static_cast<std::uint8_t>((b & ~user_nonblock) | mode_known |
                                                ((want & O_NONBLOCK) ? user_nonblock : 0)));
       }
       return rc;
@@ -204,14 +210,34 @@ extern "C" int ioctl(int fd, unsigned long request, ...) {
   va_end(ap);
   if (g_patched.load(std::memory_order_relaxed) && request == FIONBIO && arg != nullptr) {
     const std::uint8_t b = checked_bits(fd);
-    if (b & we_set_nonblock) {
-      const bool on = *static_cast<int*>(arg) != 0;
-      int one = 1;
-      const int rc = real::get().ioctl(fd, request, &one);
-      if (rc == 0)
-        set_bits(fd, static_cast<std::uint8_t>((b & ~user_nonblock) | (on ? user_nonblock : 0)));
-      return rc;
+    const bool on = *static_cast<int*>(arg) != 0;
+    int one = 1;
+    // Where the hooks set O_NONBLOCK underneath, it stays on; the caller's wish is recorded.
+    const int rc = real::get().ioctl(fd, request, (b & we_set_nonblock) ? &one : arg);
+    if (rc == 0) {
+      set_bits(fd, static_cast<std::uint8_t>((b & ~user_nonblock) | mode_known |
+                                             (on ? user_nonblock : 0)));
     }
+    return rc;
   }
   return real::get().ioctl(fd, request, arg);
+}
+
+// setsockopt: libc's, and a time limit set on a socket is remembered, so that the calls that
+// wait look it up (getsockopt) only on sockets that have one.
+extern "C" int setsockopt(int fd, int level, int optname, const void* optval, socklen_t optlen) {
+  const int rc = real::get().setsockopt(fd, level, optname, optval, optlen);
+  if (rc == 0 && level == SOL_SOCKET && g_patched.load(std::memory_order_relaxed)) {
+    switch (optname) {
+      case SO_RCVTIMEO_OLD:
+      case SO_SNDTIMEO_OLD:
+      case SO_RCVTIMEO_NEW:
+      case SO_SNDTIMEO_NEW:
+        set_bits(fd, static_cast<std::uint8_t>(bits(fd) & ~no_timeouts));
+        break;
+      default:
+        break;
+    }
+  }
+  return rc;
 }
