@@ -3,7 +3,7 @@
 # tables of medians and ratios (docs/benchmarks.md explains the method).
 # Builds nothing of tendril's: `./dev bench` builds the release preset, then calls this.
 #
-#   bench/run.sh                 every group, about 4 minutes
+#   bench/run.sh                 every group, about 8-9 minutes (echo alone: 5)
 #   bench/run.sh hub sleepers    only some groups (see below)
 #   REPS=9 bench/run.sh          more repetitions (Google Benchmark) and program rounds
 #   PROCS=5 bench/run.sh         more Google Benchmark processes (default 3)
@@ -22,6 +22,22 @@
 #   spawn     (issue 3) task_spawn_peer vs Go (goroutine + WaitGroup) vs State Threads.
 #   memory    (issue 3) task_memory_peer vs Go (100,000 blocked).
 #   sleepers  (issue 3) sleepers_peer vs Asio vs Go (10,000 x 1 s).
+#   echo      (issue 4) build/release/bench/echo_server on io_uring, epoll and poll
+#             (TENDRIL_BACKEND) beside ../shared/peers' raw epoll (the reference), io_uring
+#             and Go echo servers, driven by its load generator: 64-byte messages, 1, 100 and
+#             1,000 connections, server on CPU 0, load generator on CPU 1, ECHO_ROUNDS rounds
+#             (default 3) interleaved per connection count, ECHO_SECONDS measured (default 4)
+#             after ECHO_WARMUP (default 1) per run: about 5-6 minutes. The figure that counts
+#             is the server's CPU time per message (from /proc, read by the load generator);
+#             its ratio to raw epoll is the median of the same-round ratios. ECHO_CONNS=1,100
+#             picks the connection counts. The runner is ../shared/peers/tools/bench.py,
+#             imported (never copied) with its root moved to build/release/bench/peers/, so
+#             its logs land in the results folder and nothing is written to ../shared.
+#   monkey    (issue 5) the hooks: monkey_bench (a hooked read beside libc's, in and outside a
+#             greenlet; 100 concurrent libcurl GETs of 1 s pages, hooked and not), and
+#             posix_echo_server (plain POSIX calls under the hooks) beside echo_server (the
+#             net API) on epoll and io_uring, with the echo group's harness and load
+#             generator at 1, 100 and 1,000 connections: about 4 minutes.
 # The program groups run REPS rounds, interleaved: round 1 runs tendril then the peers, round 2
 # the peers in reverse order then tendril, and so on; the ratio is the median of the ratios
 # measured within one round (as ../shared/peers/tools/bench.py does), steadier than a ratio of
@@ -31,7 +47,8 @@
 # a peer whose toolchain is missing is left out with a note (./dev deps bench installs them:
 # golang-go, libst-dev, libasio-dev, libboost-fiber-dev).
 # Results: build/release/bench/results/ (greenlet_bench.N.json, hub_bench.N.json,
-# programs.txt, tasks.txt, greenlet.md, hub.md, and table.md: the tables of this run).
+# programs.txt, tasks.txt, greenlet.md, hub.md, echo.md, echo.json, echo-logs/, and table.md:
+# the tables of this run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +60,7 @@ reps=${REPS:-5}
 procs=${PROCS:-3}
 out=$bin/results
 
-all_groups=(greenlet hub spawn memory sleepers)
+all_groups=(greenlet hub spawn memory sleepers echo monkey)
 groups=("$@")
 [ ${#groups[@]} -eq 0 ] && groups=("${all_groups[@]}")
 for g in "${groups[@]}"; do
@@ -63,6 +80,8 @@ want hub && need+=(hub_bench)
 want spawn && need+=(task_spawn_peer)
 want memory && need+=(task_memory_peer)
 want sleepers && need+=(sleepers_peer)
+want echo && need+=(echo_server)
+want monkey && need+=(echo_server posix_echo_server monkey_bench)
 for b in "${need[@]}"; do
   if [ ! -x "$bin/$b" ]; then
     echo "bench/run.sh: $bin/$b is missing; build it with ./dev bench (release preset)" >&2
@@ -137,12 +156,18 @@ add_peer sleepers go sleepers_go sleepers/go_sleep.go
 cat >"$out/extra-peers.txt" <<EOF
 # tendril's peer-contract programs for ../shared/peers/run-all.sh (written by bench/run.sh):
 #   EXTRA_PEERS=$abs_bin/results/extra-peers.txt ./run-all.sh switch spawn memory sleepers
+#   EXTRA_PEERS=... ONLY='raw epoll|io_uring \(|Go net|tendril' CONNS=1,100,1000 ./run-all.sh echo
+# (run-all.sh writes its report, logs and binaries into the peers folder; bench/run.sh echo
+# runs the same echo comparison with everything kept under build/release/bench/.)
 switch   | tendril greenlet::switch_to          | $abs_bin/switch_peer 10000000
 spawn    | tendril greenlet, pooled stack       | $abs_bin/spawn_peer 100000 4
 memory   | tendril greenlet, suspended          | $abs_bin/memory_bench 100000
 spawn    | tendril spawn + joinall (tasks)      | $abs_bin/task_spawn_peer 100000 4
 memory   | tendril task blocked on event        | $abs_bin/task_memory_peer 100000
 sleepers | tendril task sleep(1s), joinall      | $abs_bin/sleepers_peer 10000 1000
+echo     | tendril echo (io_uring)              | TENDRIL_BACKEND=io_uring $abs_bin/echo_server
+echo     | tendril echo (epoll)                 | TENDRIL_BACKEND=epoll $abs_bin/echo_server
+echo     | tendril echo (poll)                  | TENDRIL_BACKEND=poll $abs_bin/echo_server
 EOF
 
 pin=(taskset -c "$cpu")
@@ -459,6 +484,259 @@ print(" ".join(notes))
 EOF
 fi
 
+# Issue 4's echo group. The peers' Makefile builds the load generator and the raw epoll,
+# io_uring and Go servers into build/release/bench/peers/bin/ (make -f with VPATH: its own
+# rules and flags, sources read from the peers folder, nothing written there). The runner is
+# the peers' tools/bench.py, imported with its root moved to build/release/bench/peers/ (it
+# runs bin/loadgen from there), so the echo figures come from the same code as
+# ../shared/peers/results/baseline.md.
+if want echo; then
+  abs_peers=$(cd "$peers" && pwd)
+  echo_servers=()
+  echo_make() {  # echo_make TARGET: one target of the peers' Makefile, into $bin/peers/bin
+    GOCACHE=${GOCACHE:-$abs_bin/peers/go-cache} GOPROXY=off GOFLAGS='' \
+      make -s -C "$bin/peers" -f "$abs_peers/Makefile" VPATH="$abs_peers" CC=gcc \
+      CPPFLAGS="-I$abs_peers/common" "bin/$1" >&2
+  }
+  if ! echo_make loadgen || ! echo_make echo_epoll; then
+    echo "bench/run.sh: could not build the peers' loadgen and raw epoll server" >&2
+    exit 1
+  fi
+  echo_servers+=("raw epoll (C, LT)")
+  if [ ! -f /usr/include/liburing.h ]; then
+    echo "   (no liburing-dev: the peers' io_uring server is left out)" >&2
+  elif echo_make echo_uring; then
+    echo_servers+=("io_uring (liburing)")
+  fi
+  if ! command -v go >/dev/null; then
+    echo "   (no go: apt-get install golang-go; the Go server is left out)" >&2
+  elif echo_make echo_go; then
+    echo_servers+=("Go net")
+  fi
+  # 1,000 connections need more than 1,024 descriptors on both sides.
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+  echo_rounds=${ECHO_ROUNDS:-3}
+  echo_seconds=${ECHO_SECONDS:-4}
+  echo_warmup=${ECHO_WARMUP:-1}
+  echo_conns=${ECHO_CONNS:-${CONNS:-1,100,1000}}
+  echo "== echo: ${echo_servers[*]} + tendril io_uring, epoll, poll; connections $echo_conns," \
+    "$echo_rounds rounds of ${echo_warmup}+${echo_seconds} s; server CPU 0, loadgen CPU 1" >&2
+  rm -rf "$out/echo-logs"
+  mkdir -p "$out/echo-logs"
+  python3 - "$abs_peers/tools/bench.py" "$abs_bin" "$out" "$echo_rounds" "$echo_seconds" \
+    "$echo_warmup" "$echo_conns" "${echo_servers[@]}" <<'EOF' >&2
+import datetime, importlib.util, json, os, statistics, subprocess, sys, time
+
+harness, abs_bin, out, rounds, seconds, warmup, conns = sys.argv[1:8]
+out = os.path.abspath(out)
+wanted = sys.argv[8:]
+spec = importlib.util.spec_from_file_location("peers_bench", harness)
+b = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(b)
+b.ROOT = os.path.join(abs_bin, "peers")  # bin/loadgen and bin/echo_* live there
+b.SERVER_CPU, b.CLIENT_CPU = "0", "1"
+srv = os.path.join(abs_bin, "echo_server")
+peers = [p for p in b.ECHO if p.name in wanted]
+for backend in ("io_uring", "epoll", "poll"):
+    peers.append(b.Peer("tendril (%s)" % backend, [srv], {"TENDRIL_BACKEND": backend}))
+
+def uptime():
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+# Other load on the machine during each run: both CPUs' busy time over the load generator's
+# life (warm-up + window), minus the server's and the load generator's own share. This is a
+# shared machine; a run where others took CPU time is less trustworthy.
+busy = {}  # (port, conns) -> [busy % of one CPU, summed over all CPUs, per run]
+
+class _Sub:
+    def __getattr__(self, name):
+        return getattr(subprocess, name)
+
+    def run(self, argv, *a, **k):
+        s0 = b.cpu_stat()
+        r = subprocess.run(argv, *a, **k)
+        s1 = b.cpu_stat()
+        d = [y - x for x, y in zip(s0, s1)]
+        tot, idle = sum(d[:8]), d[3] + d[4]
+        ncpu = os.cpu_count() or 1
+        busy.setdefault((argv[5], argv[6]), []).append(100.0 * ncpu * (tot - idle) / tot if tot else 0)
+        return r
+
+b.subprocess = _Sub()
+
+started = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M:%S")
+up0, stat0 = uptime(), b.cpu_stat()
+os.chdir(b.ROOT)
+res = {}
+b.run_echo(peers, int(rounds), [int(c) for c in conns.split(",")], 64, float(seconds),
+           float(warmup), res, os.path.join(out, "echo-logs"))
+up1, stat1 = uptime(), b.cpu_stat()
+finished = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M:%S")
+tot = sum(stat1) - sum(stat0)
+steal = 100.0 * (stat1[7] - stat0[7]) / tot if tot > 0 and len(stat1) > 7 else float("nan")
+for kind, d in res.items():
+    for name, rec in d.items():
+        port = rec["loadgen"].split()[5]
+        for v, u in zip(rec["runs"], busy.get((port, kind[6:]), [])):
+            if v:
+                v["others_cpu_pct"] = max(0.0, u - v.get("server_cpu_pct", 0) - v.get("client_cpu_pct", 0))
+json.dump({"started": started, "finished": finished, "uptime_start": up0, "uptime_end": up1,
+           "steal_pct": steal, "rounds": int(rounds), "seconds": float(seconds),
+           "warmup": float(warmup), "results": res},
+          open(os.path.join(out, "echo.json"), "w"), indent=1)
+
+def us_per_msg(v):
+    if not v or "server_cpu_pct" not in v or not v.get("msgs_per_s"):
+        return None
+    return v["server_cpu_pct"] / 100.0 * 1e6 / v["msgs_per_s"]
+
+def fmt(xs, nd):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "—"
+    f = lambda x: "{:,.{}f}".format(x, nd)
+    m = statistics.median(xs)
+    if len(xs) == 1:
+        return f(m)
+    return "%s (%s–%s)" % (f(m), f(min(xs)), f(max(xs)))
+
+REF = "raw epoll (C, LT)"
+L = []
+verdicts = {}
+for kind in sorted(res, key=lambda k: int(k[6:])):
+    d = res[kind]
+    n = int(kind[6:])
+    L.append("### %d connection%s" % (n, "" if n == 1 else "s"))
+    L.append("")
+    L.append("| server | msgs/s median (min–max) | p50 µs | p99 µs | srv CPU % | gen CPU % "
+             "| others CPU % | srv µs/msg median (min–max) | µs/msg ÷ raw epoll | msgs/s ÷ raw epoll "
+             "| runs |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    ref = d.get(REF, {}).get("runs", [])
+    for name, rec in d.items():
+        runs = rec["runs"]
+        ok = [v for v in runs if v]
+        cost = [us_per_msg(v) for v in ok]
+        rc = [us_per_msg(x) / us_per_msg(y) for x, y in zip(runs, ref)
+              if us_per_msg(x) and us_per_msg(y)]
+        rm = [x["msgs_per_s"] / y["msgs_per_s"] for x, y in zip(runs, ref) if x and y]
+        ratio_c = statistics.median(rc) if rc else None
+        verdicts[(n, name)] = ratio_c
+        st = "%d/%d" % (len(ok), len(runs))
+        if rec["errors"]:
+            st += " (" + "; ".join(sorted(set(e[:60] for e in rec["errors"]))) + ")"
+        L.append("| %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            name, " *(ref)*" if name == REF else "",
+            fmt([v["msgs_per_s"] for v in ok], 0),
+            fmt([v["p50_us"] for v in ok], 0 if n > 1 else 1),
+            fmt([v["p99_us"] for v in ok], 0 if n > 1 else 1),
+            fmt([v.get("server_cpu_pct") for v in ok], 0),
+            fmt([v.get("client_cpu_pct") for v in ok], 0),
+            fmt([v.get("others_cpu_pct") for v in ok], 0),
+            fmt(cost, 2), "%.2f" % ratio_c if ratio_c else "—",
+            "%.2f" % statistics.median(rm) if rm else "—", st))
+    L.append("")
+
+L.append("Goals (server CPU µs per message, same-round ratio to raw epoll): tendril on epoll at most "
+         "1.0×, tendril on its best backend at most 0.9×.")
+L.append("")
+L.append("| connections | tendril (epoll) | ≤ 1.0× | best tendril backend | ≤ 0.9× |")
+L.append("|---:|---:|---|---|---|")
+for n in sorted({k[0] for k in verdicts}):
+    e = verdicts.get((n, "tendril (epoll)"))
+    best = min(((verdicts.get((n, "tendril (%s)" % be)), be) for be in ("io_uring", "epoll", "poll")
+                if verdicts.get((n, "tendril (%s)" % be))), default=(None, None))
+    # Judged on the ratio as shown (two decimals).
+    L.append("| %d | %s | %s | %s | %s |" % (
+        n, "%.2f" % e if e else "—", ("**yes**" if round(e, 2) <= 1.0 else "**no**") if e else "—",
+        "%s %.2f" % (best[1], best[0]) if best[0] else "—",
+        ("**yes**" if round(best[0], 2) <= 0.9 else "**no**") if best[0] else "—"))
+L.append("")
+L.append("64-byte messages, one in flight per connection; %s rounds interleaved (order reversed every "
+         "other round), %s s measured after %s s of warm-up; server `taskset -c 0`, loadgen "
+         "`taskset -c 1`; medians. Ratios: median of the same-round ratios to raw epoll. "
+         "`others CPU %%`: CPU time taken on the machine by other processes during the run (both "
+         "CPUs, 100 = one core), a sign of interference from outside the benchmark. "
+         "%s to %s UTC; load at the start: `%s`; at the end: `%s`; CPU steal %.2f%%."
+         % (rounds, seconds, warmup, started, finished, up0, up1, steal))
+open(os.path.join(out, "echo.md"), "w").write("\n".join(L) + "\n")
+EOF
+fi
+
+# Issue 5's monkey group: the hooks' cost, each beside what it is compared with, in one run.
+if want monkey; then
+  abs_peers=$(cd "$peers" && pwd)
+  make -s -C "$bin/peers" -f "$abs_peers/Makefile" VPATH="$abs_peers" CC=gcc \
+    CPPFLAGS="-I$abs_peers/common" bin/loadgen >&2 || {
+    echo "bench/run.sh: could not build the peers' load generator" >&2
+    exit 1
+  }
+  echo "== monkey: hooked read vs libc read; 100 libcurl GETs; POSIX echo under hooks vs net API" >&2
+  "${pin[@]}" "$bin/monkey_bench" "$reps" 100 >"$out/monkey_bench.txt"
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+  rm -rf "$out/monkey-echo-logs"
+  mkdir -p "$out/monkey-echo-logs"
+  python3 - "$abs_peers/tools/bench.py" "$abs_bin" "$out" "${ECHO_ROUNDS:-3}" \
+    "${ECHO_SECONDS:-4}" "${ECHO_WARMUP:-1}" "${ECHO_CONNS:-1,100,1000}" <<'EOF' >&2
+import datetime, importlib.util, os, statistics, subprocess, sys
+
+harness, abs_bin, out, rounds, seconds, warmup, conns = sys.argv[1:8]
+out = os.path.abspath(out)
+spec = importlib.util.spec_from_file_location("peers_bench", harness)
+b = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(b)
+b.ROOT = os.path.join(abs_bin, "peers")
+b.SERVER_CPU, b.CLIENT_CPU = "0", "1"
+peers = []
+for backend in ("epoll", "io_uring"):
+    peers.append(b.Peer("net API (%s)" % backend, [os.path.join(abs_bin, "echo_server")],
+                        {"TENDRIL_BACKEND": backend}))
+    peers.append(b.Peer("POSIX + hooks (%s)" % backend,
+                        [os.path.join(abs_bin, "posix_echo_server")], {"TENDRIL_BACKEND": backend}))
+started = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M")
+up0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+os.chdir(b.ROOT)
+res = {}
+b.run_echo(peers, int(rounds), [int(c) for c in conns.split(",")], 64, float(seconds),
+           float(warmup), res, os.path.join(out, "monkey-echo-logs"))
+
+
+def cost(v):
+    if not v or not v.get("msgs_per_s") or "server_cpu_pct" not in v:
+        return None
+    return v["server_cpu_pct"] / 100.0 * 1e6 / v["msgs_per_s"]
+
+
+L = ["| connections | backend | net API µs/msg | POSIX + hooks µs/msg | ratio (median of rounds) | ≤ 1.1× |",
+     "|---:|---|---:|---:|---:|---|"]
+for kind in sorted(res, key=lambda k: int(k[6:])):
+    d = res[kind]
+    for backend in ("epoll", "io_uring"):
+        a = d.get("net API (%s)" % backend, {}).get("runs", [])
+        h = d.get("POSIX + hooks (%s)" % backend, {}).get("runs", [])
+        ca = [cost(v) for v in a if cost(v)]
+        ch = [cost(v) for v in h if cost(v)]
+        rs = [cost(y) / cost(x) for x, y in zip(a, h) if cost(x) and cost(y)]
+        r = statistics.median(rs) if rs else None
+        L.append("| %s | %s | %s | %s | %s | %s |" % (
+            kind[6:], backend, "%.2f" % statistics.median(ca) if ca else "—",
+            "%.2f" % statistics.median(ch) if ch else "—", "%.2f" % r if r else "—",
+            ("**yes**" if round(r, 2) <= 1.1 else "**no**") if r else "—"))
+L.append("")
+L.append("64-byte messages; %s rounds interleaved, %s s measured after %s s warm-up; server on CPU 0, "
+         "the peers' loadgen on CPU 1; %s UTC; load at the start: `%s`." % (
+             rounds, seconds, warmup, started, up0))
+open(os.path.join(out, "monkey_echo.md"), "w").write("\n".join(L) + "\n")
+EOF
+  {
+    echo "### The hooks (issue 5)"
+    echo
+    sed 's/^/    /' "$out/monkey_bench.txt"
+    echo
+    cat "$out/monkey_echo.md"
+  } >"$out/monkey.md"
+fi
+
 : >"$out/table.md"
 if want greenlet; then
   { echo "## Issue 2: greenlets beside Boost.Context"; echo; cat "$out/greenlet.md"; echo; } \
@@ -467,6 +745,14 @@ fi
 if [ -f "$out/hub.md" ] && { want hub || [ ${#task_groups[@]} -gt 0 ]; }; then
   { echo "## Issue 3: tasks and the hub beside Go, State Threads, Asio, Boost.Fiber"; echo
     cat "$out/hub.md"; } >>"$out/table.md"
+fi
+if want echo && [ -f "$out/echo.md" ]; then
+  { echo "## Issue 4: echo beside raw epoll, io_uring and Go"; echo; cat "$out/echo.md"; echo; } \
+    >>"$out/table.md"
+fi
+if want monkey && [ -f "$out/monkey.md" ]; then
+  { echo "## Issue 5: the hooks beside libc and beside the net API"; echo; cat "$out/monkey.md"
+    echo; } >>"$out/table.md"
 fi
 cat "$out/table.md"
 echo >&2

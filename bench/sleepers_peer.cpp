@@ -4,9 +4,11 @@
 // ../shared/peers/sleepers/asio.cpp measures them, for ../shared/peers/run-all.sh (an extra
 // peer, see bench/run.sh). The hub is started before the clocks, as Asio's io_context is made
 // before its. Does not pin itself.
-// With prewarm=1 (not the peers' method: a diagnostic), N tasks with an empty body are spawned
-// and joined before the clocks start, so that the N stacks come warm from the pool instead of
-// being carved (guard installed, first page faulted in) inside the timing.
+// With prewarm=1 (not the peers' method: a diagnostic), N tasks that each yield once
+// (sleep(0s)) are spawned and joined before the clocks start, so that the N stacks come warm
+// from the pool instead of being carved (guard installed, first page faulted in) inside the
+// timing. They must all be alive at once: a task takes its stack when it first runs, so N
+// empty tasks would run one after the other on the same pooled stack.
 // Usage: sleepers_peer [n=10000] [sleep_ms=1000] [prewarm=0]
 #include <time.h>
 
@@ -40,7 +42,9 @@ int main(int argc, char** argv) {
   std::vector<tendril::task<void>> v;
   v.reserve(static_cast<std::size_t>(n));
   if (prewarm) {
-    for (long i = 0; i < n; ++i) v.push_back(tendril::spawn([] {}));
+    for (long i = 0; i < n; ++i) {
+      v.push_back(tendril::spawn([] { tendril::sleep(std::chrono::seconds(0)); }));
+    }
     tendril::joinall(v);
     v.clear();
   }
