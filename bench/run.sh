@@ -3,7 +3,7 @@
 # tables of medians and ratios (docs/benchmarks.md explains the method).
 # Builds nothing of tendril's: `./dev bench` builds the release preset, then calls this.
 #
-#   bench/run.sh                 every group, about 8-9 minutes (echo alone: 5)
+#   bench/run.sh                 every group, about 13 minutes (echo alone: 5, monkey 4)
 #   bench/run.sh hub sleepers    only some groups (see below)
 #   REPS=9 bench/run.sh          more repetitions (Google Benchmark) and program rounds
 #   PROCS=5 bench/run.sh         more Google Benchmark processes (default 3)

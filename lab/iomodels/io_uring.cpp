@@ -48,8 +48,16 @@ struct conn {
 class server {
  public:
   explicit server(int listen_fd) : lfd_(listen_fd) {
-    if (int e = ::io_uring_queue_init(1024, &ring_, 0); e < 0)
-      throw std::system_error(-e, std::generic_category(), "io_uring_queue_init");
+    // One thread submits and reaps: the kernel may run completion work when that thread
+    // next enters it instead of interrupting it (kernels before 5.19/6.0 lack the flags).
+    io_uring_params p{};
+    p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER;
+    int e = ::io_uring_queue_init_params(1024, &ring_, &p);
+    if (e == -EINVAL) {
+      p = io_uring_params{};
+      e = ::io_uring_queue_init_params(1024, &ring_, &p);
+    }
+    if (e < 0) throw std::system_error(-e, std::generic_category(), "io_uring_queue_init");
   }
 
   void run() {

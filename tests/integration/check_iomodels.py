@@ -5,6 +5,9 @@ panel, a legend naming every model); then bad input: an unknown model, a level a
 select's limit."""
 import os
 import re
+import resource
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -93,6 +96,32 @@ def main():
     expect(above.returncode == 0 and re.search(r"cannot serve: select is limited to \d+ connections",
                                                 above.stdout),
            f"select @ 5000: {above.returncode}\n{above.stdout}\n{above.stderr}")
+    # Bad input: a level above the descriptor limit is a row saying so, and the other levels
+    # still run; a port in use is a clear error; one CPU runs without pinning and says so.
+    def low_fd_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+    fds = subprocess.run([tendril, "iomodels", "--models", "epoll-lt", "--connections", "1,1000",
+                          "--seconds", "0.2", "--warmup", "0"], capture_output=True, text=True,
+                         timeout=60, preexec_fn=low_fd_limit)
+    rows = rows_of(fds.stdout) if fds.returncode == 0 else {}
+    expect(fds.returncode == 0 and "epoll-lt" in rows and float(rows["epoll-lt"][1][2].replace(",", "")) > 0
+           and re.search(r"cannot run: 1000 connections need more descriptors than RLIMIT_NOFILE "
+                         r"allows \(200\)", fds.stdout),
+           f"descriptor limit: {fds.returncode}\n{fds.stdout}\n{fds.stderr}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run([tendril, "serve-model", "epoll-lt", "--port", str(port)],
+                              capture_output=True, text=True, timeout=30)
+        expect(busy.returncode != 0 and f"cannot bind 127.0.0.1:{port}: Address already in use"
+               in busy.stderr, f"port in use: {busy.returncode} {busy.stderr}")
+    if shutil.which("taskset"):
+        one = subprocess.run(["taskset", "-c", "0", tendril, "iomodels", "--models", "epoll-lt",
+                              "--connections", "1", "--seconds", "0.2", "--warmup", "0"],
+                             capture_output=True, text=True, timeout=60)
+        expect(one.returncode == 0 and "only one CPU available" in one.stderr
+               and "epoll-lt" in rows_of(one.stdout), f"one CPU: {one.returncode}\n{one.stdout}\n{one.stderr}")
     listed = subprocess.run([tendril, "iomodels", "--list"], capture_output=True, text=True, timeout=30)
     expect(listed.returncode == 0 and all(m in listed.stdout for m in MODELS), "--list: " + listed.stdout)
     print("check_iomodels: ok")
