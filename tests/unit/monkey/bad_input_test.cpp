@@ -32,11 +32,7 @@ using tendril::spawn;
 
 namespace {
 
-class hooked_bad_input : public ::testing::Test {
- protected:
-  void SetUp() override { tendril::monkey::patch_all(); }
-  watchdog dog_;
-};
+class hooked_bad_input : public hooked_test {};
 
 // A call whose outcome is compared; it may not block (with libc's semantics) on any input
 // it is given here.

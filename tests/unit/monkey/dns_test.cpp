@@ -25,11 +25,7 @@ using tendril::spawn;
 
 namespace {
 
-class hooked_dns : public ::testing::Test {
- protected:
-  void SetUp() override { tendril::monkey::patch_all(); }
-  watchdog dog_;
-};
+class hooked_dns : public hooked_test {};
 
 // What a lookup found, in a comparable form.
 struct found {

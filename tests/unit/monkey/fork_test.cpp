@@ -23,11 +23,7 @@ using tendril::spawn;
 
 namespace {
 
-class hooked_fork : public ::testing::Test {
- protected:
-  void SetUp() override { tendril::monkey::patch_all(); }
-  watchdog dog_;
-};
+class hooked_fork : public hooked_test {};
 
 // Writes all of s to fd with libc's call semantics (hooked or not).
 void say(int fd, const std::string& s) {

@@ -34,12 +34,7 @@ using tendril::spawn;
 
 namespace {
 
-class hooked_io : public ::testing::Test {
- protected:
-  void SetUp() override { tendril::monkey::patch_all(); }
-  void TearDown() override { tendril::detail::test_clock::resume(); }
-  watchdog dog_;
-};
+class hooked_io : public hooked_test {};
 
 // The read family, each reading into (buf, len) in its own way.
 struct read_call {

@@ -30,7 +30,11 @@
 #include <utility>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "hub/clock.hpp"
 #include "hub/hub_impl.hpp"
+#include "tendril/monkey/monkey.hpp"
 #include "tendril/tendril.hpp"
 
 namespace tendril::test::monkey {
@@ -243,6 +247,15 @@ inline int blocked_while_others_run(const std::function<void()>& blocked,
   tendril::joinall(a, b);
   return seen;
 }
+
+// The fixture of the hook tests: hooks on, the real clock back after each test (some pause
+// it), and a watchdog that ends a test which hangs.
+class hooked_test : public ::testing::Test {
+ protected:
+  void SetUp() override { tendril::monkey::patch_all(); }
+  void TearDown() override { tendril::detail::test_clock::resume(); }
+  watchdog dog_;
+};
 
 }  // namespace tendril::test::monkey
 

@@ -30,12 +30,7 @@ using tendril::spawn;
 
 namespace {
 
-class hooked_poll : public ::testing::Test {
- protected:
-  void SetUp() override { tendril::monkey::patch_all(); }
-  void TearDown() override { tendril::detail::test_clock::resume(); }
-  watchdog dog_;
-};
+class hooked_poll : public hooked_test {};
 
 constexpr std::int64_t ms_ns = 1'000'000;
 

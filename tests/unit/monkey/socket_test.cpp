@@ -34,12 +34,7 @@ using tendril::spawn;
 
 namespace {
 
-class hooked_socket : public ::testing::Test {
- protected:
-  void SetUp() override { tendril::monkey::patch_all(); }
-  void TearDown() override { tendril::detail::test_clock::resume(); }
-  watchdog dog_;
-};
+class hooked_socket : public hooked_test {};
 
 bool kernel_nonblocking(int fd) { return (::syscall(SYS_fcntl, fd, F_GETFL) & O_NONBLOCK) != 0; }
 bool caller_nonblocking(int fd) { return (::fcntl(fd, F_GETFL) & O_NONBLOCK) != 0; }
