@@ -28,7 +28,8 @@
 //                   w.ready(&w, revents) for each ready watch, on this thread; revents is
 //                   the ready subset of w.events plus POLLERR/POLLHUP. A callback may watch,
 //                   rearm and unwatch anything, itself included. Returns the number of
-//                   callbacks made (0 on timeout or wake), or -errno; EINTR counts as a wake.
+//                   callbacks made (0 on timeout or wake), -EINTR when a signal handler
+//                   interrupted the wait (callbacks may have been made too), or -errno.
 //   wake()          From any thread, async-signal-safe: makes the current wait() return, or
 //                   the next one return at once. Wakes that pile up are merged.
 //   watching()      The number of watches, for the hub's "would block forever" check.

@@ -97,7 +97,7 @@ class epoll_backend final : public backend {
         n = epoll_wait(epfd_, events_, max_events, up > INT_MAX ? INT_MAX : static_cast<int>(up));
       }
     }
-    if (n < 0) return errno == EINTR ? 0 : -errno;
+    if (n < 0) return -errno;  // -EINTR: a signal handler ran
     int dispatched = 0;
     for (int i = 0; i < n; ++i) {
       const std::uint64_t token = events_[i].data.u64;

@@ -85,7 +85,7 @@ class poll_backend final : public backend {
       ms = up > INT_MAX ? INT_MAX : static_cast<int>(up);
     }
     int n = ::poll(fds_.data(), fds_.size(), ms);
-    if (n < 0) return errno == EINTR ? 0 : -errno;
+    if (n < 0) return -errno;  // -EINTR: a signal handler ran
     if (n == 0) return 0;
     if (fds_[0].revents & POLLIN) {
       char buf[64];

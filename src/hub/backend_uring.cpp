@@ -143,7 +143,7 @@ class uring_backend final : public backend {
       if (seen == 0) break;
       io_uring_cq_advance(&ring_, seen);
     }
-    return dispatched;
+    return rc == -EINTR ? -EINTR : dispatched;  // -EINTR: a signal handler ran
   }
 
   void wake() noexcept override {

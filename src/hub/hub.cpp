@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -291,7 +292,7 @@ void hub_impl::loop() {
     run_timers();
     run_remote();
     if (!ready_.empty()) {
-      if (io_->watching() + io_->in_flight() > 0) io_->wait(std::chrono::nanoseconds(0));
+      if (io_->watching() + io_->in_flight() > 0) wait_io(std::chrono::nanoseconds(0));
       run_ready();
       continue;
     }
@@ -321,14 +322,46 @@ void hub_impl::loop() {
     }
     if (timeout > 0 && test_clock::paused()) {
       // Paused clock: look for I/O without sleeping; if none, jump to the next timer.
-      if (io_->wait(std::chrono::nanoseconds(0)) > 0 || remote_pending_.load()) continue;
+      if (wait_io(std::chrono::nanoseconds(0)) > 0 || remote_pending_.load()) continue;
       if (!timers_.empty()) {
         test_clock::advance_to(timers_.top_deadline());
         continue;
       }
     }
-    io_->wait(std::chrono::nanoseconds(timeout));
+    wait_io(std::chrono::nanoseconds(timeout));
   }
+}
+
+int hub_impl::wait_io(std::chrono::nanoseconds timeout) noexcept {
+  const int n = io_->wait(timeout);
+  if (n == -EINTR) {
+    signal_watch* w = signal_watches_;
+    signal_watches_ = nullptr;
+    while (w != nullptr) {
+      signal_watch* next = w->next;
+      w->prev = w->next = nullptr;
+      w->linked = false;
+      w->on_signal(w);
+      w = next;
+    }
+  }
+  return n;
+}
+
+void hub_impl::watch_signals(signal_watch& w) noexcept {
+  w.prev = nullptr;
+  w.next = signal_watches_;
+  if (signal_watches_ != nullptr) signal_watches_->prev = &w;
+  signal_watches_ = &w;
+  w.linked = true;
+}
+
+void hub_impl::unwatch_signals(signal_watch& w) noexcept {
+  if (!w.linked) return;
+  (w.prev ? w.prev->next : signal_watches_) = w.next;
+  if (w.next != nullptr) w.next->prev = w.prev;
+  w.prev = w.next = nullptr;
+  w.linked = false;
 }
 
 void hub_impl::drain_children() noexcept {

@@ -72,6 +72,17 @@ class node_list {
 // waiter); the hub uses it to deliver loop_exit. Returns false if g is not parked there.
 using interrupt_fn = bool (*)(greenlet_record* g, std::exception_ptr error);
 
+// A greenlet's interest in signal handlers that run on its hub's thread: the hooked sleep
+// family (L5) returns early with EINTR when one runs while it sleeps, as libc's does. The hub
+// sees a handler run when it interrupts the backend's wait; it then unlinks every watch and
+// calls its on_signal, on the hub.
+struct signal_watch {
+  void (*on_signal)(signal_watch* self) noexcept = nullptr;
+  signal_watch* prev = nullptr;
+  signal_watch* next = nullptr;
+  bool linked = false;
+};
+
 class hub_impl {
  public:
   // current() is the calling thread's hub, made on first use; peek() does not make one.
@@ -129,6 +140,10 @@ class hub_impl {
   // for a greenlet that is not a task).
   void report_task_error(const std::string& task_name, std::exception_ptr error) noexcept;
 
+  // watch_signals() / unwatch_signals(): see signal_watch. Hub's thread.
+  void watch_signals(signal_watch& w) noexcept;
+  void unwatch_signals(signal_watch& w) noexcept;
+
   ~hub_impl();
 
  private:
@@ -145,6 +160,8 @@ class hub_impl {
   // false if g is dead or could not be given a stack (then it was failed).
   bool ready_to_run(greenlet_record* g) noexcept;
   void back_in_hub() noexcept;
+  // wait_io() is the backend's wait; a signal handler that interrupted it ends the watches.
+  int wait_io(std::chrono::nanoseconds timeout) noexcept;
   bool someone_else_could_wake() const;
   void deliver_loop_exit();
   void drain_children() noexcept;
@@ -164,6 +181,7 @@ class hub_impl {
   node_list remote_;
   std::atomic<bool> remote_pending_{false};
 
+  signal_watch* signal_watches_ = nullptr;
   greenlet_record* last_parked_ = nullptr;
   int cross_thread_waits_ = 0;
   int pool_jobs_ = 0;

@@ -209,10 +209,27 @@ int wait_many(const pollfd* fds, nfds_t n, std::int64_t deadline_ns) noexcept {
 }
 
 int sleep_until(std::int64_t deadline_ns) noexcept {
+  struct watch : signal_watch {
+    waiter* w = nullptr;
+    bool fired = false;
+  };
   try {
     waiter w;
-    w.wait(deadline_ns);
-    return 0;
+    watch sw;
+    sw.w = &w;
+    sw.on_signal = [](signal_watch* s) noexcept {
+      auto* me = static_cast<watch*>(s);
+      me->fired = me->w->wake();
+    };
+    hub_impl& hub = hub_impl::current();
+    hub.watch_signals(sw);
+    struct unwatch {
+      hub_impl& h;
+      watch& s;
+      ~unwatch() { h.unwatch_signals(s); }
+    } guard{hub, sw};
+    const bool woken = w.wait(deadline_ns);
+    return woken && sw.fired ? -EINTR : 0;
   } catch (...) {
     keep_pending(std::current_exception());
     return -ECANCELED;

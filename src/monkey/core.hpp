@@ -65,7 +65,8 @@ int wait_fd(int fd, io_direction d, std::int64_t deadline_ns) noexcept;
 // -ECANCELED. The caller looks with a poll of its own afterwards.
 int wait_many(const pollfd* fds, nfds_t n, std::int64_t deadline_ns) noexcept;
 
-// sleep_until() parks until the deadline: 0, or -ECANCELED.
+// sleep_until() parks until the deadline: 0, -EINTR (a signal handler ran on this thread
+// meanwhile, while the hub waited), or -ECANCELED.
 int sleep_until(std::int64_t deadline_ns) noexcept;
 
 // option_deadline() is the deadline SO_RCVTIMEO or SO_SNDTIMEO of fd sets for a call that

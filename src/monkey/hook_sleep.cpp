@@ -1,6 +1,7 @@
 // Hooks: the sleep family. Inside a greenlet, the calling greenlet sleeps and the others
 // run; a kill or a timeout scope ends the sleep early with ECANCELED (the interruption stays
-// pending for the greenlet's next cooperative call).
+// pending for the greenlet's next cooperative call), and a signal handler that runs on the
+// thread while the hub waits ends it early with EINTR, as libc's sleep ends.
 #include <unistd.h>
 
 #include <cerrno>
@@ -41,7 +42,7 @@ extern "C" unsigned sleep(unsigned seconds) {
   if (!active()) return real::get().sleep(seconds);
   const int saved = errno;
   const std::int64_t deadline = deadline_after(std::chrono::seconds(seconds));
-  if (sleep_until(deadline) == -ECANCELED) {
+  if (sleep_until(deadline) != 0) {
     const std::int64_t left = deadline - hub_now_ns();
     return left <= 0 ? 0 : static_cast<unsigned>((left + 999'999'999) / 1'000'000'000);
   }
@@ -52,8 +53,8 @@ extern "C" unsigned sleep(unsigned seconds) {
 extern "C" int usleep(useconds_t usec) {
   if (!active()) return real::get().usleep(usec);
   const int saved = errno;
-  if (sleep_until(deadline_after(std::chrono::microseconds(usec))) == -ECANCELED)
-    return fail(ECANCELED);
+  if (const int rc = sleep_until(deadline_after(std::chrono::microseconds(usec))); rc != 0)
+    return fail(-rc);
   errno = saved;
   return 0;
 }
@@ -63,9 +64,9 @@ extern "C" int nanosleep(const timespec* req, timespec* rem) {
   if (!valid(req)) return fail(EINVAL);
   const int saved = errno;
   const std::int64_t deadline = deadline_after(std::chrono::nanoseconds(timespec_ns(*req)));
-  if (sleep_until(deadline) == -ECANCELED) {
+  if (const int rc = sleep_until(deadline); rc != 0) {
     remaining(deadline, rem);
-    return fail(ECANCELED);
+    return fail(-rc);
   }
   errno = saved;
   return 0;
@@ -85,9 +86,9 @@ extern "C" int clock_nanosleep(clockid_t clock, int flags, const timespec* req, 
   }
   const std::int64_t deadline = deadline_after(std::chrono::nanoseconds(ns));
   // clock_nanosleep returns the error number rather than setting errno.
-  if (sleep_until(deadline) == -ECANCELED) {
+  if (const int rc = sleep_until(deadline); rc != 0) {
     if (!(flags & TIMER_ABSTIME)) remaining(deadline, rem);
-    return ECANCELED;
+    return -rc;
   }
   return 0;
 }

@@ -3,8 +3,12 @@
 // paused test clock); outside any hub it is libc's own sleep; a kill ends a hooked sleep with
 // ECANCELED and stays pending for the greenlet's next cooperative call.
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <atomic>
 
 #include <cerrno>
 #include <chrono>
@@ -174,4 +178,89 @@ TEST_F(hooked_sleep, a_timeout_scope_ends_the_sleep_and_is_raised_by_the_next_co
   EXPECT_GT(left, 50u);
   EXPECT_GE(now_ns() - start, 100 * ms_ns);
   EXPECT_LT(now_ns() - start, 10 * second_ns);
+}
+
+namespace {
+std::atomic<int> g_usr1{0};
+extern "C" void count_usr1(int) { g_usr1.fetch_add(1, std::memory_order_relaxed); }
+
+// Sends SIGUSR1 to a thread every 10 ms until stopped: one of them lands while that thread's
+// hub waits in the backend, however busy the machine.
+class signaller {
+ public:
+  explicit signaller(pthread_t to)
+      : t_([this, to] {
+          while (!stop_.load()) {
+            ::pthread_kill(to, SIGUSR1);
+            std::this_thread::sleep_for(10ms);  // no hub on this thread: libc's
+          }
+        }) {}
+  ~signaller() {
+    stop_ = true;
+    t_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread t_;
+};
+}  // namespace
+
+TEST(hooked_sleep_signals, a_signal_handler_ends_each_sleep_early_with_eintr_and_nothing_else) {
+  tendril::monkey::patch_all();
+  struct sigaction sa {};
+  sa.sa_handler = count_usr1;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;  // libc's sleeps end with EINTR even so
+  struct sigaction old {};
+  ASSERT_EQ(::sigaction(SIGUSR1, &sa, &old), 0);
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  // A greenlet blocked in a hooked read is not disturbed: reads restart, as with SA_RESTART.
+  std::string got;
+  auto reader = spawn([&] {
+    char buf[8] = {};
+    const ssize_t n = ::read(p[0], buf, sizeof buf);
+    if (n > 0) got.assign(buf, static_cast<std::size_t>(n));
+  });
+  const std::int64_t start = now_ns();
+  unsigned left_s = 0;
+  int usleep_rc = 0, usleep_errno = 0, nanosleep_rc = 0, nanosleep_errno = 0, clock_rc = 0;
+  timespec rem{}, clock_rem{};
+  {
+    signaller s(pthread_self());
+    spawn([&] { left_s = ::sleep(30); }).join();
+    spawn([&] {
+      usleep_rc = ::usleep(30'000'000);
+      usleep_errno = errno;
+    }).join();
+    spawn([&] {
+      const timespec req{30, 0};
+      nanosleep_rc = ::nanosleep(&req, &rem);
+      nanosleep_errno = errno;
+    }).join();
+    spawn([&] {
+      const timespec req{30, 0};
+      clock_rc = ::clock_nanosleep(CLOCK_MONOTONIC, 0, &req, &clock_rem);
+    }).join();
+  }
+  EXPECT_GT(g_usr1.load(), 0);
+  EXPECT_LT(now_ns() - start, 25 * second_ns);  // each ended long before its 30 s
+  EXPECT_GT(left_s, 0u);
+  EXPECT_LE(left_s, 30u);
+  EXPECT_EQ(usleep_rc, -1);
+  EXPECT_EQ(usleep_errno, EINTR);
+  EXPECT_EQ(nanosleep_rc, -1);
+  EXPECT_EQ(nanosleep_errno, EINTR);
+  EXPECT_GT(rem.tv_sec * second_ns + rem.tv_nsec, 0);
+  EXPECT_LE(rem.tv_sec, 30);
+  EXPECT_EQ(clock_rc, EINTR);
+  EXPECT_GT(clock_rem.tv_sec * second_ns + clock_rem.tv_nsec, 0);
+  EXPECT_FALSE(reader.ready());
+  ASSERT_EQ(::write(p[1], "data", 4), 4);
+  reader.join();
+  EXPECT_EQ(got, "data");
+  ::close(p[0]);
+  ::close(p[1]);
+  ::sigaction(SIGUSR1, &old, nullptr);
 }
