@@ -26,7 +26,8 @@
 //                   w is never touched again, not even by a wait() already under way.
 //   wait(t)         Blocks at most t (t < 0: without limit, t == 0: only looks), then calls
 //                   w.ready(&w, revents) for each ready watch, on this thread; revents is
-//                   the ready subset of w.events plus POLLERR/POLLHUP. A callback may watch,
+//                   the ready subset of w.events plus POLLERR/POLLHUP (and POLLRDHUP where
+//                   the backend learns that the peer shut its side down). A callback may watch,
 //                   rearm and unwatch anything, itself included. Returns the number of
 //                   callbacks made (0 on timeout or wake), -EINTR when a signal handler
 //                   interrupted the wait (callbacks may have been made too), or -errno.

@@ -116,7 +116,8 @@ class epoll_backend final : public backend {
       if (fd >= table_.size()) continue;
       entry& e = table_[fd];
       if (e.w == nullptr || e.gen != gen) continue;  // unwatched earlier in this batch
-      std::uint32_t rev = from_epoll(events_[i].events) & (e.w->events | POLLERR | POLLHUP);
+      std::uint32_t rev =
+          from_epoll(events_[i].events) & (e.w->events | POLLERR | POLLHUP | POLLRDHUP);
       if (rev == 0) continue;
       e.w->ready(e.w, rev);
       ++dispatched;
@@ -141,7 +142,8 @@ class epoll_backend final : public backend {
   }
   static std::uint32_t from_epoll(std::uint32_t ev) {
     std::uint32_t out = 0;
-    if (ev & (EPOLLIN | EPOLLRDHUP)) out |= POLLIN;
+    if (ev & EPOLLIN) out |= POLLIN;
+    if (ev & EPOLLRDHUP) out |= POLLIN | POLLRDHUP;
     if (ev & EPOLLOUT) out |= POLLOUT;
     if (ev & EPOLLERR) out |= POLLERR | POLLIN | POLLOUT;
     if (ev & EPOLLHUP) out |= POLLHUP | POLLIN | POLLOUT;

@@ -105,6 +105,7 @@ fd_record& fd_table::open(int fd) {
   r.borrowed = false;
   r.unwaitable = false;
   r.readable = r.writable = false;
+  r.hup_seen = false;
   r.reader = r.writer = nullptr;
   return r;
 }
@@ -140,6 +141,7 @@ fd_record* fd_table::lookup(int fd) noexcept {
 void fd_table::on_ready(io_watch* w, std::uint32_t revents) {
   fd_record* r = record_of(w);
   const bool err = revents & (POLLERR | POLLHUP);
+  if (revents & (POLLERR | POLLHUP | POLLRDHUP)) r->hup_seen = true;
   if ((revents & POLLIN) || err) {
     if (r->readers.empty()) {
       r->readable = true;

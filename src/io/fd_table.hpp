@@ -48,6 +48,7 @@ struct fd_record {
   bool unwaitable = false;  // the backend cannot wait on it (EPERM): treat as always ready
   bool readable = false;    // readiness reported while nobody waited
   bool writable = false;
+  bool hup_seen = false;  // an end of stream, hang-up or error was reported (this life)
   waiter_list readers;
   waiter_list writers;
   io_watch watch;

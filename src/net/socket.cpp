@@ -90,18 +90,26 @@ void close_accepted(op_state& st, void*) {
 // readiness (epoll, poll) or let io_uring do it (native). Returns >= 0 or -errno.
 // try_first: make the system call before going native (it must not block: MSG_DONTWAIT);
 // accept has no such flag, so on io_uring it goes straight to the native operation.
+// wait_first: the caller knows the call would block now (a short read emptied the socket):
+// wait (or go native) before the first system call. The backend reports data that arrives
+// meanwhile, so nothing is missed; it saves the system call that would say EAGAIN.
 template <class Syscall, class Prepare>
 std::int64_t blocking_call(const socket& s, io_direction d, Syscall call, Prepare prepare,
                            void (*abandoned)(op_state&, void*) = nullptr, socket* owner = nullptr,
-                           bool try_first = true) {
+                           bool try_first = true, bool wait_first = false) {
   fd_record* r = socket_access::record(s);
   if (r == nullptr) return -EBADF;
   io_guard guard(*r, d);
   const std::int64_t deadline = s.call_deadline();
   fd_table& t = fd_table::current();
   const bool native = t.native();
+  // Not after an end of stream or an error was reported: an edge-triggered backend would not
+  // report it again, and the call answers at once.
+  bool skip = wait_first && !r->hup_seen;
   while (true) {
-    if (try_first || !native) {
+    if (skip) {
+      skip = false;
+    } else if (try_first || !native) {
       const std::int64_t n = call();
       if (n >= 0) return n;
       const int e = errno;
@@ -261,11 +269,14 @@ std::size_t stream_socket::recv(void* buf, std::size_t len, std::error_code& ec)
         op.buf = buf;
         op.len = len;
       },
-      &keep_received, this);
+      &keep_received, this, true, drained_);
   if (rc < 0) {
+    drained_ = false;
     report(&ec, rc);
     return 0;
   }
+  // A read shorter than asked emptied the socket's queue: the next read waits first.
+  drained_ = rc > 0 && static_cast<std::size_t>(rc) < len;
   return static_cast<std::size_t>(rc);
 }
 

@@ -81,7 +81,8 @@ class socket {
   int fd_ = -1;
   std::uint32_t gen_ = 0;
   std::int64_t timeout_ns_ = detail::forever_ns;
-  std::string carry_;  // bytes a cancelled read received: the next read returns them first
+  std::string carry_;     // bytes a cancelled read received: the next read returns them first
+  bool drained_ = false;  // the last read was short: the queue was empty (stream sockets)
 
   friend struct socket_access;
 };

@@ -158,6 +158,38 @@ TEST(tcp, recv_returns_what_is_there_without_waiting_for_the_whole_buffer) {
   EXPECT_EQ(std::string(buf, 3), "abc");
 }
 
+// After a short read the next recv waits for the backend's report before asking the kernel;
+// an end of stream or a reset that arrived together with the data must still be seen at once
+// (an edge-triggered backend reports it only once).
+TEST(tcp, a_short_read_then_the_end_of_stream_that_came_with_it) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  char buf[100];
+  client.send_all("abc");
+  EXPECT_EQ(server.recv(buf, sizeof buf), 3u);  // short: the socket is empty now
+  client.send_all("def");
+  client.close();
+  tendril::sleep(50ms);  // data and end of stream arrive before the next read
+  timeout limit(10s);
+  EXPECT_EQ(server.recv(buf, sizeof buf), 3u);
+  EXPECT_EQ(std::string(buf, 3), "def");
+  EXPECT_EQ(server.recv(buf, sizeof buf), 0u);
+}
+
+TEST(tcp, a_short_read_then_a_reset_that_came_with_it) {
+  sigpipe_kills guard;
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  char buf[100];
+  client.send_all("abc");
+  EXPECT_EQ(server.recv(buf, sizeof buf), 3u);
+  reset_on_close(client);
+  client.close();
+  tendril::sleep(50ms);
+  timeout limit(10s);
+  std::error_code ec;
+  EXPECT_EQ(server.recv(buf, sizeof buf, ec), 0u);
+  EXPECT_EQ(ec, std::errc::connection_reset);
+}
+
 TEST(tcp, recv_exact_reports_end_of_stream_when_the_peer_closes_first) {
   auto [client, server] = tendril::test::connected_tcp_pair();
   client.send_all("abc");
