@@ -92,6 +92,24 @@ std::uint8_t checked_bits(int fd) noexcept {
   return 0;
 }
 
+void note_read(int fd, ssize_t n, std::size_t count) noexcept {
+  fd_mode* s = slot(fd, false);
+  if (s == nullptr) return;  // a descriptor the hooks did not make: no shortcut for it
+  const bool short_read = n > 0 && static_cast<std::size_t>(n) < count;
+  const bool was = s->bits.load(std::memory_order_relaxed) & drained;
+  if (short_read && !was) s->bits.fetch_or(drained, std::memory_order_relaxed);
+  if (!short_read && was)
+    s->bits.fetch_and(static_cast<std::uint8_t>(~drained), std::memory_order_relaxed);
+}
+
+bool wait_before_read(int fd) noexcept {
+  const std::uint8_t b = bits(fd);
+  if (!(b & drained) || !(b & mode_known) || (b & (user_nonblock | not_a_socket))) return false;
+  fd_table* t = fd_table::peek();
+  fd_record* r = t ? t->lookup(fd) : nullptr;
+  return r != nullptr && r->open && r->borrowed && r->watched && !r->hup_seen;
+}
+
 bool caller_nonblocking(int fd) noexcept {
   const std::uint8_t b = bits(fd);
   if (b & (we_set_nonblock | mode_known)) return b & user_nonblock;

@@ -7,9 +7,11 @@
 #define TENDRIL_SRC_MONKEY_CORE_HPP
 
 #include <poll.h>
+#include <sys/types.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 
 #include "io/fd_table.hpp"
@@ -38,6 +40,7 @@ enum mode_bits : std::uint8_t {
   not_a_socket = 4,     // recv() said ENOTSOCK: use readiness, then the plain call
   mode_known = 8,       // made or last set through the hooks: bit 2 is the caller's flag
   no_timeouts = 16,     // no SO_RCVTIMEO / SO_SNDTIMEO was ever set through setsockopt
+  drained = 32,         // the last hooked read was short: the socket's queue was empty
 };
 std::uint8_t bits(int fd) noexcept;
 void set_bits(int fd, std::uint8_t b) noexcept;
@@ -50,6 +53,14 @@ std::uint8_t checked_bits(int fd) noexcept;
 // pipe, dup...): whatever they kept for it belonged to a file closed where they did not see
 // it (glibc's own fclose of an fdopen'd socket), so it is dropped, then the bits are set.
 void fresh(int fd, std::uint8_t b) noexcept;
+
+// note_read() records whether a hooked read of count bytes that returned n emptied the
+// socket (a short read). wait_before_read() is true when the next read may wait for the
+// backend's report before asking the kernel: the socket was emptied, the caller wants
+// blocking reads, and no end of stream or error was reported since (an edge-triggered
+// backend reports those once). It saves the system call that would say EAGAIN.
+void note_read(int fd, ssize_t n, std::size_t count) noexcept;
+bool wait_before_read(int fd) noexcept;
 
 // caller_nonblocking() is the caller's own view: O_NONBLOCK as the caller set it.
 bool caller_nonblocking(int fd) noexcept;

@@ -132,8 +132,15 @@ extern "C" ssize_t read(int fd, void* buf, size_t count) {
   if (!active() || count == 0) return real::get().read(fd, buf, count);
   if (!known_other(fd)) {
     const int saved = errno;
+    auto call = [&](int f) { return real::get().recv(fd, buf, count, f); };
+    if (wait_before_read(fd)) {
+      const ssize_t n = on_socket(fd, io_direction::read, 0, call, true);
+      note_read(fd, n, count);
+      return n;
+    }
     const ssize_t n = real::get().recv(fd, buf, count, MSG_DONTWAIT);
     if (n >= 0) {
+      note_read(fd, n, count);
       errno = saved;
       return n;
     }
@@ -143,9 +150,9 @@ extern "C" ssize_t read(int fd, void* buf, size_t count) {
       // end of stream); a would-block waits without asking again.
       if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR) return -1;
       errno = saved;
-      return on_socket(
-          fd, io_direction::read, 0, [&](int f) { return real::get().recv(fd, buf, count, f); },
-          e != EINTR);
+      const ssize_t m = on_socket(fd, io_direction::read, 0, call, e != EINTR);
+      note_read(fd, m, count);
+      return m;
     }
     errno = saved;
     mark_other(fd);
@@ -249,8 +256,11 @@ extern "C" ssize_t writev(int fd, const iovec* iov, int iovcnt) {
 
 extern "C" ssize_t recv(int fd, void* buf, size_t len, int flags) {
   if (!active()) return real::get().recv(fd, buf, len, flags);
-  return on_socket(fd, io_direction::read, flags,
-                   [&](int f) { return real::get().recv(fd, buf, len, f); });
+  auto call = [&](int f) { return real::get().recv(fd, buf, len, f); };
+  if (flags != 0) return on_socket(fd, io_direction::read, flags, call);
+  const ssize_t n = on_socket(fd, io_direction::read, 0, call, len > 0 && wait_before_read(fd));
+  note_read(fd, n, len);
+  return n;
 }
 
 // recvfrom and recvmsg: the kernel writes *addrlen, msg_namelen and msg_controllen back only

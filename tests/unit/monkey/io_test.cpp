@@ -560,3 +560,32 @@ TEST_F(hooked_io, a_pipe_write_waits_for_room_while_a_ticker_runs) {
     EXPECT_FALSE(kernel_nonblocking(w));
   }
 }
+
+// After a short read the hooks wait for the backend before asking the kernel again; an end of
+// stream that arrived together with the next data must still be seen at once (an
+// edge-triggered backend reports it once).
+TEST_F(hooked_io, a_short_read_then_the_end_of_stream_that_came_with_it) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  char buf[100];
+  ssize_t first = -2;
+  auto t = spawn([&] { first = ::read(sv[0], buf, sizeof buf); });  // waits: now watched
+  tendril::sleep(20ms);
+  ASSERT_EQ(::write(sv[1], "abc", 3), 3);
+  t.join();
+  EXPECT_EQ(first, 3);  // short: the socket is empty now
+  ASSERT_EQ(::write(sv[1], "def", 3), 3);
+  ASSERT_EQ(::shutdown(sv[1], SHUT_WR), 0);
+  tendril::sleep(50ms);  // the data and the end of stream arrive before the next reads
+  ssize_t n1 = -2, n2 = -2, n3 = -2;
+  spawn([&] {
+    n1 = ::read(sv[0], buf, sizeof buf);
+    n2 = ::read(sv[0], buf, sizeof buf);
+    n3 = ::recv(sv[0], buf, sizeof buf, 0);
+  }).join();
+  EXPECT_EQ(n1, 3);
+  EXPECT_EQ(n2, 0);
+  EXPECT_EQ(n3, 0);
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
