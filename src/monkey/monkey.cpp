@@ -42,11 +42,14 @@ void after_fork_child() {
 }  // namespace
 
 void patch_all() {
-  static volatile const char* const anchors[] = {
+  // Kept by the compiler ([[gnu::used]]: without it the array was optimised away), so that
+  // linking patch_all() links every hook's object file from the static library. Otherwise a
+  // hook object is linked only if something else needs it: in an ASan build, where
+  // libasan.so comes first and defines read, recv... itself, hook_io.o was left out.
+  [[gnu::used]] static volatile const char* const anchors[] = {
       &tendril_hook_anchor_sleep, &tendril_hook_anchor_io,  &tendril_hook_anchor_socket,
       &tendril_hook_anchor_poll,  &tendril_hook_anchor_dns, &tendril_hook_anchor_chk,
   };
-  (void)anchors;
   static std::once_flag once;
   std::call_once(once, [] {
     detail::real::get();  // resolve every real function now, not inside a hook

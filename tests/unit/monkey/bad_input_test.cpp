@@ -264,6 +264,11 @@ TEST_F(hooked_bad_input, zero_lengths_and_null_buffers_get_libcs_results_at_once
 }
 
 TEST_F(hooked_bad_input, bad_addresses_get_efault_as_with_libc) {
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan's interceptors (which the hooks' libc calls go through in this build) read the bad
+  // pointers themselves before the kernel can refuse them, and stop the process.
+  GTEST_SKIP() << "bad pointers stop ASan's own interceptors";
+#endif
   tcp_pair p = connected_pair();
   // Data waiting on the server end, so that no read waits (libc's or hooked).
   std::string lots(4096, 'd');
