@@ -181,7 +181,8 @@ int connect_to(std::uint16_t port, int rcvbuf = 0) {
 struct exchange {
   int fd = -1;
   std::string out;
-  // Read nothing until a send would block (or all is sent): the server's output piles up.
+  // Read nothing until a send would block or is short (or all is sent): the server's output
+  // piles up.
   bool hold_reads = false;
   std::size_t sent = 0;
   std::string in;
@@ -212,10 +213,15 @@ bool run(std::vector<exchange*> xs, clock_type::duration limit = exchange_limit)
     for (std::size_t i = 0; i < live.size(); ++i) {
       exchange& x = *live[i];
       if (fds[i].revents & POLLOUT) {
-        ssize_t n = ::send(x.fd, x.out.data() + x.sent, x.out.size() - x.sent, MSG_NOSIGNAL);
+        const std::size_t want = x.out.size() - x.sent;
+        ssize_t n = ::send(x.fd, x.out.data() + x.sent, want, MSG_NOSIGNAL);
         if (n > 0) x.sent += static_cast<std::size_t>(n);
         if (n < 0 && errno != EAGAIN) x.closed = true;
-        if ((n < 0 && errno == EAGAIN) || x.sent == x.out.size()) x.hold_reads = false;
+        // A short send means the send buffer is full just as EAGAIN does: poll() will not
+        // say POLLOUT again until the server reads, and it may be waiting for us to read.
+        if ((n < 0 && errno == EAGAIN) || (n >= 0 && static_cast<std::size_t>(n) < want) ||
+            x.sent == x.out.size())
+          x.hold_reads = false;
       }
       if ((fds[i].events & POLLIN) && (fds[i].revents & (POLLIN | POLLHUP | POLLERR))) {
         char buf[64 * 1024];
