@@ -287,12 +287,19 @@ void hub_impl::deliver_loop_exit() {
 }
 
 void hub_impl::loop() {
+  // Whether the backend was asked since the last pass of the run queue. A pass that follows a
+  // wait which made greenlets ready needs no second look (a system call each time: one per
+  // message for a server answering one connection); a pass that follows a pass looks first,
+  // so that greenlets that keep each other ready cannot starve I/O.
+  bool io_asked = false;
   while (true) {
     ts_->run_deferred();
     run_timers();
     run_remote();
     if (!ready_.empty()) {
-      if (io_->watching() + io_->in_flight() > 0) wait_io(std::chrono::nanoseconds(0));
+      if (!io_asked && io_->watching() + io_->in_flight() > 0)
+        wait_io(std::chrono::nanoseconds(0));
+      io_asked = false;
       run_ready();
       continue;
     }
@@ -329,6 +336,7 @@ void hub_impl::loop() {
       }
     }
     wait_io(std::chrono::nanoseconds(timeout));
+    io_asked = true;
   }
 }
 
