@@ -69,6 +69,34 @@ TEST(stack_pool, stacks_do_not_overlap_and_are_fully_writable) {
   for (auto& s : stacks) pool::release(s);
 }
 
+TEST(stack_pool, new_stacks_come_in_address_order_with_their_top_page_in_memory) {
+  // MADV_POPULATE_WRITE is Linux 5.14: without it the first touch faults the page in.
+  const std::size_t page = pool::page_size();
+  void* probe = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(probe, MAP_FAILED);
+  const bool populates = madvise(probe, page, 23 /* MADV_POPULATE_WRITE */) == 0;
+  munmap(probe, page);
+  if (!populates) GTEST_SKIP() << "kernel without MADV_POPULATE_WRITE";
+  // A size no other test uses, so that every stack here is new: carved in batches of
+  // growing size.
+  constexpr std::size_t size = 88 * 1024;
+  std::vector<stack> stacks(100);
+  for (auto& s : stacks) ASSERT_EQ(pool::allocate(size, s), 0);
+  for (std::size_t i = 0; i < stacks.size(); ++i) {
+    unsigned char resident = 0;
+    ASSERT_EQ(mincore(stacks[i].top() - page, page, &resident), 0);
+    EXPECT_TRUE(resident & 1) << "stack " << i << ": top page not in memory";
+    if (i > 0) {
+      EXPECT_GT(stacks[i].base, stacks[i - 1].base) << "stack " << i;
+    }
+  }
+  // Nothing else of a new stack is: it costs one page until it runs deeper.
+  unsigned char below = 0;
+  ASSERT_EQ(mincore(stacks.back().top() - 2 * page, page, &below), 0);
+  EXPECT_FALSE(below & 1);
+  for (auto& s : stacks) pool::release(s);
+}
+
 TEST(stack_pool, guards_are_page_table_markers_on_this_kernel) {
   stack s;
   ASSERT_EQ(pool::allocate(16 * 1024, s), 0);
