@@ -33,6 +33,12 @@ if(TENDRIL_CONTEXT STREQUAL "asm" AND TENDRIL_ARCH STREQUAL "unknown")
   message(FATAL_ERROR "no assembly context switch for ${CMAKE_SYSTEM_PROCESSOR}; use -DTENDRIL_CONTEXT=ucontext")
 endif()
 
+# Stack guards as page-table markers (MADV_GUARD_INSTALL, Linux 6.13+) where the kernel has
+# them. Off: mprotect'ed guard pages everywhere. The aarch64 preset turns it off because
+# qemu-user cannot see markers (it keeps its own page flags), so an overflow under emulation
+# would not reach tendril's handler.
+option(TENDRIL_GUARD_MARKERS "Use MADV_GUARD_INSTALL guard markers where the kernel has them" ON)
+
 # io_uring through liburing (Debian's liburing-dev), when it is there.
 find_path(LIBURING_INCLUDE_DIR liburing.h)
 find_library(LIBURING_LIBRARY NAMES uring)

@@ -69,7 +69,11 @@ global_pool& global() {
   return *g;
 }
 
+#if defined(TENDRIL_NO_GUARD_MARKERS)
+std::atomic<int> g_guard_mode{2};  // built for mprotect guards (TENDRIL_GUARD_MARKERS=OFF)
+#else
 std::atomic<int> g_guard_mode{0};  // 0 unknown, 1 markers, 2 mprotect
+#endif
 // Whether process_madvise() takes the calling thread's own ranges (else: one call a range).
 std::atomic<bool> g_vectored{true};
 // Whether MADV_POPULATE_WRITE works (else stacks are faulted in when first touched).
