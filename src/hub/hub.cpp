@@ -297,8 +297,7 @@ void hub_impl::loop() {
     run_timers();
     run_remote();
     if (!ready_.empty()) {
-      if (!io_asked && io_->watching() + io_->in_flight() > 0)
-        wait_io(std::chrono::nanoseconds(0));
+      if (!io_asked && io_->watching() + io_->in_flight() > 0) wait_io(std::chrono::nanoseconds(0));
       io_asked = false;
       run_ready();
       continue;
