@@ -455,7 +455,7 @@ TEST(lifetime, a_running_greenlet_that_drops_its_last_handle_is_unwound_at_the_n
 TEST(lifetime, many_live_guarded_stacks_are_created_and_destroyed) {
 #if defined(TENDRIL_TSAN_FIBERS)
   // TSan counts each live fiber as a thread and dies past 8128 of them.
-  const std::size_t n = std::min<std::size_t>(tendril::test::scaled(100000), 4000);
+  std::size_t n = std::min<std::size_t>(tendril::test::scaled(100000), 4000);
 #else
   std::size_t n = tendril::test::scaled(100000);
 #endif
