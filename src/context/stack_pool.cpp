@@ -32,10 +32,11 @@ constexpr std::size_t region_size = std::size_t{4} << 30;
 // Stacks are carved in batches that double from one up to max_batch while a program keeps
 // asking for new ones: a batch's guards are installed and the top page of each of its stacks
 // is populated (MADV_POPULATE_WRITE) in one process_madvise() call each, where the kernel
-// allows it for the calling process (Linux 6.13+ with PIDFD_SELF_THREAD). The first touch of
-// a stack then takes no page fault: on the virtual machines tendril is measured on, a fault
-// costs 15-20 us and a populated page about 1 us. The populated page is the one a greenlet
-// touches first anyway (its first frames), so a stack costs no more memory than before.
+// allows it for the calling process (Linux 6.14+: PIDFD_SELF_THREAD). The first touch of a
+// stack then takes no page fault: on the virtual machine tendril is measured on, a fault costs
+// 15-20 us and a populated page about 7 us, its first write included. The populated page is
+// the one a greenlet touches first anyway (its first frames), so a stack costs no more memory
+// than before.
 constexpr std::size_t max_batch = 64;
 constexpr int pidfd_self_thread = -10000;  // PIDFD_SELF_THREAD, Linux 6.14
 
