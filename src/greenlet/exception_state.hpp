@@ -10,6 +10,8 @@
 #ifndef TENDRIL_SRC_GREENLET_EXCEPTION_STATE_HPP
 #define TENDRIL_SRC_GREENLET_EXCEPTION_STATE_HPP
 
+#include "tendril/greenlet/switch_core.hpp"
+
 namespace __cxxabiv1 {
 struct __cxa_eh_globals;
 extern "C" __cxa_eh_globals* __cxa_get_globals() noexcept;
@@ -17,16 +19,7 @@ extern "C" __cxa_eh_globals* __cxa_get_globals() noexcept;
 
 namespace tendril::detail {
 
-struct exception_state {
-  void* caught = nullptr;     // __cxa_eh_globals::caughtExceptions
-  unsigned int uncaught = 0;  // __cxa_eh_globals::uncaughtExceptions
-};
-
-// The prefix of __cxa_eh_globals both runtimes share.
-struct eh_globals_prefix {
-  void* caught;
-  unsigned int uncaught;
-};
+// exception_state and eh_globals_prefix: include/tendril/greenlet/switch_core.hpp.
 
 inline eh_globals_prefix* thread_eh_globals() noexcept {
   return reinterpret_cast<eh_globals_prefix*>(__cxxabiv1::__cxa_get_globals());

@@ -20,7 +20,7 @@ std::string quoted(const greenlet_record* r) { return "'" + record_name(r) + "'"
 [[noreturn]] void throw_wrong_thread(const char* what, const greenlet_record* target,
                                      const thread_state& here) {
   throw wrong_thread(std::string("tendril: cannot ") + what + " greenlet " + quoted(target) +
-                     " of thread " + std::to_string(target->owner->tid()) + " from greenlet " +
+                     " of thread " + std::to_string(owner_of(target)->tid()) + " from greenlet " +
                      quoted(here.current()) + " of thread " + std::to_string(here.tid()));
 }
 
@@ -111,8 +111,8 @@ std::string record_name(const greenlet_record* r) {
   if (r->name) return *r->name;
   if (r->name_prefix) return r->name_prefix + std::to_string(r->name_number);
   if (r->is_root) {
-    if (r->owner && r->owner->tid() == static_cast<int>(getpid())) return "main";
-    return "root-" + std::to_string(r->owner ? r->owner->tid() : 0);
+    if (r->owner && owner_of(r)->tid() == static_cast<int>(getpid())) return "main";
+    return "root-" + std::to_string(r->owner ? owner_of(r)->tid() : 0);
   }
   return "greenlet-" + std::to_string(r->id);
 }
@@ -233,7 +233,7 @@ void greenlet_retain(greenlet_record* r) noexcept {
 
 void greenlet_release(greenlet_record* r) noexcept {
   if (r->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  thread_state* owner = r->owner;
+  thread_state* owner = owner_of(r);
   if (owner->exited()) {
     destroy_record(r);  // nothing will ever run on that thread again
     return;
@@ -278,11 +278,6 @@ void greenlet_handle_dropped(greenlet_record* r, const void* where) noexcept {
 
 void* greenlet_callable(greenlet_record* g) noexcept { return g->callable; }
 
-bool generator_is_current(greenlet_record* g) noexcept {
-  thread_state* ts = thread_state::peek();
-  return ts && ts->current() == g;
-}
-
 namespace {
 
 [[gnu::noinline]] switch_plan plan_switch_slow(greenlet_record* target, std::any* value) {
@@ -323,6 +318,8 @@ std::any complete_switch(bool jumped) {
   return {};
 }
 
+std::any take_inbox() { return thread_state::peek()->take_inbox(); }
+
 switch_plan plan_resume(greenlet_record* g) {
   thread_state& ts = owner_thread("resume the generator on", g);
   greenlet_record* cur = ts.current();
@@ -338,7 +335,9 @@ switch_plan plan_resume(greenlet_record* g) {
   return ts.plan(g, nullptr, nullptr);
 }
 
-switch_plan plan_suspend(greenlet_record* g) { return g->owner->plan(g->parent, nullptr, nullptr); }
+switch_plan plan_suspend(greenlet_record* g) {
+  return owner_of(g)->plan(g->parent, nullptr, nullptr);
+}
 
 void complete_bare(bool jumped) {
   thread_state& ts = *thread_state::peek();
@@ -412,10 +411,6 @@ void greenlet::set_parent(const greenlet& parent) {
   detail::link_child(p, rec_);
 }
 
-bool greenlet::started() const noexcept {
-  return rec_ && rec_->status != greenlet_status::unstarted;
-}
-bool greenlet::dead() const noexcept { return rec_ && rec_->status == greenlet_status::dead; }
 bool greenlet::is_root() const noexcept { return rec_ && rec_->is_root; }
 
 std::string greenlet::name() const { return rec_ ? detail::record_name(rec_) : std::string(); }

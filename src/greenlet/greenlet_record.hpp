@@ -9,51 +9,39 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include "context/context.hpp"
 #include "context/sanitizer.hpp"
 #include "context/stack_pool.hpp"
 #include "greenlet/exception_state.hpp"
 #include "tendril/greenlet/greenlet.hpp"
+#include "tendril/greenlet/switch_core.hpp"
 
 namespace tendril::detail {
 
 class thread_state;
 
-enum class greenlet_status : std::uint8_t {
-  unstarted,  // made, never switched to: ctx is a made context, the callable is alive
-  active,     // running (the thread's current) or suspended in a switch
-  dead,       // run returned or threw, or killed before starting: no stack, no callable
-};
-
-struct greenlet_record {
+// The fields a switch touches (owner, parent, ctx, status, the saved errno and exception
+// state, inbox, pending) are in its base, switch_core (include/tendril/greenlet/switch_core.hpp),
+// which the inline switch reaches from a greenlet_record* it cannot see into.
+struct greenlet_record : switch_core {
   // References: handles (except those on the greenlet's own stack) and the thread state's
   // link to its root. A parent link is not a reference: a parent holding its child's handle
   // would otherwise never be freed. When a record goes, its children move to its parent.
   std::atomic<std::uint32_t> refs{1};
-  greenlet_status status = greenlet_status::unstarted;
   bool is_root = false;
   bool parked = false;  // in the hub's park() (L2)
 
-  thread_state* owner = nullptr;      // holds a reference on its thread state
-  greenlet_record* parent = nullptr;  // null only for roots
   greenlet_record* first_child = nullptr;
   greenlet_record* next_sibling = nullptr;
   greenlet_record* prev_sibling = nullptr;
 
-  context::handle ctx =
-      nullptr;  // where it resumes (unstarted: its made context, once it has a stack)
-  stack stk;    // none for roots, dead greenlets and lazy ones not started yet
+  stack stk;                    // none for roots, dead greenlets and lazy ones not started yet
   std::size_t stack_want = 0;   // the stack size it asked for
   std::size_t block_align = 0;  // the alignment of its allocation if over-aligned, else 0
   void* callable = nullptr;     // in the record's allocation, while unstarted or active
   const callable_ops* ops = nullptr;
-
-  std::any inbox;              // the value of the switch that resumes it
-  std::exception_ptr pending;  // raised at its switch point when it resumes
-
-  exception_state eh;  // saved while it is not running
-  int saved_errno = 0;
 
   std::uint64_t id = 0;
   // The name, made up when asked: `name` if set, else name_prefix + name_number (tasks are
@@ -78,6 +66,14 @@ struct greenlet_record {
   void* tsan_fiber = nullptr;
 #endif
 };
+
+// The inline switch finds a record's switch_core at the record's own address.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Winvalid-offsetof"
+static_assert(__builtin_offsetof(greenlet_record, owner) == 0 &&
+                  std::is_standard_layout_v<switch_core>,
+              "switch_core must lie at the start of greenlet_record");
+#pragma GCC diagnostic pop
 
 // Extra storage (a task's state) lives right after the record, in the same allocation.
 inline constexpr std::size_t record_extra_offset =

@@ -12,7 +12,8 @@
 
 namespace tendril::detail {
 
-constinit thread_local thread_state* thread_state::t_state_ = nullptr;
+constinit thread_local thread_core* t_thread_core __attribute__((tls_model("initial-exec"))) =
+    nullptr;
 
 namespace {
 
@@ -85,7 +86,7 @@ thread_state& thread_state::make_for_this_thread() {
   thread_local holder h;
   auto* ts = new thread_state();
   h.ts = ts;
-  t_state_ = ts;
+  t_thread_core = ts;
   overflow::install(&describe_overflow);
   overflow::ensure_signal_stack();
   return *ts;
@@ -219,7 +220,7 @@ void thread_state::exit_thread() noexcept {
     destroy_record(r);
   }
   if (root_->locals) run_locals_cleanup(root_);
-  t_state_ = nullptr;
+  t_thread_core = nullptr;
   t_gone = true;
   root_->status = greenlet_status::dead;
   greenlet_release(root_);
@@ -252,7 +253,7 @@ void destroy_record(greenlet_record* r) noexcept {
 #if defined(TENDRIL_HAS_TSAN)
   if (!r->is_root) sanitizer::tsan_destroy(r->tsan_fiber);
 #endif
-  thread_state* owner = r->owner;
+  thread_state* owner = owner_of(r);
   // Its children now go where it would have sent them: its parent (python's "switching to a
   // dead greenlet goes to its parent" becomes permanent). A thread that ended runs nothing
   // any more, so its records' links no longer matter and are left alone.

@@ -27,15 +27,17 @@
 
 namespace tendril::detail {
 
-class thread_state {
+// thread_state derives from thread_core, the part of it the inline switch reads and writes
+// (include/tendril/greenlet/switch_core.hpp): current_, from_, eh_, errno_, has_deferred_.
+class thread_state : public thread_core {
  public:
   // get() is the calling thread's state, made on first use.
   static thread_state& get() {
-    thread_state* ts = t_state_;
+    thread_state* ts = peek();
     return ts ? *ts : make_for_this_thread();
   }
   // peek() is the calling thread's state, or null if it has none (yet, or any more).
-  static thread_state* peek() noexcept { return t_state_; }
+  static thread_state* peek() noexcept { return static_cast<thread_state*>(t_thread_core); }
 
   greenlet_record* current() const noexcept { return current_; }
   bool has_deferred() const noexcept { return has_deferred_.load(std::memory_order_relaxed); }
@@ -65,17 +67,12 @@ class thread_state {
   // than the running greenlet, its value (if any) already in its inbox, no error.
   switch_plan plan_fast(greenlet_record* target) noexcept {
     greenlet_record* self = current_;
-    target->status = greenlet_status::active;
-    save_exception_state(eh_, self->eh);
-    self->saved_errno = *errno_;
-    current_ = target;
-    from_ = self;
+    switch_plan p = plan_core(this, target);
     note_leaving(self, target, false);
 #if defined(TENDRIL_TSAN_FIBERS)
-    return {&self->ctx, target->ctx, target->tsan_fiber};  // jump_to() switches TSan
-#else
-    return {&self->ctx, target->ctx};
+    p.tsan_fiber = target->tsan_fiber;  // jump_to() switches TSan
 #endif
+    return p;
   }
 
   // switched_from() is the greenlet that switched to the running one last.
@@ -85,12 +82,11 @@ class thread_state {
   void set_switched_from(greenlet_record* r) noexcept { from_ = r; }
 
   // landed() is the first thing a greenlet does on its own stack after a jump.
-  void landed(greenlet_record* self) noexcept {
+  void landed([[maybe_unused]] greenlet_record* self) noexcept {
 #if defined(TENDRIL_HAS_ASAN)
     asan_landed(self);
 #endif
-    restore_exception_state(eh_, self->eh);
-    *errno_ = self->saved_errno;
+    static_cast<void>(land_core(this));
   }
 
   // clear_inbox() drops what was handed to the running greenlet (after invalid_switch).
@@ -168,25 +164,23 @@ class thread_state {
   void run_deferred_slow() noexcept;
   void exit_thread() noexcept;
 
-  static constinit thread_local thread_state* t_state_ __attribute__((tls_model("initial-exec")));
-
-  greenlet_record* current_ = nullptr;
-  greenlet_record* from_ = nullptr;
   greenlet_record* root_ = nullptr;
 #if defined(TENDRIL_HAS_ASAN)
   const void* root_asan_bottom_ = nullptr;  // learned at the first switch away from the root
   std::size_t root_asan_size_ = 0;
 #endif
-  eh_globals_prefix* eh_ = nullptr;
-  int* errno_ = nullptr;
   int tid_ = 0;
   std::atomic<bool> exited_{false};
-  std::atomic<bool> has_deferred_{false};
   std::atomic<std::uint32_t> refs_{1};
 
   std::mutex deferred_mu_;
   std::vector<greenlet_record*> deferred_;
 };
+
+// owner_of() is the thread state a record belongs to.
+inline thread_state* owner_of(const greenlet_record* r) noexcept {
+  return static_cast<thread_state*>(r->owner);
+}
 
 // destroy_record() frees a record whose last reference is gone and that has no frames to
 // unwind (unstarted, dead, or of a thread that ended).

@@ -22,12 +22,46 @@ namespace detail {
 switch_plan plan_resume(greenlet_record* g);
 switch_plan plan_suspend(greenlet_record* g);
 void complete_bare(bool jumped);
-bool generator_is_current(greenlet_record* g) noexcept;
+inline bool generator_is_current(greenlet_record* g) noexcept {
+  thread_core* t = t_thread_core;
+  return t != nullptr && t->current_ == g;
+}
 
 inline void switch_bare(switch_plan p) {
   if (p.to == nullptr) return complete_bare(false);
   jump_to(p);
   complete_bare(true);
+}
+
+// resume_generator() switches from the running greenlet into generator body g (its parent
+// becomes the running greenlet); suspend_generator() switches from g, which is running, back
+// to its parent. Neither hands a value (the generator's state does). The fast paths cover
+// every item after the first: g is already the running greenlet's child.
+inline void resume_generator(greenlet_record* g) {
+#if TENDRIL_SWITCH_INLINE
+  thread_core* t = t_thread_core;
+  if (can_switch_fast(t, g) && core_of(g)->parent == t->current_) [[likely]] {
+    jump_to(plan_core(t, g));
+    if (land_core(t_thread_core)) [[unlikely]]
+      complete_bare(false);
+    return;
+  }
+#endif
+  switch_bare(plan_resume(g));
+}
+
+inline void suspend_generator(greenlet_record* g) {
+#if TENDRIL_SWITCH_INLINE
+  thread_core* t = t_thread_core;
+  greenlet_record* to = core_of(g)->parent;
+  if (core_of(to)->status != greenlet_status::dead) [[likely]] {
+    jump_to(plan_core(t, to));
+    if (land_core(t_thread_core)) [[unlikely]]
+      complete_bare(false);
+    return;
+  }
+#endif
+  switch_bare(plan_suspend(g));
 }
 
 struct no_value {};
@@ -61,7 +95,7 @@ class generator {
         throw std::logic_error("tendril::generator: yield() called outside the generator's body");
       }
       st_->out.emplace(std::move(value));
-      detail::switch_bare(detail::plan_suspend(gen_));
+      detail::suspend_generator(gen_);
       if constexpr (!std::is_void_v<S>) {
         sent_type v = std::move(*st_->in);
         st_->in.reset();
@@ -169,7 +203,7 @@ class generator {
 
   std::optional<Y> resume() {
     if (done()) return std::nullopt;
-    detail::switch_bare(detail::plan_resume(g_.record()));
+    detail::resume_generator(g_.record());
     if (g_.dead()) return std::nullopt;
     std::optional<Y> v = std::move(st_->out);
     st_->out.reset();

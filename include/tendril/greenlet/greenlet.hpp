@@ -16,17 +16,7 @@
 #include "tendril/context/jump.hpp"
 #include "tendril/greenlet/exceptions.hpp"
 #include "tendril/greenlet/stack.hpp"
-
-#if defined(__SANITIZE_THREAD__)
-#define TENDRIL_TSAN_FIBERS 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TENDRIL_TSAN_FIBERS 1
-#endif
-#endif
-#if defined(TENDRIL_TSAN_FIBERS)
-extern "C" void __tsan_switch_to_fiber(void* fiber, unsigned flags);
-#endif
+#include "tendril/greenlet/switch_core.hpp"
 
 namespace tendril {
 
@@ -91,33 +81,27 @@ void greenlet_handle_copied(greenlet_record* r, const void* where) noexcept;
 void greenlet_handle_moved(greenlet_record* r, const void* from, const void* to) noexcept;
 void greenlet_handle_dropped(greenlet_record* r, const void* where) noexcept;
 
-// A switch is three steps, so that the jump is made from the caller's own frame (see
-// include/tendril/context/jump.hpp): plan_switch() does every check and all bookkeeping and
+// The out-of-line switch (src/greenlet/greenlet.cpp), for everything the inline fast path of
+// switch_core.hpp does not take: plan_switch() does every check and all bookkeeping and
 // returns where to jump (to == nullptr: the target is the running greenlet itself, no jump);
-// the jump; complete_switch() restores the resumed greenlet's state and returns the value
-// handed to it, or throws the exception raised into it.
-//
-// Under ThreadSanitizer the plan also names the target's TSan fiber, and jump_to() switches
-// TSan to it in the same frame as the jump: a switch made inside the out-of-line plan would
-// pop the plan's own TSan frame off the target's shadow stack instead of the caller's.
-struct switch_plan {
-  void** save;
-  void* to;
-#if defined(TENDRIL_TSAN_FIBERS)
-  void* tsan_fiber = nullptr;
-#endif
-};
+// complete_switch() restores the resumed greenlet's state and returns the value handed to it,
+// or throws the exception raised into it. take_inbox() is that last step alone, for a fast
+// switch whose greenlet landed with something in its inbox.
 switch_plan plan_switch(greenlet_record* target, std::any* value);
 std::any complete_switch(bool jumped);
-
-[[gnu::always_inline]] inline void jump_to(const switch_plan& p) noexcept {
-#if defined(TENDRIL_TSAN_FIBERS)
-  __tsan_switch_to_fiber(p.tsan_fiber, 0);
-#endif
-  context::jump(p.save, p.to, nullptr);
-}
+std::any take_inbox();
 
 inline std::any switch_inline(greenlet_record* target, std::any* value) {
+#if TENDRIL_SWITCH_INLINE
+  thread_core* t = t_thread_core;
+  if (can_switch_fast(t, target)) [[likely]] {
+    if (value->has_value()) core_of(target)->inbox = std::move(*value);
+    jump_to(plan_core(t, target));
+    if (land_core(t_thread_core)) [[unlikely]]
+      return take_inbox();
+    return {};
+  }
+#endif
   switch_plan p = plan_switch(target, value);
   if (p.to == nullptr) return complete_switch(false);
   jump_to(p);
@@ -218,8 +202,12 @@ class greenlet {
 
   // started() is true once the greenlet was first switched to (always, for a root); dead()
   // once run() returned or threw, or it was killed before starting.
-  bool started() const noexcept;
-  bool dead() const noexcept;
+  bool started() const noexcept {
+    return rec_ && detail::core_of(rec_)->status != detail::greenlet_status::unstarted;
+  }
+  bool dead() const noexcept {
+    return rec_ && detail::core_of(rec_)->status == detail::greenlet_status::dead;
+  }
   // A greenlet is true while it is started and not dead (python's bool(g)).
   explicit operator bool() const noexcept { return started() && !dead(); }
   // empty() is true for a handle that refers to no greenlet.
