@@ -214,7 +214,9 @@ std::size_t page_size() noexcept {
 
 std::size_t rounded_size(std::size_t requested) noexcept {
   const std::size_t page = page_size();
-  return (std::max(requested, min_size) + page - 1) / page * page;
+  // A mask, not a division: the page size is a power of two, and a 64-bit division costs tens
+  // of cycles on every greenlet made.
+  return (std::max(requested, min_size) + page - 1) & ~(page - 1);
 }
 
 int allocate(std::size_t size, stack& out) noexcept {

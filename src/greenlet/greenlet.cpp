@@ -153,7 +153,7 @@ greenlet_record* greenlet_create_ex(std::size_t callable_size, std::size_t calla
   // does not even have yet).
   const std::size_t align =
       callable_align < alignof(std::max_align_t) ? alignof(std::max_align_t) : callable_align;
-  const std::size_t callable_at = (record_extra_offset + extra_size + align - 1) / align * align;
+  const std::size_t callable_at = (record_extra_offset + extra_size + align - 1) & ~(align - 1);
   stack s;
   if (!lazy_stack) {
     if (int err = stack_pool::allocate(want, s); err != 0) [[unlikely]] {
