@@ -4,7 +4,8 @@
  *
  * Frame (frame_x86_64.hpp), lowest address first:
  *   0x00  rbp
- *   0x08  rip, the resume address (pushed by the caller's call instruction)
+ *   0x08  rip, the resume address (pushed by the inline statement in jump.hpp, which then
+ *         jumps here: it makes no call, so that the return stack buffer is left as it was)
  *
  * Only rbp is saved: this function is called solely from the inline statement in
  * include/tendril/context/jump.hpp, which declares every other register clobbered, so
@@ -25,7 +26,7 @@
     .align 16
 tendril_context_jump:
     .cfi_startproc
-    pushq %rbp                  /* frame slot 0; slot 1 is our return address */
+    pushq %rbp                  /* frame slot 0; slot 1 is the resume address */
     .cfi_adjust_cfa_offset 8
     movq %rsp, (%rdi)           /* *save = this context */
     movq %rsi, %rsp             /* switch stacks */
