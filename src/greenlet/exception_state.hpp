@@ -25,16 +25,6 @@ inline eh_globals_prefix* thread_eh_globals() noexcept {
   return reinterpret_cast<eh_globals_prefix*>(__cxxabiv1::__cxa_get_globals());
 }
 
-inline void save_exception_state(eh_globals_prefix* g, exception_state& into) noexcept {
-  into.caught = g->caught;
-  into.uncaught = g->uncaught;
-}
-
-inline void restore_exception_state(eh_globals_prefix* g, const exception_state& from) noexcept {
-  g->caught = from.caught;
-  g->uncaught = from.uncaught;
-}
-
 }  // namespace tendril::detail
 
 #endif

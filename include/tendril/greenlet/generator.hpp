@@ -37,29 +37,29 @@ inline void switch_bare(switch_plan p) {
 // becomes the running greenlet); suspend_generator() switches from g, which is running, back
 // to its parent. Neither hands a value (the generator's state does). The fast paths cover
 // every item after the first: g is already the running greenlet's child.
+#if TENDRIL_SWITCH_INLINE
+// switch_bare_fast() is the inline switch without a value, for a target the caller checked.
+[[gnu::always_inline]] inline void switch_bare_fast(thread_core* t, greenlet_record* to) {
+  jump_to(plan_core(t, to));
+  if (land_core(t_thread_core)) [[unlikely]]
+    complete_bare(false);
+}
+#endif
+
 inline void resume_generator(greenlet_record* g) {
 #if TENDRIL_SWITCH_INLINE
   thread_core* t = t_thread_core;
-  if (can_switch_fast(t, g) && core_of(g)->parent == t->current_) [[likely]] {
-    jump_to(plan_core(t, g));
-    if (land_core(t_thread_core)) [[unlikely]]
-      complete_bare(false);
-    return;
-  }
+  if (can_switch_fast(t, g) && core_of(g)->parent == t->current_) [[likely]]
+    return switch_bare_fast(t, g);
 #endif
   switch_bare(plan_resume(g));
 }
 
 inline void suspend_generator(greenlet_record* g) {
 #if TENDRIL_SWITCH_INLINE
-  thread_core* t = t_thread_core;
   greenlet_record* to = core_of(g)->parent;
-  if (core_of(to)->status != greenlet_status::dead) [[likely]] {
-    jump_to(plan_core(t, to));
-    if (land_core(t_thread_core)) [[unlikely]]
-      complete_bare(false);
-    return;
-  }
+  if (core_of(to)->status != greenlet_status::dead) [[likely]]
+    return switch_bare_fast(t_thread_core, to);
 #endif
   switch_bare(plan_suspend(g));
 }

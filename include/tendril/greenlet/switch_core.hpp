@@ -156,8 +156,10 @@ struct switch_plan {
 // is live, has a context and is not the running greenlet.
 [[gnu::always_inline]] inline bool can_switch_fast(thread_core* t,
                                                    greenlet_record* target) noexcept {
-  if (target == nullptr || t == nullptr) return false;
+  if (target == nullptr) return false;
   switch_core* to = core_of(target);
+  // A record's owner is never null, so the first test also fails when the thread has no
+  // state (t null) before t is read.
   return to->owner == t && to->status != greenlet_status::dead && to->ctx != nullptr &&
          target != t->current_ && !t->has_deferred_.load(std::memory_order_relaxed);
 }
