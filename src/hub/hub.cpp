@@ -269,7 +269,11 @@ bool hub_impl::someone_else_could_wake() const {
   // Another thread may set the event this thread waits on; tendril's own idle pool threads
   // cannot. Without a way to know who holds the event, any other thread counts.
   int others = process_threads() - 1 - static_cast<int>(thread_pool::workers());
-  return others > 0;
+  if (others > 0) return true;
+  // Look at the remote queue again: a thread that woke a greenlet of this hub after the loop
+  // last looked and ended before the count above is no longer counted, but its wake is
+  // there (hub_test's many_threads_waking_greenlets_of_one_hub_lose_none caught this).
+  return remote_pending_.load(std::memory_order_acquire);
 }
 
 void hub_impl::deliver_loop_exit() {

@@ -416,7 +416,11 @@ TEST(hub, many_threads_waking_greenlets_of_one_hub_lose_none) {
       }
     });
   }
-  tendril::joinall(tasks);
+  try {
+    tendril::joinall(tasks);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "joinall threw: " << e.what();
+  }
   for (auto& t : threads) t.join();
   EXPECT_EQ(woken.load(), count);
 }
