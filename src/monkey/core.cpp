@@ -183,6 +183,34 @@ int wait_fd(int fd, io_direction d, std::int64_t deadline_ns) noexcept {
   }
 }
 
+std::int64_t recv_native(int fd, void* buf, std::size_t len, std::int64_t deadline_ns) noexcept {
+  fd_table* t = fd_table::peek();
+  // A descriptor the hooks made non-blocking underneath: the kernel may complete the read
+  // with EAGAIN instead of waiting. Readiness serves it.
+  if (t == nullptr || !t->native() || (bits(fd) & we_set_nonblock)) return not_native;
+  struct kept {
+    std::int64_t result = -ECANCELED;
+  } k;
+  try {
+    fd_record& r = borrow_checked(*t, fd);
+    op_state st;
+    st.op.op = io_op::code::recv;
+    st.op.fd = fd;
+    st.op.buf = buf;
+    st.op.len = len;
+    const std::int64_t n = t->run(
+        &r, st, deadline_ns,
+        [](op_state& s, void* ctx) { static_cast<kept*>(ctx)->result = s.op.result; }, &k);
+    return n == -EAGAIN ? not_native : n;
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  } catch (...) {
+    keep_pending(std::current_exception());
+    // The read finished anyway, racing the kill: its bytes are the caller's, not lost.
+    return k.result >= 0 ? k.result : -ECANCELED;
+  }
+}
+
 int wait_many(const pollfd* fds, nfds_t n, std::int64_t deadline_ns) noexcept {
   struct watch {
     observer obs;

@@ -72,6 +72,15 @@ bool make_nonblocking(int fd) noexcept;
 // (closed meanwhile), -ECANCELED (a kill or timeout scope: kept pending), -errno.
 int wait_fd(int fd, io_direction d, std::int64_t deadline_ns) noexcept;
 
+// recv_native() reads a socket that wait_before_read() said is empty by handing the read to
+// the backend (io_uring): the greenlet parks until the kernel has copied data into buf, which
+// saves the system call a readiness wait is followed by. Returns the byte count or -errno:
+// -ETIMEDOUT (deadline), -EBADF (closed meanwhile), -ECANCELED (a kill or timeout scope, kept
+// pending; bytes that arrived anyway are returned instead); not_native when the backend has
+// no such operation or the kernel would not wait (the caller then waits for readiness).
+inline constexpr std::int64_t not_native = INT64_MIN;
+std::int64_t recv_native(int fd, void* buf, std::size_t len, std::int64_t deadline_ns) noexcept;
+
 // wait_many() parks until any of fds is ready as asked, or the deadline: 0, -ETIMEDOUT,
 // -ECANCELED. The caller looks with a poll of its own afterwards.
 int wait_many(const pollfd* fds, nfds_t n, std::int64_t deadline_ns) noexcept;

@@ -61,6 +61,21 @@ ssize_t on_socket(int fd, io_direction d, int flags, Call call, bool tried = fal
   }
 }
 
+// A plain read of a socket that the last read emptied (wait_before_read()): on io_uring the
+// kernel waits and copies the data itself (recv_native(), one system call less, as the net
+// API reads); elsewhere, or where it cannot, a readiness wait and then the call.
+template <class Call>
+ssize_t read_emptied(int fd, void* buf, std::size_t len, Call call) {
+  const int saved = errno;
+  const std::int64_t n = recv_native(fd, buf, len, option_deadline(fd, SO_RCVTIMEO));
+  if (n == not_native || n == -EINTR) return on_socket(fd, io_direction::read, 0, call, true);
+  if (n >= 0) {
+    errno = saved;
+    return static_cast<ssize_t>(n);
+  }
+  return fail(n == -ETIMEDOUT ? EAGAIN : static_cast<int>(-n));
+}
+
 // A call on a descriptor that is not a socket: wait until ready, then the call itself.
 template <class Call>
 ssize_t on_other(int fd, io_direction d, Call call) {
@@ -134,7 +149,7 @@ extern "C" ssize_t read(int fd, void* buf, size_t count) {
     const int saved = errno;
     auto call = [&](int f) { return real::get().recv(fd, buf, count, f); };
     if (wait_before_read(fd)) {
-      const ssize_t n = on_socket(fd, io_direction::read, 0, call, true);
+      const ssize_t n = read_emptied(fd, buf, count, call);
       note_read(fd, n, count);
       return n;
     }
@@ -258,7 +273,8 @@ extern "C" ssize_t recv(int fd, void* buf, size_t len, int flags) {
   if (!active()) return real::get().recv(fd, buf, len, flags);
   auto call = [&](int f) { return real::get().recv(fd, buf, len, f); };
   if (flags != 0) return on_socket(fd, io_direction::read, flags, call);
-  const ssize_t n = on_socket(fd, io_direction::read, 0, call, len > 0 && wait_before_read(fd));
+  const ssize_t n = len > 0 && wait_before_read(fd) ? read_emptied(fd, buf, len, call)
+                                                    : on_socket(fd, io_direction::read, 0, call);
   note_read(fd, n, len);
   return n;
 }

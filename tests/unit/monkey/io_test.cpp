@@ -589,3 +589,198 @@ TEST_F(hooked_io, a_short_read_then_the_end_of_stream_that_came_with_it) {
   ::close(sv[0]);
   ::close(sv[1]);
 }
+
+// --- reads of a socket that the last read emptied -------------------------------------------
+//
+// After a short read the next plain read or recv of the socket goes to the backend before the
+// kernel (on io_uring the kernel waits and copies the data into the caller's buffer itself).
+// That path must behave as the first read does: wait while others run, keep to SO_RCVTIMEO,
+// wake with EBADF when the socket is closed, end with ECANCELED on a kill, and never lose the
+// bytes that arrive as the kill does.
+
+namespace {
+
+// A loopback TCP connection made under the hooks (so that they know the accepted end's mode),
+// whose accepted end has been read short once, after a wait: the next read of `server` takes
+// the emptied-socket path.
+tcp_pair emptied_tcp_pair() {
+  tcp_pair p;
+  spawn([&] {
+    fd_guard l(listening_socket(8));
+    p.client = fd_guard(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a = loopback(local_port(l));
+    ASSERT_EQ(::connect(p.client, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    p.server = fd_guard(::accept4(l, nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_GE(p.server.get(), 0);
+  }).join();
+  char buf[64];
+  ssize_t n = 0;
+  blocked_while_others_run([&] { n = ::read(p.server, buf, sizeof buf); },
+                           [&] { EXPECT_EQ(::send(p.client, "abc", 3, 0), 3); });
+  EXPECT_EQ(n, 3);  // short
+  return p;
+}
+
+// The two calls that take the emptied-socket path.
+std::vector<read_call> plain_read_calls() {
+  return {
+      {"read", [](int fd, char* b, std::size_t n) { return ::read(fd, b, n); }},
+      {"recv", [](int fd, char* b, std::size_t n) { return ::recv(fd, b, n, 0); }},
+  };
+}
+
+}  // namespace
+
+TEST_F(hooked_io, a_read_after_a_short_read_waits_for_data_while_a_ticker_runs) {
+  for (const read_call& rc : plain_read_calls()) {
+    SCOPED_TRACE(rc.name);
+    tcp_pair p = emptied_tcp_pair();
+    for (int round = 0; round < 3; ++round) {  // each read short again: the path each time
+      char buf[64] = {};
+      ssize_t n = 0;
+      const int ticks =
+          blocked_while_others_run([&] { n = rc.call(p.server, buf, sizeof buf); },
+                                   [&] { ASSERT_EQ(::send(p.client, "hello", 5, 0), 5); });
+      EXPECT_EQ(ticks, 3);
+      ASSERT_EQ(n, 5);
+      EXPECT_EQ(std::string(buf, 5), "hello");
+    }
+    // The end of stream ends it too.
+    ssize_t n = -2;
+    blocked_while_others_run(
+        [&] {
+          char buf[8];
+          n = rc.call(p.server, buf, sizeof buf);
+        },
+        [&] { EXPECT_EQ(::shutdown(p.client, SHUT_WR), 0); });
+    EXPECT_EQ(n, 0);
+  }
+}
+
+TEST_F(hooked_io, so_rcvtimeo_ends_a_read_after_a_short_read_with_eagain_after_the_limit) {
+  for (const read_call& rc : plain_read_calls()) {
+    SCOPED_TRACE(rc.name);
+    tcp_pair p = emptied_tcp_pair();
+    tendril::detail::test_clock::pause();
+    timeval tv{2, 0};
+    ASSERT_EQ(::setsockopt(p.server, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    const std::int64_t start = tendril::detail::hub_now_ns();
+    std::int64_t took = 0;
+    ssize_t n = 0;
+    int err = 0;
+    spawn([&] {
+      char buf[8];
+      n = rc.call(p.server, buf, sizeof buf);
+      err = errno;
+      took = tendril::detail::hub_now_ns() - start;
+    }).join();
+    tendril::detail::test_clock::resume();
+    EXPECT_EQ(n, -1);
+    EXPECT_EQ(err, EAGAIN);
+    EXPECT_GE(took, 2'000'000'000);
+    EXPECT_LT(took, 3'000'000'000);
+    // Data that comes later is read as usual.
+    ASSERT_EQ(::send(p.client, "late", 4, 0), 4);
+    spawn([&] {
+      char buf[8];
+      EXPECT_EQ(rc.call(p.server, buf, sizeof buf), 4);
+    }).join();
+  }
+}
+
+TEST_F(hooked_io, close_wakes_a_greenlet_in_a_read_after_a_short_read_with_ebadf) {
+  for (const read_call& rc : plain_read_calls()) {
+    SCOPED_TRACE(rc.name);
+    tcp_pair p = emptied_tcp_pair();
+    const int fd = p.server.release();
+    ssize_t n = 0;
+    int err = 0;
+    const int ticks = blocked_while_others_run(
+        [&] {
+          char buf[8];
+          n = rc.call(fd, buf, sizeof buf);
+          err = errno;
+        },
+        [&] { EXPECT_EQ(::close(fd), 0); });
+    EXPECT_EQ(ticks, 3);
+    EXPECT_EQ(n, -1);
+    EXPECT_EQ(err, EBADF);
+  }
+}
+
+TEST_F(hooked_io, a_kill_ends_a_read_after_a_short_read_with_ecanceled_and_stays_pending) {
+  for (const read_call& rc : plain_read_calls()) {
+    SCOPED_TRACE(rc.name);
+    tcp_pair p = emptied_tcp_pair();
+    ssize_t n = 0;
+    int err = 0;
+    bool reached_after = false;
+    auto t = spawn([&] {
+      char buf[8];
+      n = rc.call(p.server, buf, sizeof buf);
+      err = errno;
+      tendril::sleep(0s);  // raises the kill
+      reached_after = true;
+    });
+    tendril::sleep(10ms);
+    EXPECT_FALSE(t.ready());
+    t.kill();
+    EXPECT_EQ(n, -1);
+    EXPECT_EQ(err, ECANCELED);
+    EXPECT_FALSE(reached_after);
+    // The socket is still usable, by a new reader.
+    ASSERT_EQ(::send(p.client, "k", 1, 0), 1);
+    spawn([&] {
+      char c = 0;
+      EXPECT_EQ(rc.call(p.server, &c, 1), 1);
+      EXPECT_EQ(c, 'k');
+    }).join();
+  }
+}
+
+TEST_F(hooked_io, bytes_that_arrive_as_a_read_after_a_short_read_is_killed_are_not_lost) {
+  for (const read_call& rc : plain_read_calls()) {
+    SCOPED_TRACE(rc.name);
+    for (int round = 0; round < 20; ++round) {
+      tcp_pair p = emptied_tcp_pair();
+      ssize_t n = -2;
+      int err = 0;
+      char buf[16] = {};
+      auto t = spawn([&] {
+        n = rc.call(p.server, buf, sizeof buf);
+        err = errno;
+        tendril::sleep(10s);  // raises the kill, pending or yet to come
+        ADD_FAILURE() << "the kill was lost";
+      });
+      tendril::sleep(0s);  // t waits in its read now
+      ASSERT_FALSE(t.ready());
+      // The bytes are in the socket before the kill; on io_uring the kernel may have copied
+      // them into t's buffer already: then t's read returns them and the kill waits for its
+      // next cooperative call.
+      ASSERT_EQ(::send(p.client, "xyz", 3, 0), 3);
+      if (round % 2 == 1) {
+        // Let the kernel complete it, without a switch (libc's nanosleep is hooked).
+        timespec ms{0, 1'000'000};
+        ::syscall(SYS_nanosleep, &ms, nullptr);
+      }
+      t.kill();
+      std::string got;
+      if (n >= 0) {
+        got.assign(buf, static_cast<std::size_t>(n));
+      } else {
+        EXPECT_EQ(err, ECANCELED);
+      }
+      // Whatever the read did not return is still in the socket.
+      ASSERT_EQ(::shutdown(p.client, SHUT_WR), 0);
+      spawn([&] {
+        char rest[16];
+        ssize_t m;
+        while ((m = rc.call(p.server, rest, sizeof rest)) > 0) {
+          got.append(rest, static_cast<std::size_t>(m));
+        }
+        EXPECT_EQ(m, 0);
+      }).join();
+      EXPECT_EQ(got, "xyz");
+    }
+  }
+}
