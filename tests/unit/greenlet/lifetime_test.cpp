@@ -456,6 +456,10 @@ TEST(lifetime, many_live_guarded_stacks_are_created_and_destroyed) {
 #if defined(TENDRIL_TSAN_FIBERS)
   // TSan counts each live fiber as a thread and dies past 8128 of them.
   std::size_t n = std::min<std::size_t>(tendril::test::scaled(100000), 4000);
+#elif defined(__SANITIZE_ADDRESS__)
+  // ASan took 44 s over 100,000 in CI; 20,000 run the same code for its memory checks, and
+  // the dev build checks the full count.
+  std::size_t n = std::min<std::size_t>(tendril::test::scaled(100000), 20000);
 #else
   std::size_t n = tendril::test::scaled(100000);
 #endif
