@@ -43,10 +43,19 @@ struct watch_slot {
 class uring_backend final : public backend {
  public:
   uring_backend() {
+    // Completions' task work runs only when the hub asks for events (Linux 6.1: deferred task
+    // run), in one batch, instead of at the return of whatever system call the greenlets make;
+    // the flag in the SQ ring says when there is some waiting. Older kernels: cooperative task
+    // run, then none of these.
     io_uring_params p{};
-    p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER;
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     int rc = io_uring_queue_init_params(entries, &ring_, &p);
-    if (rc == -EINVAL) {  // an older kernel without those flags
+    if (rc == -EINVAL) {
+      p = io_uring_params{};
+      p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER;
+      rc = io_uring_queue_init_params(entries, &ring_, &p);
+    }
+    if (rc == -EINVAL) {
       p = io_uring_params{};
       rc = io_uring_queue_init_params(entries, &ring_, &p);
     }
@@ -122,7 +131,10 @@ class uring_backend final : public backend {
   int wait(std::chrono::nanoseconds timeout) noexcept override {
     int rc;
     if (timeout.count() == 0) {
-      rc = io_uring_submit(&ring_);
+      // A look: a system call only if there is something to submit or task work to run.
+      const bool deferred = (ring_.flags & IORING_SETUP_DEFER_TASKRUN) &&
+                            (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_TASKRUN);
+      rc = deferred ? io_uring_submit_and_get_events(&ring_) : io_uring_submit(&ring_);
     } else {
       io_uring_cqe* cqe = nullptr;
       __kernel_timespec ts{timeout.count() / 1'000'000'000, timeout.count() % 1'000'000'000};
