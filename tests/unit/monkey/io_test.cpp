@@ -110,20 +110,41 @@ bool read_exactly(int fd, std::size_t n) {
 // The O_NONBLOCK the kernel has, whatever the hooks report.
 bool kernel_nonblocking(int fd) { return (::syscall(SYS_fcntl, fd, F_GETFL) & O_NONBLOCK) != 0; }
 
+// rc waits in read of p.server while a ticker runs, until p.client sends "hello".
+void expect_read_waits_for_hello(const read_call& rc, int server, int client) {
+  ssize_t n = 0;
+  char buf[64] = {};
+  const int ticks = blocked_while_others_run([&] { n = rc.call(server, buf, sizeof buf); },
+                                             [&] { ASSERT_EQ(::send(client, "hello", 5, 0), 5); });
+  EXPECT_EQ(ticks, 3);
+  ASSERT_EQ(n, 5);
+  EXPECT_EQ(std::string(buf, 5), "hello");
+}
+
+// A greenlet waiting in read(fd) while a ticker runs is woken with EBADF by close(fd).
+void expect_close_wakes_the_reader_with_ebadf(
+    int fd, const std::function<ssize_t(int, char*, std::size_t)>& read) {
+  ssize_t n = 0;
+  int err = 0;
+  const int ticks = blocked_while_others_run(
+      [&] {
+        char buf[8];
+        n = read(fd, buf, sizeof buf);
+        err = errno;
+      },
+      [&] { EXPECT_EQ(::close(fd), 0); });
+  EXPECT_EQ(ticks, 3);
+  EXPECT_EQ(n, -1);
+  EXPECT_EQ(err, EBADF);
+}
+
 }  // namespace
 
 TEST_F(hooked_io, each_read_call_waits_for_data_while_a_ticker_runs) {
   for (const read_call& rc : read_calls()) {
     SCOPED_TRACE(rc.name);
     tcp_pair p = connected_pair();
-    ssize_t n = 0;
-    char buf[64] = {};
-    const int ticks =
-        blocked_while_others_run([&] { n = rc.call(p.server, buf, sizeof buf); },
-                                 [&] { ASSERT_EQ(::send(p.client, "hello", 5, 0), 5); });
-    EXPECT_EQ(ticks, 3);
-    ASSERT_EQ(n, 5);
-    EXPECT_EQ(std::string(buf, 5), "hello");
+    expect_read_waits_for_hello(rc, p.server, p.client);
     EXPECT_FALSE(kernel_nonblocking(p.server));  // MSG_DONTWAIT, the descriptor untouched
   }
 }
@@ -355,37 +376,16 @@ TEST_F(hooked_io, so_rcvtimeo_ends_a_blocked_read_with_eagain_after_the_limit) {
 
 TEST_F(hooked_io, close_wakes_a_greenlet_waiting_in_recv_with_ebadf) {
   tcp_pair p = connected_pair();
-  const int fd = p.server.release();
-  ssize_t n = 0;
-  int err = 0;
-  const int ticks = blocked_while_others_run(
-      [&] {
-        char buf[8];
-        n = ::recv(fd, buf, sizeof buf, 0);
-        err = errno;
-      },
-      [&] { EXPECT_EQ(::close(fd), 0); });
-  EXPECT_EQ(ticks, 3);
-  EXPECT_EQ(n, -1);
-  EXPECT_EQ(err, EBADF);
+  expect_close_wakes_the_reader_with_ebadf(
+      p.server.release(), [](int fd, char* b, std::size_t n) { return ::recv(fd, b, n, 0); });
 }
 
 TEST_F(hooked_io, close_wakes_a_greenlet_waiting_in_read_on_a_pipe_with_ebadf) {
   int fds[2];
   ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
   fd_guard w(fds[1]);
-  ssize_t n = 0;
-  int err = 0;
-  const int ticks = blocked_while_others_run(
-      [&] {
-        char buf[8];
-        n = ::read(fds[0], buf, sizeof buf);
-        err = errno;
-      },
-      [&] { EXPECT_EQ(::close(fds[0]), 0); });
-  EXPECT_EQ(ticks, 3);
-  EXPECT_EQ(n, -1);
-  EXPECT_EQ(err, EBADF);
+  expect_close_wakes_the_reader_with_ebadf(
+      fds[0], [](int fd, char* b, std::size_t n) { return ::read(fd, b, n); });
 }
 
 TEST_F(hooked_io, close_wakes_a_greenlet_waiting_in_a_blocked_write_with_ebadf) {
@@ -636,14 +636,7 @@ TEST_F(hooked_io, a_read_after_a_short_read_waits_for_data_while_a_ticker_runs) 
     SCOPED_TRACE(rc.name);
     tcp_pair p = emptied_tcp_pair();
     for (int round = 0; round < 3; ++round) {  // each read short again: the path each time
-      char buf[64] = {};
-      ssize_t n = 0;
-      const int ticks =
-          blocked_while_others_run([&] { n = rc.call(p.server, buf, sizeof buf); },
-                                   [&] { ASSERT_EQ(::send(p.client, "hello", 5, 0), 5); });
-      EXPECT_EQ(ticks, 3);
-      ASSERT_EQ(n, 5);
-      EXPECT_EQ(std::string(buf, 5), "hello");
+      expect_read_waits_for_hello(rc, p.server, p.client);
     }
     // The end of stream ends it too.
     ssize_t n = -2;
@@ -692,19 +685,7 @@ TEST_F(hooked_io, close_wakes_a_greenlet_in_a_read_after_a_short_read_with_ebadf
   for (const read_call& rc : plain_read_calls()) {
     SCOPED_TRACE(rc.name);
     tcp_pair p = emptied_tcp_pair();
-    const int fd = p.server.release();
-    ssize_t n = 0;
-    int err = 0;
-    const int ticks = blocked_while_others_run(
-        [&] {
-          char buf[8];
-          n = rc.call(fd, buf, sizeof buf);
-          err = errno;
-        },
-        [&] { EXPECT_EQ(::close(fd), 0); });
-    EXPECT_EQ(ticks, 3);
-    EXPECT_EQ(n, -1);
-    EXPECT_EQ(err, EBADF);
+    expect_close_wakes_the_reader_with_ebadf(p.server.release(), rc.call);
   }
 }
 
