@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 #include <new>
 #include <system_error>
 
@@ -47,17 +48,14 @@ class uring_backend final : public backend {
     // run), in one batch, instead of at the return of whatever system call the greenlets make;
     // the flag in the SQ ring says when there is some waiting. Older kernels: cooperative task
     // run, then none of these.
-    io_uring_params p{};
-    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
-    int rc = io_uring_queue_init_params(entries, &ring_, &p);
-    if (rc == -EINVAL) {
-      p = io_uring_params{};
-      p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER;
+    int rc = -EINVAL;
+    for (unsigned flags :
+         {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+          IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER, 0u}) {
+      io_uring_params p{};
+      p.flags = flags;
       rc = io_uring_queue_init_params(entries, &ring_, &p);
-    }
-    if (rc == -EINVAL) {
-      p = io_uring_params{};
-      rc = io_uring_queue_init_params(entries, &ring_, &p);
+      if (rc != -EINVAL) break;  // -EINVAL: a kernel without these flags
     }
     if (rc < 0)
       throw std::system_error(-rc, std::generic_category(), "tendril: io_uring_queue_init");
