@@ -41,6 +41,7 @@ struct settings {
   double seconds = 3;
   double warmup_s = 1;
   std::size_t message_size = 64;
+  double rate = 0;  // messages per second offered in total; 0: closed loop (saturation)
   int threads = 0;  // the thread-pool model's pool size (0: its default)
   std::string out_dir;
   bool list = false;
@@ -55,7 +56,7 @@ std::string model_names() {
 settings parse(const args& a) {
   static const char* usage =
       "tendril iomodels [--quick] [--out DIR] [--models a,b,...] [--connections 1,10,100,1000] "
-      "[--seconds S] [--warmup S] [--size B] [--threads N] [--list]";
+      "[--seconds S] [--warmup S] [--size B] [--rate MSGS_PER_S] [--threads N] [--list]";
   settings s;
   bool quick = false, seconds_given = false, warmup_given = false;
   for (std::size_t i = 0; i < a.size(); ++i) {
@@ -68,8 +69,9 @@ settings parse(const args& a) {
       s.list = true;
       continue;
     }
-    static const std::set<std::string> with_value = {
-        "--out", "--models", "--connections", "--seconds", "--warmup", "--size", "--threads"};
+    static const std::set<std::string> with_value = {"--out",     "--models", "--connections",
+                                                     "--seconds", "--warmup", "--size",
+                                                     "--rate",    "--threads"};
     if (!with_value.contains(k))
       throw std::invalid_argument("unknown argument '" + k + "' (" + usage + ")");
     if (i + 1 >= a.size()) throw std::invalid_argument(k + " needs a value (" + usage + ")");
@@ -97,6 +99,8 @@ settings parse(const args& a) {
       warmup_given = true;
     } else if (k == "--size") {
       s.message_size = parse_count(k, v, 1, 1 << 20);
+    } else if (k == "--rate") {
+      s.rate = parse_rate(k, v);
     } else if (k == "--threads") {
       s.threads = static_cast<int>(parse_count(k, v, 1, 100'000));
     } else {
@@ -346,6 +350,7 @@ iomodels_setup describe_machine(const settings& s, bool pinned) {
   m.warmup_s = s.warmup_s;
   m.seconds = s.seconds;
   m.message_size = s.message_size;
+  m.rate = s.rate;
   return m;
 }
 
@@ -384,6 +389,7 @@ iomodels_row run_one(const lab::model& m, std::size_t level, const settings& s, 
   o.message_size = s.message_size;
   o.warmup_s = s.warmup_s;
   o.seconds = s.seconds;
+  o.rate = s.rate;
   o.server_pid = server.pid();
   try {
     row.load = lab::run_load(o);
@@ -446,9 +452,9 @@ int iomodels(const args& a) {
       std::fflush(stderr);
       iomodels_row row = run_one(*m, level, s, server_cpu, fd_limit);
       if (row.measured) {
-        std::fprintf(stderr, "%.0f msgs/s, %.2f µs/msg%s%s\n", row.load.msgs_per_s,
-                     row.load.server_cpu_us_per_msg, row.note.empty() ? "" : "; ",
-                     row.note.c_str());
+        std::fprintf(stderr, "%.0f msgs/s, %.2f µs/msg, server CPU %.0f%%%s%s\n",
+                     row.load.msgs_per_s, row.load.server_cpu_us_per_msg, row.load.server_cpu_pct,
+                     row.note.empty() ? "" : "; ", row.note.c_str());
       } else {
         std::fprintf(stderr, "%s\n", row.note.c_str());
       }

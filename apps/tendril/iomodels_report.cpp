@@ -38,7 +38,7 @@ std::string micros(double v) { return format(v < 100 ? "%.1f" : "%.0f", v); }
 
 // The figures of a row, "—" where it has none.
 struct cells {
-  std::string rate, p50, p99, p999, cpu_per_msg, gen_cpu, threads, rss, note;
+  std::string rate, p50, p99, p999, cpu_per_msg, srv_cpu, gen_cpu, threads, rss, note;
 };
 
 cells cells_of(const iomodels_row& r) {
@@ -46,7 +46,8 @@ cells cells_of(const iomodels_row& r) {
   const std::string none = "—";
   c.note = r.note;
   if (!r.measured) {
-    c.rate = c.p50 = c.p99 = c.p999 = c.cpu_per_msg = c.gen_cpu = c.threads = c.rss = none;
+    c.rate = c.p50 = c.p99 = c.p999 = c.cpu_per_msg = c.srv_cpu = c.gen_cpu = c.threads = c.rss =
+        none;
     return c;
   }
   const auto& l = r.load;
@@ -55,6 +56,7 @@ cells cells_of(const iomodels_row& r) {
   c.p99 = l.messages ? micros(l.p99_us) : none;
   c.p999 = l.messages ? micros(l.p999_us) : none;
   c.cpu_per_msg = l.messages ? format("%.2f", l.server_cpu_us_per_msg) : none;
+  c.srv_cpu = l.server_cpu_s > 0 ? format("%.0f", l.server_cpu_pct) : none;
   c.gen_cpu = format("%.0f", l.client_cpu_pct);
   c.threads = l.server_threads ? std::to_string(l.server_threads) : none;
   c.rss = l.server_rss_kib ? format("%.1f", static_cast<double>(l.server_rss_kib) / 1024.0) : none;
@@ -121,14 +123,14 @@ const char* const palette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#946
 }  // namespace
 
 std::string iomodels_table(const std::vector<iomodels_row>& rows) {
-  const std::vector<std::string> head = {"model",   "conns",    "msgs/s",     "p50 µs",
-                                         "p99 µs",  "p99.9 µs", "srv µs/msg", "gen CPU %",
-                                         "threads", "RSS MiB",  "note"};
+  const std::vector<std::string> head = {"model",     "conns",    "msgs/s",     "p50 µs",
+                                         "p99 µs",    "p99.9 µs", "srv µs/msg", "srv CPU %",
+                                         "gen CPU %", "threads",  "RSS MiB",    "note"};
   std::vector<std::vector<std::string>> body;
   for (const auto& r : rows) {
     cells c = cells_of(r);
     body.push_back({r.model, std::to_string(r.connections), c.rate, c.p50, c.p99, c.p999,
-                    c.cpu_per_msg, c.gen_cpu, c.threads, c.rss, c.note});
+                    c.cpu_per_msg, c.srv_cpu, c.gen_cpu, c.threads, c.rss, c.note});
   }
   std::vector<std::size_t> w(head.size());
   for (std::size_t i = 0; i < head.size(); ++i) {
@@ -155,9 +157,13 @@ std::string iomodels_markdown(const std::vector<iomodels_row>& rows, const iomod
   out +=
       "The upper-casing echo service, one server process per I/O model (`tendril serve-model "
       "NAME`), measured by the lab's load generator (`tendril load`): " +
-      std::to_string(s.message_size) +
-      "-byte messages, one in flight per connection (closed loop), " + format("%g", s.warmup_s) +
-      " s of warm-up then " + format("%g", s.seconds) + " s measured per row.\n\n";
+      std::to_string(s.message_size) + "-byte messages, one in flight per connection " +
+      (s.rate > 0 ? "and " + thousands(s.rate) +
+                        " messages per second offered over all the connections (each "
+                        "connection paced), "
+                  : std::string("(closed loop: the server saturated), ")) +
+      format("%g", s.warmup_s) + " s of warm-up then " + format("%g", s.seconds) +
+      " s measured per row.\n\n";
   out += "| | |\n|---|---|\n";
   out += "| CPU | " + s.cpu + " |\n";
   out += "| CPUs | " + std::to_string(s.cpus) +
@@ -169,17 +175,18 @@ std::string iomodels_markdown(const std::vector<iomodels_row>& rows, const iomod
   out += "| load average before, after | " + s.load_before + "; " + s.load_after + " |\n\n";
   out +=
       "| model | connections | messages/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/msg "
-      "| load generator CPU % | threads | RSS MiB | note |\n";
-  out += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+      "| server CPU % | load generator CPU % | threads | RSS MiB | note |\n";
+  out += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   for (const auto& r : rows) {
     cells c = cells_of(r);
     out += "| " + r.model + " | " + std::to_string(r.connections) + " | " + c.rate + " | " + c.p50 +
-           " | " + c.p99 + " | " + c.p999 + " | " + c.cpu_per_msg + " | " + c.gen_cpu + " | " +
-           c.threads + " | " + c.rss + " | " + c.note + " |\n";
+           " | " + c.p99 + " | " + c.p999 + " | " + c.cpu_per_msg + " | " + c.srv_cpu + " | " +
+           c.gen_cpu + " | " + c.threads + " | " + c.rss + " | " + c.note + " |\n";
   }
   out +=
       "\nServer CPU µs/msg is the server's user + system time over the window (all its "
-      "threads, from /proc/PID/stat) divided by the messages echoed in it; threads and RSS "
+      "threads, from /proc/PID/stat) divided by the messages echoed in it; server CPU % is "
+      "the same time over the window's length (100 is one CPU kept busy); threads and RSS "
       "are read from /proc/PID/status at the end of the window, every connection open.\n\n";
   out +=
       "![messages per second and server CPU per message against connections](" + svg_name + ")\n";
@@ -229,8 +236,10 @@ std::string iomodels_svg(const std::vector<iomodels_row>& rows,
   out += format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\"", w) +
          format(" height=\"%.0f\"", h) + format(" viewBox=\"0 0 %.0f", w) +
          format(" %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n", h);
-  const std::string title = "tendril iomodels: upper-case echo, " + std::to_string(s.message_size) +
-                            "-byte messages, one in flight per connection";
+  const std::string title =
+      "tendril iomodels: upper-case echo, " + std::to_string(s.message_size) +
+      "-byte messages, one in flight per connection" +
+      (s.rate > 0 ? ", " + thousands(s.rate) + " messages/s offered" : std::string());
   out += "<title>" + xml_escape(title) + "</title>\n";
   out += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   out += format("<text x=\"%.0f\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">", w / 2) +

@@ -31,6 +31,7 @@ struct iomodels_setup {
   bool pinned = false;                  // server on CPU 0, load generator on CPU 1
   double warmup_s = 0, seconds = 0;
   std::size_t message_size = 0;
+  double rate = 0;  // messages per second offered in total; 0: closed loop
 };
 
 // iomodels_table() is the rows as a fixed-width text table.

@@ -34,6 +34,17 @@ inline double parse_seconds(const std::string& option, const std::string& v, boo
   return s;
 }
 
+// parse_rate() is the messages per second in v: more than 0 (at least one in 1,000 s) and at
+// most 100 million.
+inline double parse_rate(const std::string& option, const std::string& v) {
+  char* end = nullptr;
+  const double r = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(r) || r < 1e-3 || r > 1e8)
+    throw std::invalid_argument("bad value '" + v + "' for " + option +
+                                " (messages per second, 0.001 to 100000000)");
+  return r;
+}
+
 // split_list() is v cut at each comma, empty items left out.
 inline std::vector<std::string> split_list(const std::string& v) {
   std::vector<std::string> out;

@@ -1,5 +1,6 @@
 // tendril load: the lab's load generator (lab/load/) on its own, against any echo server:
-// N connections in a closed loop, a warm-up, a measured window, then key/value lines.
+// N connections in a closed loop (or paced at a total rate), a warm-up, a measured window,
+// then key/value lines.
 #include <cstdio>
 #include <set>
 #include <stdexcept>
@@ -14,7 +15,7 @@ namespace tendril::app {
 int load(const args& a) {
   static const char* usage =
       "tendril load --port P [--host H] [--connections N] [--size B] [--seconds S] [--warmup S] "
-      "[--server-pid PID] [--as-sent]";
+      "[--rate MSGS_PER_S] [--server-pid PID] [--as-sent]";
   lab::load_options o;
   for (std::size_t i = 0; i < a.size(); ++i) {
     const std::string& k = a[i];
@@ -22,8 +23,9 @@ int load(const args& a) {
       o.upper_case = false;
       continue;
     }
-    static const std::set<std::string> with_value = {
-        "--port", "--host", "--connections", "--size", "--seconds", "--warmup", "--server-pid"};
+    static const std::set<std::string> with_value = {"--port", "--host",      "--connections",
+                                                     "--size", "--seconds",   "--warmup",
+                                                     "--rate", "--server-pid"};
     if (!with_value.contains(k))
       throw std::invalid_argument("unknown argument '" + k + "' (" + usage + ")");
     if (i + 1 >= a.size()) throw std::invalid_argument(k + " needs a value (" + usage + ")");
@@ -40,6 +42,8 @@ int load(const args& a) {
       o.seconds = parse_seconds(k, v, false);
     } else if (k == "--warmup") {
       o.warmup_s = parse_seconds(k, v, true);
+    } else if (k == "--rate") {
+      o.rate = parse_rate(k, v);
     } else if (k == "--server-pid") {
       o.server_pid = static_cast<pid_t>(parse_count(k, v, 1, 1 << 30));
     } else {
@@ -56,14 +60,15 @@ int load(const args& a) {
   std::printf("connections %zu\nconnected %zu\nmessage_size %zu\n", o.connections, r.connected,
               o.message_size);
   std::printf("warmup_s %.3f\nseconds %.3f\n", o.warmup_s, o.seconds);
+  if (o.rate > 0) std::printf("offered_msgs_per_s %.1f\n", o.rate);
   std::printf("messages %llu\nmsgs_per_s %.1f\n", static_cast<unsigned long long>(r.messages),
               r.msgs_per_s);
   std::printf("p50_us %.1f\np99_us %.1f\np999_us %.1f\nmean_us %.1f\nmax_us %.1f\n", r.p50_us,
               r.p99_us, r.p999_us, r.mean_us, r.max_us);
   std::printf("client_cpu_pct %.1f\n", r.client_cpu_pct);
   if (o.server_pid > 0) {
-    std::printf("server_cpu_s %.3f\nserver_cpu_us_per_msg %.2f\n", r.server_cpu_s,
-                r.server_cpu_us_per_msg);
+    std::printf("server_cpu_s %.3f\nserver_cpu_pct %.1f\nserver_cpu_us_per_msg %.2f\n",
+                r.server_cpu_s, r.server_cpu_pct, r.server_cpu_us_per_msg);
     std::printf("server_threads %d\nserver_rss_mib %.1f\n", r.server_threads,
                 static_cast<double>(r.server_rss_kib) / 1024.0);
   }

@@ -1,5 +1,6 @@
 // run_load(): the lab's closed-loop load generator (load_generator.hpp). One thread, one
-// level-triggered epoll set, one message in flight per connection. The run has three phases:
+// level-triggered epoll set, one message in flight per connection (with a rate, a heap of the
+// connections waiting for their next message's time). The run has three phases:
 // warm-up (messages counted in the totals only), the measured window (also timed, and the
 // server's CPU read at both ends), and a drain: no new message is started after the window,
 // but those in flight are finished, so that every byte sent is part of a whole message and
@@ -23,9 +24,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <queue>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 namespace tendril::lab {
@@ -37,6 +41,9 @@ constexpr std::uint64_t ns_per_s = 1'000'000'000;
 // in the server is the usual cause).
 constexpr std::uint64_t connect_timeout_ns = 10 * ns_per_s;
 constexpr std::uint64_t drain_timeout_ns = 2 * ns_per_s;
+// With a rate: how far behind its schedule a connection may fall and still catch up (send its
+// late messages back to back); further behind, its schedule restarts from now.
+constexpr std::uint64_t catch_up_ns = 10'000'000;
 // Descriptors kept free beside the connections: the epoll set, /proc files, stdio.
 constexpr std::size_t spare_descriptors = 8;
 // Messages are slices of a repeating pattern, each starting one step further than the last
@@ -116,6 +123,10 @@ void check(const load_options& o) {
     throw std::invalid_argument("the measured window must last more than 0 s");
   if (!(o.warmup_s >= 0) || !std::isfinite(o.warmup_s))
     throw std::invalid_argument("the warm-up cannot be negative");
+  if (!(o.rate >= 0) || !std::isfinite(o.rate))
+    throw std::invalid_argument("the rate must be a number of messages per second, 0 or more");
+  if (o.rate > 0 && o.rate < 1e-3)
+    throw std::invalid_argument("the rate is below one message in 1,000 s: give 0 for none");
   check_descriptors(o.connections);
 }
 
@@ -159,6 +170,7 @@ struct connection {
   std::size_t received = 0;      // bytes of its echo read and checked
   std::uint64_t sequence = 0;    // messages started on it: picks the slice of the pattern
   std::uint64_t started_ns = 0;  // when the current message was started
+  std::uint64_t due_ns = 0;      // with a rate: when its next message is due
 };
 
 enum class phase { warmup, window, drain };
@@ -190,6 +202,8 @@ class generator {
  private:
   bool connect_all();
   void start(connection& c, std::uint64_t t);
+  void next(connection& c, std::uint64_t t);
+  void start_due(std::uint64_t t);
   void write_rest(connection& c);
   void read_echo(connection& c);
   void lose(connection& c);
@@ -211,7 +225,13 @@ class generator {
   std::string sent_pattern_, echo_pattern_, buffer_;
   std::vector<connection> conns_;
   std::vector<std::uint32_t> latencies_ns_;  // the window's round trips
+  // With a rate: the time between two messages of one connection, and the connections
+  // waiting for their next message's time, soonest first.
+  std::uint64_t interval_ns_ = 0;
+  using due_entry = std::pair<std::uint64_t, std::uint32_t>;
+  std::priority_queue<due_entry, std::vector<due_entry>, std::greater<>> due_;
   int epoll_ = -1;
+  bool have_pwait2_ = true;
   phase phase_ = phase::warmup;
   std::size_t open_ = 0, in_flight_ = 0;
   std::uint64_t window_start_ns_ = 0, window_end_ns_ = 0;
@@ -342,7 +362,31 @@ void generator::read_echo(connection& c) {
     const std::uint64_t rtt = t - c.started_ns;
     latencies_ns_.push_back(rtt > UINT32_MAX ? UINT32_MAX : static_cast<std::uint32_t>(rtt));
   }
-  if (phase_ != phase::drain) start(c, t);
+  if (phase_ != phase::drain) next(c, t);
+}
+
+// next() starts c's next message: at once in a closed loop, or when it is due with a rate.
+void generator::next(connection& c, std::uint64_t t) {
+  if (interval_ns_ == 0) {
+    start(c, t);
+    return;
+  }
+  c.due_ns += interval_ns_;
+  if (c.due_ns + catch_up_ns < t) c.due_ns = t;
+  if (c.due_ns <= t) {
+    start(c, t);
+  } else {
+    due_.emplace(c.due_ns, index(c));
+  }
+}
+
+// start_due() starts the messages whose time has come.
+void generator::start_due(std::uint64_t t) {
+  while (!due_.empty() && due_.top().first <= t) {
+    connection& c = conns_[due_.top().second];
+    due_.pop();
+    if (c.open) start(c, t);
+  }
 }
 
 void generator::open_window(std::uint64_t t) {
@@ -371,8 +415,20 @@ load_result generator::run() {
   const auto window_ns = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(o_.seconds * 1e9));
   const std::uint64_t window_opens = t0 + warmup_ns, window_closes = window_opens + window_ns;
   std::uint64_t drain_until = 0;
-  for (auto& c : conns_)
-    if (c.open) start(c, t0);
+  if (o_.rate > 0) {
+    // The first messages spread over one interval, so that the load starts even.
+    const double interval = static_cast<double>(o_.connections) * 1e9 / o_.rate;
+    interval_ns_ = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(interval));
+    for (auto& c : conns_) {
+      c.due_ns = t0 + static_cast<std::uint64_t>(interval * index(c) /
+                                                 static_cast<double>(o_.connections));
+      if (c.open) due_.emplace(c.due_ns, index(c));
+    }
+    start_due(t0);
+  } else {
+    for (auto& c : conns_)
+      if (c.open) start(c, t0);
+  }
 
   std::vector<epoll_event> events(1024);
   while (true) {
@@ -384,12 +440,25 @@ load_result generator::run() {
       drain_until = t + drain_timeout_ns;
     }
     if (phase_ == phase::drain && (in_flight_ == 0 || t >= drain_until)) break;
-    const std::uint64_t next = phase_ == phase::warmup   ? window_opens
-                               : phase_ == phase::window ? window_closes
-                                                         : drain_until;
-    const int timeout_ms =
-        static_cast<int>(std::min<std::uint64_t>(100, (next - t + 999'999) / 1'000'000));
-    int n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), timeout_ms);
+    std::uint64_t wake = phase_ == phase::warmup   ? window_opens
+                         : phase_ == phase::window ? window_closes
+                                                   : drain_until;
+    if (phase_ != phase::drain) {
+      start_due(t);
+      if (!due_.empty()) wake = std::min(wake, due_.top().first);
+    }
+    // A rate needs waits finer than epoll_wait's milliseconds.
+    const std::uint64_t wait_ns = std::min<std::uint64_t>(100'000'000, wake > t ? wake - t : 0);
+    const timespec timeout{static_cast<time_t>(wait_ns / ns_per_s),
+                           static_cast<long>(wait_ns % ns_per_s)};
+    int n = -1;
+    if (have_pwait2_) {
+      n = ::epoll_pwait2(epoll_, events.data(), static_cast<int>(events.size()), &timeout, nullptr);
+      if (n < 0 && errno == ENOSYS) have_pwait2_ = false;  // before Linux 5.11
+    }
+    if (!have_pwait2_)
+      n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
+                       static_cast<int>((wait_ns + 999'999) / 1'000'000));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw std::system_error(errno, std::generic_category(), "epoll_wait");
@@ -412,6 +481,7 @@ load_result generator::run() {
   }
   if (server_start_ >= 0 && server_end_ >= 0) {
     r_.server_cpu_s = server_end_ - server_start_;
+    if (window_s > 0) r_.server_cpu_pct = 100.0 * r_.server_cpu_s / window_s;
     if (r_.messages > 0)
       r_.server_cpu_us_per_msg = r_.server_cpu_s * 1e6 / static_cast<double>(r_.messages);
   }
