@@ -40,11 +40,15 @@ const command commands[] = {
      &tendril::app::crawl_command},
     {"iomodels", "iomodels [--quick] [--out DIR]",
      "the I/O models lab: every model's echo server measured at 1-1000 connections; a table, "
-     "with --out Markdown and SVG (--list, --models a,b, --connections 1,10, --seconds S)",
+     "with --out Markdown and SVG (--list, --models a,b, --connections 1,10, --seconds S, --warmup "
+     "S, "
+     "--size B, --rate MSGS_PER_S, --threads N)",
      &tendril::app::iomodels},
     {"load", "load --port P [OPTIONS]",
      "the lab's load generator against an echo server: messages/s, latency, server CPU per "
-     "message (--host, --connections, --size, --seconds, --warmup, --server-pid, --as-sent)",
+     "message (--host, --connections, --size, --seconds, --warmup, --rate MSGS_PER_S, "
+     "--server-pid, "
+     "--as-sent)",
      &tendril::app::load},
     {"run", "run -- PROGRAM [ARGS]",
      "run a program linked with libtendril.so with the libc hooks on (LD_PRELOAD)",
@@ -55,8 +59,22 @@ const command commands[] = {
     {"help", "help", "this list", &help},
 };
 
-int help(const tendril::app::args&) {
-  std::printf("usage: tendril COMMAND [ARGS]\n\ncommands:\n");
+int usage_of(const command& c) {
+  std::printf("usage: tendril %s\n  %s\n", c.usage, c.summary);
+  return 0;
+}
+
+// `tendril help` lists the commands; `tendril help COMMAND` is `tendril COMMAND --help`.
+int help(const tendril::app::args& a) {
+  if (!a.empty()) {
+    for (const auto& c : commands)
+      if (c.usage != nullptr && a[0] == c.name) return usage_of(c);
+    std::fprintf(stderr, "tendril help: unknown command '%s' (try 'tendril help')\n", a[0].c_str());
+    return 2;
+  }
+  std::printf(
+      "usage: tendril COMMAND [ARGS]   (tendril COMMAND --help: that command's usage)\n\n"
+      "commands:\n");
   for (const auto& c : commands) {
     if (c.usage != nullptr) std::printf("  %-22s %s\n", c.usage, c.summary);
   }
@@ -73,7 +91,11 @@ int main(int argc, char** argv) {
   tendril::app::args rest(argv + 2, argv + argc);
   for (const auto& c : commands) {
     if (std::strcmp(argv[1], c.name) == 0 ||
-        (std::strcmp(argv[1], "--help") == 0 && c.run == &help)) {
+        ((std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) &&
+         c.run == &help)) {
+      // --help or -h first: the command's usage (`tendril run -- PROGRAM --help` passes it on).
+      if (c.usage != nullptr && !rest.empty() && (rest[0] == "--help" || rest[0] == "-h"))
+        return usage_of(c);
       try {
         return c.run(rest);
       } catch (const std::exception& e) {

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""The tendril command's own surface: `tendril help` lists the commands, `tendril COMMAND
+--help` (and `tendril help COMMAND`) prints that command's usage and succeeds without running
+it, an unknown command or option says what was wrong and fails, `tendril version` prints
+the version."""
+import re
+import subprocess
+import sys
+
+
+def expect(cond, what):
+    if not cond:
+        print("check_command: " + what)
+        sys.exit(1)
+
+
+def run(*args):
+    return subprocess.run([TENDRIL, *args], capture_output=True, text=True, timeout=30)
+
+
+def main():
+    listing = run("help")
+    expect(listing.returncode == 0, f"help: {listing.returncode} {listing.stderr}")
+    names = re.findall(r"^  (\S+)", listing.stdout, re.M)
+    for name in ("tour", "echo-server", "echo-client", "crawl", "iomodels", "load", "run", "version"):
+        expect(name in names, f"help lists no '{name}': {listing.stdout}")
+    expect("serve-model" not in names, "help lists the hidden serve-model")
+    for flag in ("--help", "-h"):
+        same = run(flag)
+        expect(same.returncode == 0 and same.stdout == listing.stdout, f"tendril {flag}: {same.stdout}")
+    for name in ("tour", "iomodels", "load", "echo-server", "crawl"):
+        for form in ((name, "--help"), (name, "-h"), ("help", name)):
+            r = run(*form)
+            # The usage only: a tour or an echo server started here would not end.
+            expect(r.returncode == 0 and r.stdout.startswith(f"usage: tendril {name}"),
+                   f"{' '.join(form)}: {r.returncode}\n{r.stdout}\n{r.stderr}")
+    expect("--rate" in run("load", "--help").stdout, "load --help does not name --rate")
+    unknown = run("no-such-command")
+    expect(unknown.returncode == 2 and "unknown command 'no-such-command'" in unknown.stderr,
+           f"unknown command: {unknown.returncode} {unknown.stderr}")
+    unknown = run("help", "no-such-command")
+    expect(unknown.returncode == 2 and "unknown command 'no-such-command'" in unknown.stderr,
+           f"help of an unknown command: {unknown.returncode} {unknown.stderr}")
+    bad = run("load", "--port", "1", "--bogus")
+    expect(bad.returncode == 1 and "unknown argument '--bogus'" in bad.stderr
+           and "tendril load --port P" in bad.stderr, f"unknown option: {bad.returncode} {bad.stderr}")
+    version = run("version")
+    expect(version.returncode == 0 and re.match(r"^tendril \d+\.\d+\.\d+", version.stdout),
+           f"version: {version.stdout}")
+    print("check_command: ok")
+
+
+if __name__ == "__main__":
+    TENDRIL = sys.argv[1]
+    main()
