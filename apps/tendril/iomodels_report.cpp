@@ -34,6 +34,9 @@ std::string thousands(double v) {
   return out;
 }
 
+// A rate: "10,000", or "0.5" below one message a second.
+std::string rate_text(double v) { return v >= 1 ? thousands(v) : format("%g", v); }
+
 std::string micros(double v) { return format(v < 100 ? "%.1f" : "%.0f", v); }
 
 // The figures of a row, "—" where it has none.
@@ -56,7 +59,9 @@ cells cells_of(const iomodels_row& r) {
   c.p99 = l.messages ? micros(l.p99_us) : none;
   c.p999 = l.messages ? micros(l.p999_us) : none;
   c.cpu_per_msg = l.messages ? format("%.2f", l.server_cpu_us_per_msg) : none;
-  c.srv_cpu = l.server_cpu_s > 0 ? format("%.0f", l.server_cpu_pct) : none;
+  // The server was measured when its status was read (a server idle over a short window
+  // may have used 0 clock ticks: that is 0%, not a missing figure).
+  c.srv_cpu = l.server_threads > 0 ? format("%.0f", l.server_cpu_pct) : none;
   c.gen_cpu = format("%.0f", l.client_cpu_pct);
   c.threads = l.server_threads ? std::to_string(l.server_threads) : none;
   c.rss = l.server_rss_kib ? format("%.1f", static_cast<double>(l.server_rss_kib) / 1024.0) : none;
@@ -158,7 +163,7 @@ std::string iomodels_markdown(const std::vector<iomodels_row>& rows, const iomod
       "The upper-casing echo service, one server process per I/O model (`tendril serve-model "
       "NAME`), measured by the lab's load generator (`tendril load`): " +
       std::to_string(s.message_size) + "-byte messages, one in flight per connection " +
-      (s.rate > 0 ? "and " + thousands(s.rate) +
+      (s.rate > 0 ? "and " + rate_text(s.rate) +
                         " messages per second offered over all the connections (each "
                         "connection paced), "
                   : std::string("(closed loop: the server saturated), ")) +
@@ -239,7 +244,7 @@ std::string iomodels_svg(const std::vector<iomodels_row>& rows,
   const std::string title =
       "tendril iomodels: upper-case echo, " + std::to_string(s.message_size) +
       "-byte messages, one in flight per connection" +
-      (s.rate > 0 ? ", " + thousands(s.rate) + " messages/s offered" : std::string());
+      (s.rate > 0 ? ", " + rate_text(s.rate) + " messages/s offered" : std::string());
   out += "<title>" + xml_escape(title) + "</title>\n";
   out += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   out += format("<text x=\"%.0f\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">", w / 2) +

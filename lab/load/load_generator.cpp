@@ -418,7 +418,7 @@ load_result generator::run() {
   if (o_.rate > 0) {
     // The first messages spread over one interval, so that the load starts even.
     const double interval = static_cast<double>(o_.connections) * 1e9 / o_.rate;
-    interval_ns_ = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(interval));
+    interval_ns_ = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(std::llround(interval)));
     for (auto& c : conns_) {
       c.due_ns = t0 + static_cast<std::uint64_t>(interval * index(c) /
                                                  static_cast<double>(o_.connections));
@@ -454,14 +454,16 @@ load_result generator::run() {
     int n = -1;
     if (have_pwait2_) {
       n = ::epoll_pwait2(epoll_, events.data(), static_cast<int>(events.size()), &timeout, nullptr);
-      if (n < 0 && errno == ENOSYS) have_pwait2_ = false;  // before Linux 5.11
+      // Before Linux 5.11, or a seccomp filter that does not know it (EPERM).
+      if (n < 0 && (errno == ENOSYS || errno == EPERM)) have_pwait2_ = false;
     }
     if (!have_pwait2_)
       n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
                        static_cast<int>((wait_ns + 999'999) / 1'000'000));
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw std::system_error(errno, std::generic_category(), "epoll_wait");
+      throw std::system_error(errno, std::generic_category(),
+                              have_pwait2_ ? "epoll_pwait2" : "epoll_wait");
     }
     for (int k = 0; k < n; ++k) {
       connection& c = conns_[events[k].data.u32];
