@@ -88,6 +88,24 @@ inline void stack_reused([[maybe_unused]] void* base, [[maybe_unused]] std::size
 #endif
 }
 
+// stack_unused() tells valgrind that memory of the stack pool holds no stack in use: a region
+// just reserved (stacks not yet carved, and the guard pages between them), or a stack given
+// back to the pool. Its leak check then skips it instead of reading every page of gigabytes
+// of reservation (faulting each in, and faulting on each guard page it does not know of);
+// and a pointer kept into a stack after its greenlet ended is reported where it is used.
+// stack_reused() (or stack_fresh()) makes a stack usable again when it is handed out.
+inline void stack_unused([[maybe_unused]] void* base, [[maybe_unused]] std::size_t size) noexcept {
+#if defined(TENDRIL_HAS_VALGRIND_H)
+  VALGRIND_MAKE_MEM_NOACCESS(base, size);
+#endif
+}
+// stack_fresh() is stack_reused() for a stack just carved from a reserved region.
+inline void stack_fresh([[maybe_unused]] void* base, [[maybe_unused]] std::size_t size) noexcept {
+#if defined(TENDRIL_HAS_VALGRIND_H)
+  VALGRIND_MAKE_MEM_UNDEFINED(base, size);
+#endif
+}
+
 // tsan_create() makes a TSan fiber for a new context; tsan_current() is the running one.
 inline void* tsan_create() noexcept {
 #if defined(TENDRIL_HAS_TSAN)
@@ -130,6 +148,24 @@ inline void valgrind_deregister([[maybe_unused]] unsigned id) noexcept {
   VALGRIND_STACK_DEREGISTER(id);
 #endif
 }
+// valgrind_addressable() is 1 when valgrind's memcheck sees the byte at p as addressable, 0
+// when it does not, -1 when not running under valgrind (for tests of the marks above).
+inline int valgrind_addressable([[maybe_unused]] const void* p) noexcept {
+#if defined(TENDRIL_HAS_VALGRIND_H)
+  unsigned char vbits = 0;
+  switch (VALGRIND_GET_VBITS(p, &vbits, 1)) {
+    case 1:
+      return 1;
+    case 3:
+      return 0;
+    default:
+      return -1;
+  }
+#else
+  return -1;
+#endif
+}
+
 // running_on_valgrind() lets tests scale their sizes down.
 inline bool running_on_valgrind() noexcept {
 #if defined(TENDRIL_HAS_VALGRIND_H)

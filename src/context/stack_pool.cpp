@@ -161,6 +161,7 @@ int carve(global_pool& g, std::size_t size, std::vector<stack>& shared, stack& o
       want = std::max(slot, want / 16);
     }
     if (p == MAP_FAILED) return ENOMEM;
+    sanitizer::stack_unused(p, want);
     g.region_next = static_cast<std::byte*>(p);
     g.region_end = g.region_next + want;
     g.reserved += want;
@@ -195,6 +196,7 @@ int carve(global_pool& g, std::size_t size, std::vector<stack>& shared, stack& o
     s.valgrind_id = sanitizer::valgrind_register(s.base, s.base + size);
     if (i == 0) {
       out = s;
+      sanitizer::stack_fresh(s.base, s.size);
     } else {
       shared.push_back(s);  // reserved above
     }
@@ -251,6 +253,7 @@ int allocate(std::size_t size, stack& out) noexcept {
 
 void release(const stack& s) noexcept {
   if (!s) return;
+  sanitizer::stack_unused(s.base, s.size);
   if (thread_cache* c = cache()) {
     try {
       class_for(c->classes, s.size).push_back(s);

@@ -110,6 +110,30 @@ TEST(stack_pool, new_stacks_come_in_address_order_with_their_top_page_in_memory)
   for (auto& s : stacks) pool::release(s);
 }
 
+// Under valgrind (CI runs this suite there), memcheck is told which of the pool's memory holds
+// a stack in use: a stack handed out is addressable, one given back is not, nor are the guard
+// pages and the reservation not carved yet, which its leak check then skips.
+TEST(stack_pool, valgrind_sees_only_the_stacks_in_use) {
+  namespace san = tendril::detail::sanitizer;
+  if (!san::running_on_valgrind()) GTEST_SKIP() << "checked when the suite runs under valgrind";
+  stack a;
+  ASSERT_EQ(pool::allocate(64 * 1024, a), 0);
+  EXPECT_EQ(san::valgrind_addressable(a.base), 1);
+  EXPECT_EQ(san::valgrind_addressable(a.top() - 1), 1);
+  EXPECT_EQ(san::valgrind_addressable(a.base - 1), 0) << "the guard page below the stack";
+  EXPECT_EQ(san::valgrind_addressable(a.top() + pool::guard_size), 0)
+      << "the next slot, carved in the same batch or not at all yet";
+  pool::release(a);
+  EXPECT_EQ(san::valgrind_addressable(a.base), 0);
+  EXPECT_EQ(san::valgrind_addressable(a.top() - 1), 0);
+  stack b;
+  ASSERT_EQ(pool::allocate(64 * 1024, b), 0);
+  ASSERT_EQ(b.base, a.base);
+  EXPECT_EQ(san::valgrind_addressable(b.base), 1);
+  EXPECT_EQ(san::valgrind_addressable(b.top() - 1), 1);
+  pool::release(b);
+}
+
 TEST(stack_pool, guards_are_page_table_markers_on_this_kernel) {
   stack s;
   ASSERT_EQ(pool::allocate(16 * 1024, s), 0);
