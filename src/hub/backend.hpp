@@ -13,12 +13,15 @@
 // A backend belongs to one hub and is used from that hub's thread only, except wake().
 // Readiness is reported once per change (edge-triggered): after ready() reported POLLIN, the
 // backend may stay silent about POLLIN until the owner, having drained the descriptor to
-// EAGAIN, calls rearm(). That is what lets epoll keep each descriptor registered once, for
-// its whole life, with no system call per wait (Go's netpoll does the same).
+// EAGAIN, calls rearm(). A hang-up or an error is reported once too (never on every wait),
+// and io_uring reports nothing more about a descriptor until rearm(). That is what lets epoll keep
+// each descriptor registered once, for its whole life, with no system call per wait (Go's netpoll
+// does the same).
 //
 //   watch(w)        Registers w.fd for w.events (POLLIN, POLLOUT) and reports to w.ready.
 //                   One watch per descriptor. Returns 0, or -errno: -EEXIST if the
-//                   descriptor is watched already, -EBADF for a closed one, -EPERM for one
+//                   descriptor is watched already (io_uring only tells for the same io_watch:
+//                   it keeps no table by descriptor), -EBADF for a closed one, -EPERM for one
 //                   the kernel cannot wait on (a regular file, with epoll). Does not dispatch.
 //   rearm(w, ev)    Asks for the next report of ev (after the owner saw EAGAIN). Cheap;
 //                   epoll needs nothing, poll re-enables the events.

@@ -38,7 +38,7 @@ class poll_backend final : public backend {
     if (w.fd < 0) return -EBADF;
     if (fcntl(w.fd, F_GETFD) < 0) return -EBADF;
     for (std::size_t i = 1; i < fds_.size(); ++i) {
-      if (fds_[i].fd == w.fd) return -EEXIST;
+      if (fd_of(fds_[i]) == w.fd) return -EEXIST;
     }
     try {
       fds_.reserve(fds_.size() + 1);
@@ -56,8 +56,10 @@ class poll_backend final : public backend {
   }
 
   void rearm(io_watch& w, std::uint32_t events) noexcept override {
-    if (w.slot > 0)
-      fds_[static_cast<std::size_t>(w.slot)].events |= static_cast<short>(events & w.events);
+    if (w.slot <= 0) return;
+    pollfd& p = fds_[static_cast<std::size_t>(w.slot)];
+    p.events |= static_cast<short>(events & w.events);
+    if (p.events != 0) p.fd = w.fd;  // back in, after a hang-up or an error parked it
   }
 
   void unwatch(io_watch& w) noexcept override {
@@ -106,8 +108,15 @@ class poll_backend final : public backend {
       short rev = fds_[i].revents;
       if (rev == 0) continue;
       if (rev & POLLNVAL) rev = POLLERR;
-      // Disarm what is reported until rearm().
-      fds_[i].events = static_cast<short>(fds_[i].events & ~rev);
+      // Disarm what is reported until rearm(). poll(2) reports a hang-up or an error whatever
+      // the events asked for, so such a descriptor leaves the set (a negative number, which
+      // poll skips) until rearm(): else every wait would report it again and never sleep.
+      if (rev & (POLLERR | POLLHUP)) {
+        fds_[i].events = 0;
+        fds_[i].fd = ~fds_[i].fd;
+      } else {
+        fds_[i].events = static_cast<short>(fds_[i].events & ~rev);
+      }
       ready_.push_back({watches_[i], seqs_[i], static_cast<std::uint32_t>(rev)});
     }
     int dispatched = 0;
@@ -132,6 +141,9 @@ class poll_backend final : public backend {
   std::size_t watching() const noexcept override { return fds_.size() - 1; }
 
  private:
+  // The descriptor of an entry, also while a hang-up keeps it out of the set.
+  static int fd_of(const pollfd& p) noexcept { return p.fd < 0 ? ~p.fd : p.fd; }
+
   // Compares pointers only: an unwatched io_watch may be gone already.
   bool still_watched(io_watch* w, std::uint64_t seq) const noexcept {
     for (std::size_t i = 1; i < watches_.size(); ++i) {

@@ -7,6 +7,7 @@
 //
 // user_data of each SQE: an io_op* (low bits 0), a watch slot (tag 1), the wake eventfd's
 // poll (tag 2), or something whose completion is ignored (tag 3: cancellations).
+#include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -85,6 +86,8 @@ class uring_backend final : public backend {
   int watch(io_watch& w) noexcept override {
     if (w.fd < 0) return -EBADF;
     if (w.backend_data != nullptr) return -EEXIST;
+    // The poll would say so only when it completes; the contract says it now.
+    if (::fcntl(w.fd, F_GETFD) < 0) return -EBADF;
     auto* slot = new (std::nothrow) watch_slot{&w};
     if (slot == nullptr) return -ENOMEM;
     w.backend_data = slot;
@@ -264,7 +267,15 @@ class uring_backend final : public backend {
       }
       io_watch* w = slot->w;
       const auto revents = static_cast<std::uint32_t>(res) & (w->events | POLLERR | POLLHUP);
-      slot->want &= ~revents;
+      // A hang-up or an error is reported once, as epoll's edge does: polling on for what is
+      // still wanted would complete at once, every pass (a pipe whose writer is gone polls
+      // POLLHUP without POLLIN), and the hub would never sleep. The owner rearm()s if it
+      // wants another report.
+      if (revents & (POLLERR | POLLHUP)) {
+        slot->want = 0;
+      } else {
+        slot->want &= ~revents;
+      }
       if (slot->want) submit_poll(slot);  // still waiting for the other direction
       if (revents == 0) return 0;
       w->ready(w, revents);
