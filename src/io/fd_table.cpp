@@ -258,7 +258,9 @@ std::int64_t fd_table::run(fd_record* r, op_state& st, std::int64_t deadline_ns,
   if (!woken) {
     cancel_and_wait(st);
     // It may have finished anyway, racing the deadline: then its result stands.
-    if (st.op.result == -ECANCELED) return st.fd_closed ? -EBADF : -ETIMEDOUT;
+    // (-EINTR: how an operation a kernel worker had taken ends when cancelled.)
+    if (st.op.result == -ECANCELED || st.op.result == -EINTR)
+      return st.fd_closed ? -EBADF : -ETIMEDOUT;
   }
   if (st.fd_closed) {
     if (abandoned) abandoned(st, ctx);
