@@ -95,8 +95,9 @@ std::uint8_t checked_bits(int fd) noexcept {
 void note_read(int fd, ssize_t n, std::size_t count) noexcept {
   fd_mode* s = slot(fd, false);
   if (s == nullptr) return;  // a descriptor the hooks did not make: no shortcut for it
-  const bool short_read = n > 0 && static_cast<std::size_t>(n) < count;
-  const bool was = s->bits.load(std::memory_order_relaxed) & drained;
+  const std::uint8_t b = s->bits.load(std::memory_order_relaxed);
+  const bool short_read = n > 0 && static_cast<std::size_t>(n) < count && (b & stream);
+  const bool was = b & drained;
   if (short_read && !was) s->bits.fetch_or(drained, std::memory_order_relaxed);
   if (!short_read && was)
     s->bits.fetch_and(static_cast<std::uint8_t>(~drained), std::memory_order_relaxed);
@@ -108,6 +109,12 @@ bool wait_before_read(int fd) noexcept {
   fd_table* t = fd_table::peek();
   fd_record* r = t ? t->lookup(fd) : nullptr;
   return r != nullptr && r->open && r->borrowed && r->watched && !r->hup_seen;
+}
+
+void forget_drained(int fd) noexcept {
+  fd_mode* s = slot(fd, false);
+  if (s != nullptr && (s->bits.load(std::memory_order_relaxed) & drained))
+    s->bits.fetch_and(static_cast<std::uint8_t>(~drained), std::memory_order_relaxed);
 }
 
 bool caller_nonblocking(int fd) noexcept {
@@ -183,6 +190,9 @@ int wait_fd(int fd, io_direction d, std::int64_t deadline_ns) noexcept {
   }
 }
 
+// MAX_RW_COUNT: the most one read(2) or recv(2) transfers (INT_MAX rounded down to pages).
+constexpr std::size_t max_read_count = 0x7ffff000;
+
 std::int64_t recv_native(int fd, void* buf, std::size_t len, std::int64_t deadline_ns) noexcept {
   fd_table* t = fd_table::peek();
   // A descriptor the hooks made non-blocking underneath: the kernel may complete the read
@@ -197,7 +207,8 @@ std::int64_t recv_native(int fd, void* buf, std::size_t len, std::int64_t deadli
     st.op.op = io_op::code::recv;
     st.op.fd = fd;
     st.op.buf = buf;
-    st.op.len = len;
+    // The ring's length is 32 bits: at most what the kernel reads in one call anyway.
+    st.op.len = std::min<std::size_t>(len, max_read_count);
     const std::int64_t n = t->run(
         &r, st, deadline_ns,
         [](op_state& s, void* ctx) { static_cast<kept*>(ctx)->result = s.op.result; }, &k);

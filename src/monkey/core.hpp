@@ -41,6 +41,8 @@ enum mode_bits : std::uint8_t {
   mode_known = 8,       // made or last set through the hooks: bit 2 is the caller's flag
   no_timeouts = 16,     // no SO_RCVTIMEO / SO_SNDTIMEO was ever set through setsockopt
   drained = 32,         // the last hooked read was short: the socket's queue was empty
+  stream = 64,          // a SOCK_STREAM socket made through the hooks: the only kind where a
+                        // short read means an empty queue (not a datagram, not a record)
 };
 std::uint8_t bits(int fd) noexcept;
 void set_bits(int fd, std::uint8_t b) noexcept;
@@ -59,8 +61,12 @@ void fresh(int fd, std::uint8_t b) noexcept;
 // backend's report before asking the kernel: the socket was emptied, the caller wants
 // blocking reads, and no end of stream or error was reported since (an edge-triggered
 // backend reports those once). It saves the system call that would say EAGAIN.
+// Only stream sockets made through the hooks are noted; forget_drained() is for the other
+// read calls (recv with flags, recvfrom, recvmsg, readv), which may take the backend's report
+// or leave bytes queued without noting it: the next plain read asks the kernel first.
 void note_read(int fd, ssize_t n, std::size_t count) noexcept;
 bool wait_before_read(int fd) noexcept;
+void forget_drained(int fd) noexcept;
 
 // caller_nonblocking() is the caller's own view: O_NONBLOCK as the caller set it.
 bool caller_nonblocking(int fd) noexcept;

@@ -42,11 +42,12 @@ int would_block(int fd, io_direction d, std::int64_t& deadline) {
 
 // A socket call: try with MSG_DONTWAIT, wait while it would block. call(flags) makes it.
 // tried: the caller has just made the call and it would have blocked (wait first).
+// deadline: the one the caller computed already (-1: from SO_RCVTIMEO / SO_SNDTIMEO now).
 template <class Call>
-ssize_t on_socket(int fd, io_direction d, int flags, Call call, bool tried = false) {
+ssize_t on_socket(int fd, io_direction d, int flags, Call call, bool tried = false,
+                  std::int64_t deadline = -1) {
   const int saved = errno;
   if (flags & MSG_DONTWAIT) return call(flags);
-  std::int64_t deadline = -1;
   if (tried && would_block(fd, d, deadline) != 0) return -1;
   while (true) {
     const ssize_t n = call(flags | MSG_DONTWAIT);
@@ -67,8 +68,11 @@ ssize_t on_socket(int fd, io_direction d, int flags, Call call, bool tried = fal
 template <class Call>
 ssize_t read_emptied(int fd, void* buf, std::size_t len, Call call) {
   const int saved = errno;
-  const std::int64_t n = recv_native(fd, buf, len, option_deadline(fd, SO_RCVTIMEO));
-  if (n == not_native || n == -EINTR) return on_socket(fd, io_direction::read, 0, call, true);
+  const std::int64_t deadline = option_deadline(fd, SO_RCVTIMEO);
+  const std::int64_t n = recv_native(fd, buf, len, deadline);
+  // Not native, or the kernel did not wait: readiness, within the same time limit.
+  if (n == not_native || n == -EINTR)
+    return on_socket(fd, io_direction::read, 0, call, true, deadline);
   if (n >= 0) {
     errno = saved;
     return static_cast<ssize_t>(n);
@@ -150,8 +154,16 @@ extern "C" ssize_t read(int fd, void* buf, size_t count) {
     auto call = [&](int f) { return real::get().recv(fd, buf, count, f); };
     if (wait_before_read(fd)) {
       const ssize_t n = read_emptied(fd, buf, count, call);
-      note_read(fd, n, count);
-      return n;
+      if (n >= 0 || errno != ENOTSOCK) {
+        note_read(fd, n, count);
+        return n;
+      }
+      // The number names another file now (the socket was closed where the hooks did not
+      // see it, and, say, open() reused the number): read it as what it is.
+      errno = saved;
+      reset_bits(fd);
+      mark_other(fd);
+      return on_other(fd, io_direction::read, [&] { return real::get().read(fd, buf, count); });
     }
     const ssize_t n = real::get().recv(fd, buf, count, MSG_DONTWAIT);
     if (n >= 0) {
@@ -178,6 +190,7 @@ extern "C" ssize_t read(int fd, void* buf, size_t count) {
 extern "C" ssize_t readv(int fd, const iovec* iov, int iovcnt) {
   if (!active() || bad_count(iovcnt)) return real::get().readv(fd, iov, iovcnt);
   if (!known_other(fd)) {
+    forget_drained(fd);
     msghdr m{};
     m.msg_iov = const_cast<iovec*>(iov);
     m.msg_iovlen = static_cast<std::size_t>(iovcnt);
@@ -272,7 +285,10 @@ extern "C" ssize_t writev(int fd, const iovec* iov, int iovcnt) {
 extern "C" ssize_t recv(int fd, void* buf, size_t len, int flags) {
   if (!active()) return real::get().recv(fd, buf, len, flags);
   auto call = [&](int f) { return real::get().recv(fd, buf, len, f); };
-  if (flags != 0) return on_socket(fd, io_direction::read, flags, call);
+  if (flags != 0) {
+    forget_drained(fd);  // MSG_PEEK leaves the bytes queued; the others may take the report
+    return on_socket(fd, io_direction::read, flags, call);
+  }
   const ssize_t n = len > 0 && wait_before_read(fd) ? read_emptied(fd, buf, len, call)
                                                     : on_socket(fd, io_direction::read, 0, call);
   note_read(fd, n, len);
@@ -285,12 +301,14 @@ extern "C" ssize_t recv(int fd, void* buf, size_t len, int flags) {
 extern "C" ssize_t recvfrom(int fd, void* buf, size_t len, int flags, sockaddr* addr,
                             socklen_t* addrlen) {
   if (!active()) return real::get().recvfrom(fd, buf, len, flags, addr, addrlen);
+  forget_drained(fd);
   return on_socket(fd, io_direction::read, flags,
                    [&](int f) { return real::get().recvfrom(fd, buf, len, f, addr, addrlen); });
 }
 
 extern "C" ssize_t recvmsg(int fd, msghdr* msg, int flags) {
   if (!active()) return real::get().recvmsg(fd, msg, flags);
+  forget_drained(fd);
   return on_socket(fd, io_direction::read, flags,
                    [&](int f) { return real::get().recvmsg(fd, msg, f); });
 }

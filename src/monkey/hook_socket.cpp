@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstdarg>
+#include <cstdio>
 
 #include "monkey/core.hpp"
 
@@ -26,9 +27,12 @@ using tendril::detail::io_direction;
 // Copies the mode bits of a descriptor to its duplicate (they share O_NONBLOCK).
 void share_bits(int from, int to) { fresh(to, bits(from)); }
 
-// The bits of a socket made through the hooks: the caller's O_NONBLOCK, no time limits yet.
-std::uint8_t made(bool nonblocking) {
-  return static_cast<std::uint8_t>(mode_known | no_timeouts | (nonblocking ? user_nonblock : 0));
+// The bits of a socket made through the hooks: the caller's O_NONBLOCK, no time limits yet,
+// and whether it is a stream (type as given to socket(), flags included).
+std::uint8_t made(bool nonblocking, int type = 0) {
+  const bool is_stream = (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) == SOCK_STREAM;
+  return static_cast<std::uint8_t>(mode_known | no_timeouts | (nonblocking ? user_nonblock : 0) |
+                                   (is_stream ? stream : 0));
 }
 
 // The kernel writes *addrlen only when a connection is taken, so a retry finds it as the
@@ -42,8 +46,9 @@ int accept_common(int fd, sockaddr* addr, socklen_t* addrlen, int flags) {
     const int c = real::get().accept4(fd, addr, addrlen, flags);
     if (c >= 0) {
       // The new socket has the listener's time limits (the kernel copies them).
+      // It has the listener's type too.
       fresh(c, static_cast<std::uint8_t>((made((flags & SOCK_NONBLOCK) != 0) & ~no_timeouts) |
-                                         (bits(fd) & no_timeouts)));
+                                         (bits(fd) & (no_timeouts | stream))));
       errno = saved;
       return c;
     }
@@ -101,15 +106,16 @@ extern "C" int connect(int fd, const sockaddr* addr, socklen_t len) {
 
 extern "C" int socket(int domain, int type, int protocol) {
   const int fd = real::get().socket(domain, type, protocol);
-  if (fd >= 0 && g_patched.load(std::memory_order_relaxed)) fresh(fd, made(type & SOCK_NONBLOCK));
+  if (fd >= 0 && g_patched.load(std::memory_order_relaxed))
+    fresh(fd, made(type & SOCK_NONBLOCK, type));
   return fd;
 }
 
 extern "C" int socketpair(int domain, int type, int protocol, int sv[2]) {
   const int rc = real::get().socketpair(domain, type, protocol, sv);
   if (rc == 0 && g_patched.load(std::memory_order_relaxed)) {
-    fresh(sv[0], made(type & SOCK_NONBLOCK));
-    fresh(sv[1], made(type & SOCK_NONBLOCK));
+    fresh(sv[0], made(type & SOCK_NONBLOCK, type));
+    fresh(sv[1], made(type & SOCK_NONBLOCK, type));
   }
   return rc;
 }
@@ -138,6 +144,16 @@ extern "C" int close(int fd) {
   // Whoever waits on fd in this thread wakes with EBADF, before the number can be reused.
   if (g_patched.load(std::memory_order_relaxed)) closing(fd);
   return real::get().close(fd);
+}
+
+// fclose() closes its descriptor inside glibc, where close() is not interposed: an fdopen'd
+// socket would be closed behind the hooks' back, its number free for a file they never see
+// made (open, eventfd), which a read would then take for the old socket.
+extern "C" int fclose(FILE* stream) {
+  if (stream != nullptr && g_patched.load(std::memory_order_relaxed)) {
+    if (const int fd = ::fileno(stream); fd >= 0) closing(fd);
+  }
+  return real::get().fclose(stream);
 }
 
 extern "C" int dup(int fd) {

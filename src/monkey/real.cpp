@@ -55,6 +55,7 @@ functions load() {
   find(f.pipe, "pipe");
   find(f.pipe2, "pipe2");
   find(f.close, "close");
+  find(f.fclose, "fclose");
   find(f.dup, "dup");
   find(f.dup2, "dup2");
   find(f.dup3, "dup3");

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include <cstdarg>
+#include <cstdio>
 
 namespace tendril::detail::real {
 
@@ -51,6 +52,7 @@ struct functions {
   int (*pipe)(int*);
   int (*pipe2)(int*, int);
   int (*close)(int);
+  int (*fclose)(FILE*);
   int (*dup)(int);
   int (*dup2)(int, int);
   int (*dup3)(int, int, int);

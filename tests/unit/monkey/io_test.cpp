@@ -7,7 +7,9 @@
 // read with EAGAIN (on the paused test clock); close() and dup2() over a descriptor a greenlet
 // waits on wake it with EBADF; a kill ends a blocked recv with ECANCELED and stays pending;
 // regular files use libc's call as it is, pipes wait for readiness.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -17,6 +19,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -587,6 +590,102 @@ TEST_F(hooked_io, a_short_read_then_the_end_of_stream_that_came_with_it) {
   EXPECT_EQ(n2, 0);
   EXPECT_EQ(n3, 0);
   ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+namespace {
+// read_queued() reads fd in a new greenlet and expects `want` back at once: the bytes are in
+// the socket's queue already. A read that waits for a report the backend will not make is
+// ended after 2 s by closing fd (it then fails with EBADF) and reported.
+void read_queued(int fd, const std::string& want) {
+  char buf[100];
+  ssize_t n = -2;
+  auto r = spawn([&] { n = ::read(fd, buf, sizeof buf); });
+  if (!r.join_for(2s)) {
+    ADD_FAILURE() << "a read of bytes already queued waited for more";
+    ::close(fd);
+    r.join();
+    return;
+  }
+  ASSERT_EQ(n, static_cast<ssize_t>(want.size()));
+  EXPECT_EQ(std::string(buf, static_cast<std::size_t>(n)), want);
+}
+}  // namespace
+
+// A datagram socket's short read does not mean its queue is empty: a datagram that arrived
+// with the one read is read at once, not after a report that never comes (epoll reports the
+// two arrivals as one edge, and the first read took it).
+TEST_F(hooked_io, a_datagram_queued_behind_a_short_read_is_read_at_once) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
+  char buf[100];
+  ssize_t first = -2;
+  auto t = spawn([&] { first = ::read(sv[0], buf, sizeof buf); });  // waits: now watched
+  tendril::sleep(20ms);
+  ASSERT_EQ(::send(sv[1], "one", 3, 0), 3);
+  ASSERT_EQ(::send(sv[1], "two", 3, 0), 3);
+  t.join();
+  EXPECT_EQ(first, 3);  // short, and "two" is still queued
+  read_queued(sv[0], "two");
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+// A recvfrom (or recvmsg, readv, recv with flags) after a short read may wait, take the
+// backend's report and leave bytes queued: the plain read after it reads them at once.
+TEST_F(hooked_io, bytes_left_by_a_recvfrom_after_a_short_read_are_read_at_once) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  char buf[100];
+  ssize_t first = -2;
+  auto t = spawn([&] { first = ::read(sv[0], buf, sizeof buf); });
+  tendril::sleep(20ms);
+  ASSERT_EQ(::write(sv[1], "abc", 3), 3);
+  t.join();
+  ASSERT_EQ(first, 3);  // short: the socket is empty now
+  ssize_t part = -2;
+  blocked_while_others_run([&] { part = ::recvfrom(sv[0], buf, 2, 0, nullptr, nullptr); },
+                           [&] { EXPECT_EQ(::write(sv[1], "world", 5), 5); });
+  ASSERT_EQ(part, 2);  // "wo": the report of "world" was this wait's
+  read_queued(sv[0], "rld");
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+// A socket read short, then closed by fclose() of an fdopen'd stream (glibc closes it inside,
+// where close() is not interposed), its number then taken by a file the hooks do not see made
+// (an eventfd, moved there with a raw dup3): a read of the number reads that file.
+TEST_F(hooked_io, a_number_an_fclosed_socket_left_is_read_as_the_file_that_took_it) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  char buf[100];
+  ssize_t first = -2;
+  auto t = spawn([&] { first = ::read(sv[0], buf, sizeof buf); });  // waits: now watched
+  tendril::sleep(20ms);
+  ASSERT_EQ(::write(sv[1], "abc", 3), 3);
+  t.join();
+  ASSERT_EQ(first, 3);  // short: the next read would wait for the backend first
+  FILE* f = ::fdopen(sv[0], "r+");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(::fclose(f), 0);
+  const int e = static_cast<int>(::syscall(SYS_eventfd2, 5, EFD_CLOEXEC));
+  ASSERT_GE(e, 0);
+  if (e != sv[0]) {  // the lowest free number is usually sv[0]'s already
+    ASSERT_EQ(::syscall(SYS_dup3, e, sv[0], O_CLOEXEC), sv[0]);
+    ::syscall(SYS_close, e);
+  }
+  std::uint64_t value = 0;
+  ssize_t n = -2;
+  auto r = spawn([&] { n = ::read(sv[0], &value, sizeof value); });
+  if (!r.join_for(2s)) {
+    ADD_FAILURE() << "the read waited for the old socket";
+    ::close(sv[0]);
+    r.join();
+  } else {
+    EXPECT_EQ(n, 8);
+    EXPECT_EQ(value, 5u);
+    ::close(sv[0]);
+  }
   ::close(sv[1]);
 }
 
