@@ -50,16 +50,26 @@ class uring_backend final : public backend {
     // the flag in the SQ ring says when there is some waiting. Older kernels: cooperative task
     // run, then none of these.
     int rc = -EINVAL;
+    unsigned features = 0;
     for (unsigned flags :
          {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
           IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER, 0u}) {
       io_uring_params p{};
       p.flags = flags;
       rc = io_uring_queue_init_params(entries, &ring_, &p);
+      features = p.features;
       if (rc != -EINVAL) break;  // -EINVAL: a kernel without these flags
     }
     if (rc < 0)
       throw std::system_error(-rc, std::generic_category(), "tendril: io_uring_queue_init");
+    // The wake-up's multishot poll needs Linux 5.13 (before, it fails at once, every pass: a
+    // spin), and recv and send need 5.6. A ring without 5.13's resource tags is refused, so
+    // that the hub takes epoll instead.
+    if (!(features & IORING_FEAT_RSRC_TAGS)) {
+      io_uring_queue_exit(&ring_);
+      throw std::system_error(ENOSYS, std::generic_category(),
+                              "tendril: io_uring of a kernel older than Linux 5.13");
+    }
     wakefd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wakefd_ < 0) {
       int err = errno;
