@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <thread>
 #include <vector>
@@ -564,19 +565,33 @@ TEST_F(hooked_io, a_pipe_write_waits_for_room_while_a_ticker_runs) {
   }
 }
 
+namespace {
+// pair_read_after_a_wait() makes a Unix socket pair of `type` under the hooks and reads its end
+// sv[0] once in a greenlet that waits (so the socket is watched) until `sent` comes from
+// sv[1], one send per string; returns what that read returned.
+ssize_t pair_read_after_a_wait(int type, int sv[2], std::initializer_list<const char*> sent) {
+  if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) != 0) {
+    ADD_FAILURE() << "socketpair: " << std::strerror(errno);
+    return -2;
+  }
+  char buf[100];
+  ssize_t first = -2;
+  auto t = spawn([&] { first = ::read(sv[0], buf, sizeof buf); });
+  tendril::sleep(20ms);
+  for (const char* m : sent) EXPECT_EQ(::send(sv[1], m, std::strlen(m), 0), std::strlen(m));
+  t.join();
+  return first;
+}
+}  // namespace
+
 // After a short read the hooks wait for the backend before asking the kernel again; an end of
 // stream that arrived together with the next data must still be seen at once (an
 // edge-triggered backend reports it once).
 TEST_F(hooked_io, a_short_read_then_the_end_of_stream_that_came_with_it) {
   int sv[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  char buf[100];
-  ssize_t first = -2;
-  auto t = spawn([&] { first = ::read(sv[0], buf, sizeof buf); });  // waits: now watched
-  tendril::sleep(20ms);
-  ASSERT_EQ(::write(sv[1], "abc", 3), 3);
-  t.join();
+  const ssize_t first = pair_read_after_a_wait(SOCK_STREAM, sv, {"abc"});
   EXPECT_EQ(first, 3);  // short: the socket is empty now
+  char buf[100];
   ASSERT_EQ(::write(sv[1], "def", 3), 3);
   ASSERT_EQ(::shutdown(sv[1], SHUT_WR), 0);
   tendril::sleep(50ms);  // the data and the end of stream arrive before the next reads
@@ -617,15 +632,7 @@ void read_queued(int fd, const std::string& want) {
 // two arrivals as one edge, and the first read took it).
 TEST_F(hooked_io, a_datagram_queued_behind_a_short_read_is_read_at_once) {
   int sv[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
-  char buf[100];
-  ssize_t first = -2;
-  auto t = spawn([&] { first = ::read(sv[0], buf, sizeof buf); });  // waits: now watched
-  tendril::sleep(20ms);
-  ASSERT_EQ(::send(sv[1], "one", 3, 0), 3);
-  ASSERT_EQ(::send(sv[1], "two", 3, 0), 3);
-  t.join();
-  EXPECT_EQ(first, 3);  // short, and "two" is still queued
+  EXPECT_EQ(pair_read_after_a_wait(SOCK_DGRAM, sv, {"one", "two"}), 3);  // short; "two" queued
   read_queued(sv[0], "two");
   ::close(sv[0]);
   ::close(sv[1]);
@@ -635,14 +642,8 @@ TEST_F(hooked_io, a_datagram_queued_behind_a_short_read_is_read_at_once) {
 // backend's report and leave bytes queued: the plain read after it reads them at once.
 TEST_F(hooked_io, bytes_left_by_a_recvfrom_after_a_short_read_are_read_at_once) {
   int sv[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  ASSERT_EQ(pair_read_after_a_wait(SOCK_STREAM, sv, {"abc"}), 3);  // short: now empty
   char buf[100];
-  ssize_t first = -2;
-  auto t = spawn([&] { first = ::read(sv[0], buf, sizeof buf); });
-  tendril::sleep(20ms);
-  ASSERT_EQ(::write(sv[1], "abc", 3), 3);
-  t.join();
-  ASSERT_EQ(first, 3);  // short: the socket is empty now
   ssize_t part = -2;
   blocked_while_others_run([&] { part = ::recvfrom(sv[0], buf, 2, 0, nullptr, nullptr); },
                            [&] { EXPECT_EQ(::write(sv[1], "world", 5), 5); });
@@ -657,14 +658,8 @@ TEST_F(hooked_io, bytes_left_by_a_recvfrom_after_a_short_read_are_read_at_once) 
 // (an eventfd, moved there with a raw dup3): a read of the number reads that file.
 TEST_F(hooked_io, a_number_an_fclosed_socket_left_is_read_as_the_file_that_took_it) {
   int sv[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  char buf[100];
-  ssize_t first = -2;
-  auto t = spawn([&] { first = ::read(sv[0], buf, sizeof buf); });  // waits: now watched
-  tendril::sleep(20ms);
-  ASSERT_EQ(::write(sv[1], "abc", 3), 3);
-  t.join();
-  ASSERT_EQ(first, 3);  // short: the next read would wait for the backend first
+  // Short: the next read would wait for the backend first.
+  ASSERT_EQ(pair_read_after_a_wait(SOCK_STREAM, sv, {"abc"}), 3);
   FILE* f = ::fdopen(sv[0], "r+");
   ASSERT_NE(f, nullptr);
   ASSERT_EQ(::fclose(f), 0);
@@ -674,18 +669,9 @@ TEST_F(hooked_io, a_number_an_fclosed_socket_left_is_read_as_the_file_that_took_
     ASSERT_EQ(::syscall(SYS_dup3, e, sv[0], O_CLOEXEC), sv[0]);
     ::syscall(SYS_close, e);
   }
-  std::uint64_t value = 0;
-  ssize_t n = -2;
-  auto r = spawn([&] { n = ::read(sv[0], &value, sizeof value); });
-  if (!r.join_for(2s)) {
-    ADD_FAILURE() << "the read waited for the old socket";
-    ::close(sv[0]);
-    r.join();
-  } else {
-    EXPECT_EQ(n, 8);
-    EXPECT_EQ(value, 5u);
-    ::close(sv[0]);
-  }
+  const std::uint64_t five = 5;  // the eventfd's counter, as its read gives it
+  read_queued(sv[0], std::string(reinterpret_cast<const char*>(&five), sizeof five));
+  ::close(sv[0]);
   ::close(sv[1]);
 }
 
