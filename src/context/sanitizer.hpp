@@ -148,6 +148,16 @@ inline void valgrind_deregister([[maybe_unused]] unsigned id) noexcept {
   VALGRIND_STACK_DEREGISTER(id);
 #endif
 }
+// valgrind_make_defined() tells valgrind that [p, p + n) holds defined bytes: for tests that
+// read what the kernel wrote into a stack (zeroes after MADV_DONTNEED), which valgrind takes
+// for undefined since the stack was handed out.
+inline void valgrind_make_defined([[maybe_unused]] void* p,
+                                  [[maybe_unused]] std::size_t n) noexcept {
+#if defined(TENDRIL_HAS_VALGRIND_H)
+  VALGRIND_MAKE_MEM_DEFINED(p, n);
+#endif
+}
+
 // valgrind_addressable() is 1 when valgrind's memcheck sees the byte at p as addressable, 0
 // when it does not, -1 when not running under valgrind (for tests of the marks above).
 inline int valgrind_addressable([[maybe_unused]] const void* p) noexcept {
