@@ -40,15 +40,13 @@ const command commands[] = {
      &tendril::app::crawl_command},
     {"iomodels", "iomodels [--quick] [--out DIR]",
      "the I/O models lab: every model's echo server measured at 1-1000 connections; a table, "
-     "with --out Markdown and SVG (--list, --models a,b, --connections 1,10, --seconds S, --warmup "
-     "S, "
-     "--size B, --rate MSGS_PER_S, --threads N)",
+     "with --out Markdown and SVG (--list, --models a,b, --connections 1,10, --seconds S, "
+     "--warmup S, --size B, --rate MSGS_PER_S, --threads N)",
      &tendril::app::iomodels},
     {"load", "load --port P [OPTIONS]",
      "the lab's load generator against an echo server: messages/s, latency, server CPU per "
      "message (--host, --connections, --size, --seconds, --warmup, --rate MSGS_PER_S, "
-     "--server-pid, "
-     "--as-sent)",
+     "--server-pid, --as-sent)",
      &tendril::app::load},
     {"run", "run -- PROGRAM [ARGS]",
      "run a program linked with libtendril.so with the libc hooks on (LD_PRELOAD)",

@@ -76,7 +76,7 @@ inline void asan_finish_switch([[maybe_unused]] void* fake_stack,
 #endif
 }
 
-// stack_reused() tells the tools that a stack is handed out again: ASan forgets the redzones
+// stack_reused() tells the tools that a stack is handed out (again): ASan forgets the redzones
 // the frames of its last greenlet left behind, and valgrind forgets that the memory below
 // that greenlet's last stack pointer was inaccessible (it is fresh, undefined memory now).
 inline void stack_reused([[maybe_unused]] void* base, [[maybe_unused]] std::size_t size) noexcept {
@@ -93,16 +93,10 @@ inline void stack_reused([[maybe_unused]] void* base, [[maybe_unused]] std::size
 // back to the pool. Its leak check then skips it instead of reading every page of gigabytes
 // of reservation (faulting each in, and faulting on each guard page it does not know of);
 // and a pointer kept into a stack after its greenlet ended is reported where it is used.
-// stack_reused() (or stack_fresh()) makes a stack usable again when it is handed out.
+// stack_reused() makes a stack usable again when it is handed out.
 inline void stack_unused([[maybe_unused]] void* base, [[maybe_unused]] std::size_t size) noexcept {
 #if defined(TENDRIL_HAS_VALGRIND_H)
   VALGRIND_MAKE_MEM_NOACCESS(base, size);
-#endif
-}
-// stack_fresh() is stack_reused() for a stack just carved from a reserved region.
-inline void stack_fresh([[maybe_unused]] void* base, [[maybe_unused]] std::size_t size) noexcept {
-#if defined(TENDRIL_HAS_VALGRIND_H)
-  VALGRIND_MAKE_MEM_UNDEFINED(base, size);
 #endif
 }
 

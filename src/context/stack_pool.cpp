@@ -196,7 +196,7 @@ int carve(global_pool& g, std::size_t size, std::vector<stack>& shared, stack& o
     s.valgrind_id = sanitizer::valgrind_register(s.base, s.base + size);
     if (i == 0) {
       out = s;
-      sanitizer::stack_fresh(s.base, s.size);
+      sanitizer::stack_reused(s.base, s.size);
     } else {
       shared.push_back(s);  // reserved above
     }
