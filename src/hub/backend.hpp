@@ -37,10 +37,12 @@
 //   wake()          From any thread, async-signal-safe: makes the current wait() return, or
 //                   the next one return at once. Wakes that pile up are merged.
 //   watching()      The number of watches, for the hub's "would block forever" check.
-//   persistent()    True when a watch stays registered in the kernel by descriptor number
-//                   between waits (epoll). If the number is closed where the owner does not
-//                   see it (a raw system call) and reused, the kernel has dropped the
-//                   registration without telling: the owner must unwatch and watch again.
+//   persistent()    True when a watch stays in the kernel between waits, tied to the file
+//                   the number named when it was made: epoll's registration, io_uring's poll
+//                   in flight (it holds the file). If the number is closed where the owner
+//                   does not see it (a raw system call) and reused, that watch still follows
+//                   the old file (or is gone, with epoll) without telling: the owner must
+//                   unwatch and watch again. (poll looks the number up on every wait.)
 //
 // Operations, where native_ops() is true (io_uring):
 //   submit(op)      Starts op. It completes later: wait() sets op.result (>= 0, or -errno)

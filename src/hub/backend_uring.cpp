@@ -92,6 +92,7 @@ class uring_backend final : public backend {
   }
 
   const char* name() const noexcept override { return "io_uring"; }
+  bool persistent() const noexcept override { return true; }  // a poll in flight holds its file
 
   int watch(io_watch& w) noexcept override {
     if (w.fd < 0) return -EBADF;

@@ -157,10 +157,11 @@ void keep_pending(std::exception_ptr e) noexcept {
 namespace {
 fd_record& borrow_checked(fd_table& t, int fd) {
   fd_record& r = t.borrow(fd);
-  // A backend that keeps watches in the kernel between waits (epoll) silently lost the one of
-  // a number closed behind the hooks' back (a raw close, glibc's own fclose of an fdopen'd
-  // socket): when the number names another file now, start a new life for it. (A tendril
-  // socket's own record is closed by its owner, never behind its back.)
+  // A backend that keeps watches in the kernel between waits (epoll, io_uring) silently lost
+  // the one of a number closed behind the hooks' back (a raw close, glibc's own fclose of an
+  // fdopen'd socket), or still watches the old file: when the number names another file now,
+  // start a new life for it. (A tendril socket's own record is closed by its owner, never
+  // behind its back.)
   // Numbers the hooks handed out themselves were checked then (fresh()): no system call here.
   if (!r.borrowed || !t.io().persistent() || (bits(fd) & mode_known)) return r;
   fd_mode* s = slot(fd, true);

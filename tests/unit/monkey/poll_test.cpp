@@ -3,12 +3,14 @@
 // what libc would (revents, the sets, the events); its own time limit ends it with 0 (on the
 // paused test clock), select leaves the time not slept in its timeval as Linux does; several
 // greenlets waiting on one descriptor all wake; outside any hub each call is libc's.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -264,4 +266,44 @@ TEST_F(hooked_poll, outside_any_hub_each_call_is_libcs) {
       EXPECT_EQ(pc.call(p.server, -1), 1);
     }
   });
+}
+
+// A descriptor the hooks never saw made (a raw pipe), polled until its time limit: the
+// backend's watch on it may still be in flight (io_uring's poll holds the file). Its number is
+// then closed and reused behind the hooks' back, by another raw pipe: a poll of the number
+// waits for the new file, not the old one (whose writer stays open and silent).
+TEST_F(hooked_poll, a_number_closed_and_reused_by_raw_calls_is_polled_as_the_new_file) {
+  tendril::detail::test_clock::pause();
+  int old_pipe[2];
+  ASSERT_EQ(::syscall(SYS_pipe2, old_pipe, O_CLOEXEC), 0);
+  auto first = spawn([&] {
+    pollfd p{old_pipe[0], POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 200), 0);
+  });
+  first.join();
+  const int number = old_pipe[0];
+  ASSERT_EQ(::syscall(SYS_close, number), 0);
+  int new_pipe[2];
+  ASSERT_EQ(::syscall(SYS_pipe2, new_pipe, O_CLOEXEC), 0);
+  if (new_pipe[0] != number) {
+    ASSERT_EQ(::syscall(SYS_dup3, new_pipe[0], number, O_CLOEXEC), number);
+    ASSERT_EQ(::syscall(SYS_close, new_pipe[0]), 0);
+  }
+  int n = -2;
+  pollfd p{number, POLLIN, 0};
+  std::int64_t took = 0;
+  const int ticks = blocked_while_others_run(
+      [&] {
+        const std::int64_t start = tendril::detail::hub_now_ns();
+        n = ::poll(&p, 1, 60'000);
+        took = tendril::detail::hub_now_ns() - start;
+      },
+      [&] { ASSERT_EQ(::write(new_pipe[1], "n", 1), 1); });
+  EXPECT_EQ(ticks, 3);
+  EXPECT_EQ(n, 1);
+  // Woken by the write, not by its time limit (which the paused clock reaches at once when
+  // nothing else is left to run) and the look after it.
+  EXPECT_LT(took, 30'000 * ms_ns);
+  EXPECT_EQ(p.revents, POLLIN);
+  for (int fd : {number, new_pipe[1], old_pipe[1]}) EXPECT_EQ(::close(fd), 0);
 }
