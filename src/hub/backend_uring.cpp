@@ -7,6 +7,12 @@
 //
 // user_data of each SQE: an io_op* (low bits 0), a watch slot (tag 1), the wake eventfd's
 // poll (tag 2), or something whose completion is ignored (tag 3: cancellations).
+//
+// A full submission queue is handed to the kernel at once. A kernel that takes no more until
+// completions are reaped (EBUSY: its completion queue overflowed; EAGAIN) gets them reaped
+// then: they are set aside, in order, for the next wait() to dispatch, as callbacks never run
+// from within submit(). For the same reason wait() takes each completion out of the ring
+// before its callback runs: a callback that submits may set aside the ones after it.
 #include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
@@ -20,6 +26,7 @@
 #include <initializer_list>
 #include <new>
 #include <system_error>
+#include <vector>
 
 #include "hub/backend.hpp"
 
@@ -141,6 +148,8 @@ class uring_backend final : public backend {
   }
 
   int wait(std::chrono::nanoseconds timeout) noexcept override {
+    // Completions set aside by a submit() since the last wait: only look.
+    if (!set_aside_.empty()) timeout = std::chrono::nanoseconds(0);
     int rc;
     if (timeout.count() == 0) {
       // A look: a system call only if there is something to submit or task work to run.
@@ -154,19 +163,22 @@ class uring_backend final : public backend {
                                             nullptr);
     }
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) return rc;
+    // Completions may queue new SQEs (a re-armed poll); they go out with the next wait().
     int dispatched = 0;
-    while (true) {
-      unsigned head;
-      unsigned seen = 0;
-      io_uring_cqe* cqe;
-      // Completions may queue new SQEs (a re-armed poll); they go out with the next wait().
-      io_uring_for_each_cqe(&ring_, head, cqe) {
-        ++seen;
-        dispatched += dispatch(cqe->user_data, cqe->res, cqe->flags);
+    do {
+      // Those set aside first: they came before the ones still in the ring. (A callback may
+      // set aside more, which this loop then reaches.)
+      for (std::size_t i = 0; i < set_aside_.size(); ++i) {
+        const completion c = set_aside_[i];
+        dispatched += dispatch(c.data, c.res, c.flags);
       }
-      if (seen == 0) break;
-      io_uring_cq_advance(&ring_, seen);
-    }
+      set_aside_.clear();
+      while (const io_uring_cqe* cqe = next_cqe()) {
+        const completion c{cqe->user_data, cqe->res, cqe->flags};
+        io_uring_cq_advance(&ring_, 1);  // out of the ring before its callback runs
+        dispatched += dispatch(c.data, c.res, c.flags);
+      }
+    } while (!set_aside_.empty());
     return rc == -EINTR ? -EINTR : dispatched;  // -EINTR: a signal handler ran
   }
 
@@ -221,14 +233,50 @@ class uring_backend final : public backend {
  private:
   static constexpr unsigned entries = 4096;
 
+  // A completion taken out of the ring before wait() dispatches it.
+  struct completion {
+    std::uint64_t data;
+    int res;
+    unsigned flags;
+  };
+
+  // The oldest completion still in the ring, or null.
+  io_uring_cqe* next_cqe() noexcept {
+    const unsigned head = *ring_.cq.khead;
+    if (head == io_uring_smp_load_acquire(ring_.cq.ktail)) return nullptr;
+    return &ring_.cq.cqes[io_uring_cqe_index(&ring_, head, ring_.cq.ring_mask)];
+  }
+
   io_uring_sqe* sqe() noexcept {
     io_uring_sqe* s = io_uring_get_sqe(&ring_);
     while (s == nullptr) {
       // The submission queue is full: hand it to the kernel and take a fresh entry.
-      io_uring_submit(&ring_);
+      const int rc = io_uring_submit(&ring_);
+      if (rc < 0 && rc != -EINTR) set_aside();  // it wants completions reaped first
       s = io_uring_get_sqe(&ring_);
     }
     return s;
+  }
+
+  // Moves the ring's completions to set_aside_ (the only allocation on the way to wait(),
+  // under overload). With none there yet, waits up to a millisecond for one: the kernel then
+  // gets time to finish something, and the caller's retry is not a spin.
+  void set_aside() noexcept {
+    bool moved = false;
+    while (const io_uring_cqe* cqe = next_cqe()) {
+      try {
+        set_aside_.push_back({cqe->user_data, cqe->res, cqe->flags});
+      } catch (const std::bad_alloc&) {
+        break;
+      }
+      io_uring_cq_advance(&ring_, 1);
+      moved = true;
+    }
+    if (!moved) {
+      __kernel_timespec ms{0, 1'000'000};
+      io_uring_cqe* cqe = nullptr;
+      io_uring_wait_cqe_timeout(&ring_, &cqe, &ms);
+    }
   }
 
   void submit_poll(watch_slot* slot) noexcept {
@@ -309,6 +357,7 @@ class uring_backend final : public backend {
   std::size_t watches_ = 0;
   std::size_t in_flight_ = 0;
   watch_slot* orphans_ = nullptr;
+  std::vector<completion> set_aside_;
 };
 
 }  // namespace

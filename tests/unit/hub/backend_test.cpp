@@ -812,3 +812,50 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(backend_kind{"io_uring", &tendril::detail::make_uring_backend}),
     [](const ::testing::TestParamInfo<backend_kind>& param) { return param.param.name; });
 #endif
+
+#if TENDRIL_HAS_IO_URING
+// Operations (io_uring): more submitted without a wait() between them than the submission
+// and completion queues hold (reads of /dev/zero complete at once, so the completions pile up
+// in the kernel): submit() never spins or drops one, and each completes exactly once, with
+// its own result.
+TEST(uring_operations, more_operations_than_the_queues_hold_each_complete_once) {
+  auto b = tendril::detail::make_uring_backend();
+  fd_guard zero(::open("/dev/zero", O_RDONLY | O_CLOEXEC));
+  ASSERT_GE(zero.fd, 0);
+  constexpr std::size_t count = 40'000;  // the ring holds 4,096 submissions, 8,192 completions
+  struct done_op : tendril::detail::io_op {
+    int completions = 0;
+    char byte = 1;
+  };
+  std::vector<done_op> ops(count);
+  std::atomic<bool> finished{false};
+  std::thread dog([&] {
+    for (int i = 0; i < 600 && !finished.load(); ++i) std::this_thread::sleep_for(100ms);
+    if (!finished.load()) {
+      std::fprintf(stderr, "the submissions hung\n");
+      std::_Exit(3);
+    }
+  });
+  for (auto& op : ops) {
+    op.op = tendril::detail::io_op::code::read;
+    op.fd = zero.fd;
+    op.buf = &op.byte;
+    op.len = 1;
+    op.complete = [](tendril::detail::io_op* self) { ++static_cast<done_op*>(self)->completions; };
+    b->submit(op);
+  }
+  std::size_t waits = 0;
+  while (b->in_flight() > 0 && waits < 100'000) {
+    b->wait(100ms);
+    ++waits;
+  }
+  finished = true;
+  dog.join();
+  EXPECT_EQ(b->in_flight(), 0u);
+  std::size_t wrong = 0;
+  for (const auto& op : ops) {
+    if (op.completions != 1 || op.result != 1 || op.byte != 0) ++wrong;
+  }
+  EXPECT_EQ(wrong, 0u);
+}
+#endif
