@@ -103,6 +103,7 @@ fd_record& fd_table::open(int fd) {
   ++r.gen;
   r.open = true;
   r.borrowed = false;
+  r.watched_ino = 0;
   r.unwaitable = false;
   r.readable = r.writable = false;
   r.hup_seen = false;

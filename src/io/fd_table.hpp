@@ -55,7 +55,8 @@ struct fd_record {
   op_state* ops = nullptr;            // native operations in flight
   greenlet_record* reader = nullptr;  // the socket API's one reader and one writer
   greenlet_record* writer = nullptr;
-  bool borrowed = false;  // the hooks (L5) track it for a descriptor they do not own
+  bool borrowed = false;          // the hooks (L5) track it for a descriptor they do not own
+  std::uint64_t watched_ino = 0;  // the hooks: the file (inode) the backend watch was made for
   // Observers of readiness and closing (poll() and select() waiting on many descriptors);
   // notified with the revents seen in `last_events`.
   observer_list observers;

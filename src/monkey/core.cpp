@@ -37,7 +37,6 @@ constexpr std::size_t max_chunks = 1024;  // 4 M descriptors
 struct fd_mode {
   std::atomic<std::uint8_t> bits{0};
   std::atomic<std::uint64_t> ino{0};
-  std::atomic<std::uint64_t> watched_ino{0};  // the file the backend's watch was made for
 };
 
 std::atomic<fd_mode*> g_chunks[max_chunks];
@@ -163,18 +162,19 @@ fd_record& borrow_checked(fd_table& t, int fd) {
   // start a new life for it. (A tendril socket's own record is closed by its owner, never
   // behind its back.)
   // Numbers the hooks handed out themselves were checked then (fresh()): no system call here.
+  // The file is noted in the record, not with the number's mode bits: each thread has its
+  // own table, and its own watch to check.
   if (!r.borrowed || !t.io().persistent() || (bits(fd) & mode_known)) return r;
-  fd_mode* s = slot(fd, true);
-  if (s == nullptr) return r;
   const std::uint64_t now = inode_of(fd);
   if (!r.watched) {
-    s->watched_ino.store(now, std::memory_order_relaxed);
+    r.watched_ino = now;
     return r;
   }
-  if (s->watched_ino.load(std::memory_order_relaxed) == now) return r;
+  if (r.watched_ino == now) return r;
   t.close(r);  // whoever waited on the old file learns it is gone (EBADF)
-  s->watched_ino.store(now, std::memory_order_relaxed);
-  return t.borrow(fd);
+  fd_record& fresh = t.borrow(fd);
+  fresh.watched_ino = now;
+  return fresh;
 }
 }  // namespace
 

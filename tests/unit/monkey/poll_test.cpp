@@ -15,8 +15,10 @@
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -305,5 +307,67 @@ TEST_F(hooked_poll, a_number_closed_and_reused_by_raw_calls_is_polled_as_the_new
   // nothing else is left to run) and the look after it.
   EXPECT_LT(took, 30'000 * ms_ns);
   EXPECT_EQ(p.revents, POLLIN);
+  for (int fd : {number, new_pipe[1], old_pipe[1]}) EXPECT_EQ(::close(fd), 0);
+}
+
+// The same in two threads, each with its own hub and its own watch on the old file: each
+// notices that the number names another file now (the check is per thread, not per number).
+TEST_F(hooked_poll, a_number_reused_behind_the_hooks_back_is_noticed_by_every_thread) {
+  int old_pipe[2];
+  ASSERT_EQ(::syscall(SYS_pipe2, old_pipe, O_CLOEXEC), 0);
+  const int number = old_pipe[0];
+  int new_pipe[2] = {-1, -1};
+  std::mutex mu;
+  std::condition_variable cv;
+  int timed_out = 0;
+  bool reused = false;
+  std::int64_t took[2] = {0, 0};
+  int results[2] = {-2, -2};
+  auto poller = [&](int i) {
+    tendril::spawn([&, i] {
+      pollfd p{number, POLLIN, 0};
+      EXPECT_EQ(::poll(&p, 1, 20), 0);  // leaves this thread's watch on the old file
+      {
+        std::unique_lock lock(mu);
+        ++timed_out;
+        cv.notify_all();
+      }
+      {
+        // Blocks this thread (and its hub) until the number is reused: nothing else runs here.
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return reused; });
+      }
+      const std::int64_t start = tendril::detail::hub_now_ns();
+      results[i] = ::poll(&p, 1, 5'000);
+      took[i] = tendril::detail::hub_now_ns() - start;
+    }).join();
+  };
+  std::thread a(poller, 0);
+  std::thread b(poller, 1);
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return timed_out == 2; });
+  }
+  ASSERT_EQ(::syscall(SYS_close, number), 0);
+  ASSERT_EQ(::syscall(SYS_pipe2, new_pipe, O_CLOEXEC), 0);
+  if (new_pipe[0] != number) {
+    ASSERT_EQ(::syscall(SYS_dup3, new_pipe[0], number, O_CLOEXEC), number);
+    ASSERT_EQ(::syscall(SYS_close, new_pipe[0]), 0);
+  }
+  {
+    std::lock_guard lock(mu);
+    reused = true;
+  }
+  cv.notify_all();
+  std::this_thread::sleep_for(50ms);  // both wait (a write before that is seen by the look)
+  ASSERT_EQ(::write(new_pipe[1], "n", 1), 1);
+  a.join();
+  b.join();
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(results[i], 1);
+    // Woken by the write, not at the 5 s limit (and the look after it).
+    EXPECT_LT(took[i], 4'000 * ms_ns);
+  }
   for (int fd : {number, new_pipe[1], old_pipe[1]}) EXPECT_EQ(::close(fd), 0);
 }
