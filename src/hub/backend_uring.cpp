@@ -22,7 +22,9 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <new>
 #include <system_error>
@@ -82,6 +84,13 @@ class uring_backend final : public backend {
       int err = errno;
       io_uring_queue_exit(&ring_);
       throw std::system_error(err, std::generic_category(), "tendril: eventfd");
+    }
+    try {
+      set_aside_.reserve(ring_.cq.ring_entries);
+    } catch (...) {
+      io_uring_queue_exit(&ring_);
+      ::close(wakefd_);
+      throw;
     }
     arm_wake();
     io_uring_submit(&ring_);
@@ -162,7 +171,6 @@ class uring_backend final : public backend {
       rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, timeout.count() < 0 ? nullptr : &ts,
                                             nullptr);
     }
-    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) return rc;
     // Completions may queue new SQEs (a re-armed poll); they go out with the next wait().
     int dispatched = 0;
     do {
@@ -173,12 +181,15 @@ class uring_backend final : public backend {
         dispatched += dispatch(c.data, c.res, c.flags);
       }
       set_aside_.clear();
-      while (const io_uring_cqe* cqe = next_cqe()) {
+      // Until a callback sets some aside: they are older than what is left in the ring.
+      const io_uring_cqe* cqe;
+      while (set_aside_.empty() && (cqe = next_cqe()) != nullptr) {
         const completion c{cqe->user_data, cqe->res, cqe->flags};
         io_uring_cq_advance(&ring_, 1);  // out of the ring before its callback runs
         dispatched += dispatch(c.data, c.res, c.flags);
       }
     } while (!set_aside_.empty());
+    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) return rc;
     return rc == -EINTR ? -EINTR : dispatched;  // -EINTR: a signal handler ran
   }
 
@@ -252,15 +263,23 @@ class uring_backend final : public backend {
     while (s == nullptr) {
       // The submission queue is full: hand it to the kernel and take a fresh entry.
       const int rc = io_uring_submit(&ring_);
-      if (rc < 0 && rc != -EINTR) set_aside();  // it wants completions reaped first
+      if (rc == -EBUSY || rc == -EAGAIN) {
+        set_aside();  // it wants completions reaped first
+      } else if (rc < 0 && rc != -EINTR) {
+        // The ring itself is unusable (used from another thread, or gone): nothing can queue
+        // an operation or a watch any more, and returning would lose it.
+        std::fprintf(stderr, "tendril: io_uring: cannot submit: %s\n", std::strerror(-rc));
+        std::abort();
+      }
       s = io_uring_get_sqe(&ring_);
     }
     return s;
   }
 
-  // Moves the ring's completions to set_aside_ (the only allocation on the way to wait(),
-  // under overload). With none there yet, waits up to a millisecond for one: the kernel then
-  // gets time to finish something, and the caller's retry is not a spin.
+  // Moves the ring's completions to set_aside_ (room for a full completion queue is reserved
+  // at the start, untouched until needed; more is allocated only if several fills pile up
+  // between two wait()s). With none there yet, waits up to a millisecond for one: the kernel
+  // then gets time to finish something, and the caller's retry is not a spin.
   void set_aside() noexcept {
     bool moved = false;
     while (const io_uring_cqe* cqe = next_cqe()) {
