@@ -1,7 +1,10 @@
 #include "tendril/task/task.hpp"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdio>
+#include <string>
 
 #include "greenlet/greenlet_record.hpp"
 #include "greenlet/thread_state.hpp"
@@ -165,7 +168,16 @@ using detail::task_core;
 
 detail::task_core& task_base::core() const {
   if (g_.empty()) throw std::logic_error("tendril::task: an empty task handle");
-  return detail::task_of(g_.record());
+  detail::greenlet_record* r = g_.record();
+  const detail::thread_state* here = detail::thread_state::peek();
+  if (r->owner != here) {
+    // Its state belongs to the other thread's hub, which no lock guards.
+    throw wrong_thread("tendril: task '" + name() + "' belongs to thread " +
+                       std::to_string(detail::owner_of(r)->tid()) +
+                       "; a task handle is for the thread that spawned it (this is thread " +
+                       std::to_string(::gettid()) + ")");
+  }
+  return detail::task_of(r);
 }
 
 bool task_base::ready() const noexcept {

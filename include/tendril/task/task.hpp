@@ -187,6 +187,9 @@ class task_base {
   bool join_deadline(std::int64_t deadline_ns);
 
  protected:
+  // core() is the task's state, for its own thread only: an empty handle throws
+  // std::logic_error, a call from another thread wrong_thread (every member that can throw
+  // goes through it).
   explicit task_base(tendril::greenlet g) noexcept : g_(std::move(g)) {}
   detail::task_core& core() const;
   tendril::greenlet g_;

@@ -6,9 +6,11 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -925,4 +927,42 @@ TEST_F(tasks, the_error_handler_for_a_task_runs_on_the_tasks_greenlet) {
   t.join();
   ASSERT_EQ(log.reports.size(), 1u);
   EXPECT_EQ(log.reports[0].greenlet_name, t.name());
+}
+
+// A task handle is for the thread that spawned the task: using it from another thread is a
+// programming error, named, and leaves the task and its hub as they were.
+TEST_F(tasks, a_task_handle_used_from_another_thread_throws_wrong_thread) {
+  event go;
+  auto t = spawn([&] {
+    go.wait();
+    return 7;
+  });
+  tendril::sleep(0s);  // it waits on the event
+  std::vector<std::string> messages;
+  std::thread other([&] {
+    auto expect_wrong_thread = [&](const char* what, const std::function<void()>& use) {
+      try {
+        use();
+        ADD_FAILURE() << what << " from another thread did not throw";
+      } catch (const tendril::wrong_thread& e) {
+        messages.push_back(e.what());
+      } catch (...) {
+        ADD_FAILURE() << what << " from another thread threw something else";
+      }
+    };
+    expect_wrong_thread("join", [&] { t.join(); });
+    expect_wrong_thread("join_for", [&] { t.join_for(1ms); });
+    expect_wrong_thread("get", [&] { t.get(); });
+    expect_wrong_thread("kill", [&] { t.kill(); });
+    expect_wrong_thread("link", [&] { t.link([] {}); });
+    expect_wrong_thread("value", [&] { (void)t.value(); });
+  });
+  other.join();
+  ASSERT_EQ(messages.size(), 6u);
+  EXPECT_NE(messages[0].find("task '" + t.name() + "' belongs to thread"), std::string::npos)
+      << messages[0];
+  // Untouched: it still waits, and ends normally.
+  EXPECT_FALSE(t.ready());
+  go.set();
+  EXPECT_EQ(t.get(), 7);
 }
