@@ -92,6 +92,19 @@ void stream_server::stop_ns(std::int64_t grace_ns) {
     return;
   }
   stopping_ = true;
+  // However this ends (a kill or a timeout scope of the caller may cut the grace short), the
+  // handlers left are told to end and serve_forever() returns. Called from a handler, the
+  // handler itself is spared: it ends when it returns.
+  struct finish {
+    stream_server& s;
+    ~finish() {
+      try {
+        s.connections_.kill(false);
+      } catch (...) {
+      }
+      s.stopped_.set();
+    }
+  } finish{*this};
   listener_.close();  // wakes the accept loop with EBADF if it waits in accept...
   // ...but it may wait for a free slot (max_connections, held by the handlers that are
   // only killed below) or back off after EMFILE: end it wherever it waits. Test:
@@ -99,7 +112,6 @@ void stream_server::stop_ns(std::int64_t grace_ns) {
   acceptor_.kill();
   if (grace_ns > 0) connections_.join_for(std::chrono::nanoseconds(grace_ns));
   connections_.kill();
-  stopped_.set();
 }
 
 }  // namespace tendril::net

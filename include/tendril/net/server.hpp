@@ -47,7 +47,9 @@ class stream_server {
   // serve_forever() starts (if needed) and waits until stop() is called. Switches: yes.
   void serve_forever();
   // stop() stops accepting at once, waits up to grace for the connections being served to
-  // end, kills those still running, and returns when all have ended. Switches: yes.
+  // end, kills those still running, and returns when all have ended; serve_forever() then
+  // returns. A handler may call it: that handler is not waited for or killed, and ends when
+  // it returns. Switches: yes.
   template <class Rep, class Period>
   void stop(std::chrono::duration<Rep, Period> grace) {
     stop_ns(detail::saturating_ns(grace));

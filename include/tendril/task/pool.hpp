@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
@@ -45,34 +46,43 @@ class group {
     return tasks_.size();
   }
   // join() waits until every task ended; join_for() returns false if the time ran out.
-  // Switches: yes.
+  // Called by one of the group's own tasks, they wait for the others (a task cannot wait for
+  // itself to end). Switches: yes.
   void join() {
-    while (!tasks_.empty()) {
-      task_base t = tasks_.front();
-      t.join();
-      prune();
-    }
+    while (std::optional<task_base> t = next_other()) t->join();
   }
   template <class Rep, class Period>
   bool join_for(std::chrono::duration<Rep, Period> d) {
     const std::int64_t deadline = detail::deadline_after(d);
-    while (true) {
-      prune();
-      if (tasks_.empty()) return true;
-      task_base t = tasks_.front();
-      if (!t.join_deadline(deadline)) return false;
+    while (std::optional<task_base> t = next_other()) {
+      if (!t->join_deadline(deadline)) return false;
     }
+    return true;
   }
-  // kill() kills every task, then (with block) waits for them all. Switches: when block.
+  // kill() kills every task, then (with block) waits for them all. Called by one of the
+  // group's own tasks, it kills the others (that task ends when it returns). Switches: when
+  // block.
   void kill(bool block = true) {
     std::vector<task_base> all = tasks_;
-    for (auto& t : all) t.kill(false);
+    const tendril::greenlet me = tendril::greenlet::current();
+    for (auto& t : all) {
+      if (t.greenlet() != me) t.kill(false);
+    }
     if (block) join();
   }
 
  protected:
   void prune() {
     std::erase_if(tasks_, [](const task_base& t) { return t.ready(); });
+  }
+  // next_other() is a task of the group that has not ended and is not the caller's own.
+  std::optional<task_base> next_other() {
+    prune();
+    const tendril::greenlet me = tendril::greenlet::current();
+    for (const task_base& t : tasks_) {
+      if (t.greenlet() != me) return t;
+    }
+    return std::nullopt;
   }
   std::vector<task_base> tasks_;
 };

@@ -437,3 +437,35 @@ TEST(stream_server, an_accept_loop_out_of_descriptors_does_not_spin_and_recovers
   // 14: it spun; 13, 15: it served without descriptors; 16-18: it did not recover.
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
+
+// A "shutdown" command served by a handler: stop() from inside it waits for the other
+// connections up to the grace, kills the rest, and serve_forever() returns; the handler that
+// called it is spared and finishes its reply.
+TEST(stream_server, a_handler_can_stop_the_server_it_runs_in) {
+  event never;
+  bool other_unwound = false;
+  stream_server* self = nullptr;
+  stream_server server("127.0.0.1", 0, [&](tcp_stream& conn, const address&) {
+    if (conn.recv_exact(1) == "s") {
+      self->stop(50ms);
+      conn.send_all("stopped");
+    } else {
+      sets_on_destruction mark{&other_unwound};
+      never.wait();
+    }
+  });
+  self = &server;
+  auto runner = spawn([&] { server.serve_forever(); });
+  tcp_stream other = tendril::net::connect(server.local_address());
+  other.send_all("x");
+  ASSERT_TRUE(tendril::test::eventually([&] { return server.connections() == 1; }));
+  tcp_stream admin = tendril::net::connect(server.local_address());
+  admin.send_all("s");
+  timeout guard(30s);  // a hang fails the test instead
+  runner.get();        // serve_forever() returned
+  EXPECT_FALSE(server.serving());
+  EXPECT_EQ(admin.recv_exact(7), "stopped");
+  EXPECT_TRUE(other_unwound);
+  EXPECT_EQ(other.recv(8), "");
+  ASSERT_TRUE(tendril::test::eventually([&] { return server.connections() == 0; }));
+}

@@ -141,6 +141,42 @@ TEST_F(groups, kill_without_block_then_join) {
   EXPECT_EQ(g.size(), 0u);
 }
 
+// One of the group's own tasks may join it (it waits for the others) and kill it (it kills
+// the others and goes on): a task cannot wait for itself to end.
+TEST_F(groups, a_member_joins_and_kills_the_others) {
+  group g;
+  std::vector<int> order;
+  g.spawn([&] {
+    tendril::sleep(20ms);
+    order.push_back(1);
+  });
+  auto joiner = g.spawn([&] {
+    g.join();
+    order.push_back(2);
+    EXPECT_TRUE(g.join_for(1ms));  // nothing but itself left
+    return g.size();
+  });
+  EXPECT_EQ(joiner.get(), 1u);  // itself, still running when it asked
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+
+  bool unwound = false;
+  g.spawn([&] {
+    struct mark {
+      bool* b;
+      ~mark() { *b = true; }
+    } m{&unwound};
+    tendril::sleep(1h);
+  });
+  auto killer = g.spawn([&] {
+    tendril::sleep(0s);
+    g.kill();
+    return unwound;
+  });
+  EXPECT_TRUE(killer.get());
+  EXPECT_TRUE(killer.successful());
+  EXPECT_EQ(g.size(), 0u);
+}
+
 // --- pool ----------------------------------------------------------------------------------
 
 TEST_F(pools, free_count_counts_the_free_slots) {
