@@ -198,6 +198,9 @@ void hub_impl::park() {
   if (last_parked_ == self) last_parked_ = nullptr;
   greenlet_record* from = ts_->switched_from();
   if (from != hub_rec) [[unlikely]] {
+    // What the intruder handed over (a value, or an exception from throw_into) goes with the
+    // error: it must not come out of the greenlet's next wait instead.
+    ts_->clear_inbox();
     throw invalid_switch("tendril: greenlet " + quoted_name(self) +
                          " is waiting in the hub and was switched into by greenlet " +
                          quoted_name(from) + "; only the hub may resume it");

@@ -866,6 +866,30 @@ TEST_F(tasks, a_parked_task_switched_into_by_another_greenlet_gets_invalid_switc
   EXPECT_TRUE(t.successful());
 }
 
+TEST_F(tasks, an_exception_thrown_into_a_parked_task_by_hand_gives_invalid_switch_and_goes) {
+  event e;
+  bool got_invalid_switch = false;
+  bool waited_again = false;
+  auto t = spawn([&] {
+    try {
+      e.wait();
+    } catch (const tendril::invalid_switch&) {
+      got_invalid_switch = true;
+    }
+    waited_again = !e.wait_for(50ms);  // times out: the intruder's exception is not raised here
+  });
+  tendril::sleep(0s);  // t waits on e
+  {
+    tendril::detail::waiter come_back;
+    come_back.wake();
+    t.greenlet().throw_into(std::make_exception_ptr(std::runtime_error("intruder")));
+  }
+  t.join();
+  EXPECT_TRUE(got_invalid_switch);
+  EXPECT_TRUE(waited_again);
+  EXPECT_TRUE(t.successful()) << "the intruder's exception came out later";
+}
+
 TEST_F(tasks, blocking_in_an_error_handler_that_runs_on_the_hub_throws_blocking_switch_out) {
   // The hub itself reports a greenlet whose parent is the hub and that is not a task; an
   // error handler that blocks there gets blocking_switch_out.
