@@ -293,19 +293,26 @@ std::string stream_socket::recv(std::size_t max) {
   return s;
 }
 
-void stream_socket::recv_exact(void* buf, std::size_t len, std::error_code& ec) {
+std::string stream_socket::recv(std::size_t max, std::error_code& ec) {
+  std::string s(max, '\0');
+  s.resize(recv(s.data(), max, ec));
+  return s;
+}
+
+std::size_t stream_socket::recv_exact(void* buf, std::size_t len, std::error_code& ec) {
   ec.clear();
   auto* p = static_cast<char*>(buf);
   std::size_t got = 0;
   while (got < len) {
     std::size_t n = recv(p + got, len - got, ec);
-    if (ec) return;
+    if (ec) return got;
     if (n == 0) {
       ec = errc::end_of_stream;
-      return;
+      return got;
     }
     got += n;
   }
+  return got;
 }
 
 void stream_socket::recv_exact(void* buf, std::size_t len) {
@@ -322,6 +329,12 @@ void stream_socket::recv_exact(void* buf, std::size_t len) {
 std::string stream_socket::recv_exact(std::size_t len) {
   std::string s(len, '\0');
   recv_exact(s.data(), len);
+  return s;
+}
+
+std::string stream_socket::recv_exact(std::size_t len, std::error_code& ec) {
+  std::string s(len, '\0');
+  s.resize(recv_exact(s.data(), len, ec));
   return s;
 }
 
@@ -351,14 +364,15 @@ std::size_t stream_socket::send(const void* buf, std::size_t len) {
   return n;
 }
 
-void stream_socket::send_all(const void* buf, std::size_t len, std::error_code& ec) {
+std::size_t stream_socket::send_all(const void* buf, std::size_t len, std::error_code& ec) {
   ec.clear();
   const auto* p = static_cast<const char*>(buf);
   std::size_t sent = 0;
   while (sent < len) {
     sent += send(p + sent, len - sent, ec);
-    if (ec) return;
+    if (ec) break;
   }
+  return sent;
 }
 
 void stream_socket::send_all(const void* buf, std::size_t len) {
@@ -367,19 +381,35 @@ void stream_socket::send_all(const void* buf, std::size_t len) {
   if (ec) fail("send_all", ec.value());
 }
 
-void tcp_stream::set_nodelay(bool on) {
+void tcp_stream::set_nodelay(bool on, std::error_code& ec) noexcept {
+  ec.clear();
   int v = on ? 1 : 0;
   if (fd_ < 0 || ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0) {
-    fail("setsockopt(TCP_NODELAY)", fd_ < 0 ? EBADF : errno);
+    ec = errno_code(fd_ < 0 ? EBADF : errno);
   }
 }
 
-std::pair<unix_stream, unix_stream> unix_stream::pair() {
+void tcp_stream::set_nodelay(bool on) {
+  std::error_code ec;
+  set_nodelay(on, ec);
+  if (ec) fail("setsockopt(TCP_NODELAY)", ec.value());
+}
+
+std::pair<unix_stream, unix_stream> unix_stream::pair(std::error_code& ec) {
+  ec.clear();
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0) {
-    throw std::system_error(errno_code(errno), "tendril::net::unix_stream::pair: socketpair");
+    ec = errno_code(errno);
+    return {};
   }
   return {unix_stream(fds[0]), unix_stream(fds[1])};
+}
+
+std::pair<unix_stream, unix_stream> unix_stream::pair() {
+  std::error_code ec;
+  auto p = pair(ec);
+  if (ec) throw std::system_error(ec, "tendril::net::unix_stream::pair: socketpair");
+  return p;
 }
 
 // --- connect --------------------------------------------------------------------------------
@@ -423,24 +453,26 @@ std::int64_t connect_socket(socket& s, const address& to, std::int64_t deadline)
 
 }  // namespace
 
-tcp_stream connect(const address& to, std::int64_t deadline_ns, std::error_code& ec) {
-  ec.clear();
-  int fd = new_socket(to.family(), SOCK_STREAM, ec);
-  if (fd < 0) return {};
-  tcp_stream s(fd);
-  std::int64_t rc = connect_socket(s, to, deadline_ns);
-  if (rc < 0) {
-    ec = errno_code(static_cast<int>(-rc));
-    return {};
+tcp_stream connect_deadline(const address& to, std::int64_t deadline_ns, std::error_code* ec) {
+  std::error_code local;
+  std::error_code& e = ec ? *ec : local;
+  e.clear();
+  tcp_stream s;
+  if (int fd = new_socket(to.family(), SOCK_STREAM, e); fd >= 0) {
+    s = tcp_stream(fd);
+    if (std::int64_t rc = connect_socket(s, to, deadline_ns); rc < 0) {
+      e = errno_code(static_cast<int>(-rc));
+      s = tcp_stream();
+    }
   }
+  if (e && ec == nullptr) throw std::system_error(e, "tendril::net::connect to " + to.to_string());
   return s;
 }
 
-tcp_stream connect(const address& to, std::int64_t deadline_ns) {
-  std::error_code ec;
-  tcp_stream s = connect(to, deadline_ns, ec);
-  if (ec) throw std::system_error(ec, "tendril::net::connect to " + to.to_string());
-  return s;
+tcp_stream connect(const address& to) { return connect_deadline(to, detail::forever_ns, nullptr); }
+
+tcp_stream connect(const address& to, std::error_code& ec) {
+  return connect_deadline(to, detail::forever_ns, &ec);
 }
 
 tcp_stream connect_deadline(std::string_view host, std::uint16_t port, std::int64_t deadline_ns,
@@ -451,7 +483,7 @@ tcp_stream connect_deadline(std::string_view host, std::uint16_t port, std::int6
   std::vector<address> candidates = resolve(host, std::to_string(port), e, AF_UNSPEC, SOCK_STREAM);
   if (!e) {
     for (const address& a : candidates) {
-      tcp_stream s = connect(a, deadline_ns, e);
+      tcp_stream s = connect_deadline(a, deadline_ns, &e);
       if (!e) return s;
       if (e == std::errc::timed_out) break;  // the time is up for the others too
     }
@@ -471,16 +503,23 @@ tcp_stream connect(std::string_view host, std::uint16_t port, std::error_code& e
   return connect_deadline(host, port, detail::forever_ns, &ec);
 }
 
-unix_stream connect_unix(std::string_view path) {
-  address to = address::unix_path(path);
-  std::error_code ec;
+unix_stream connect_unix(std::string_view path, std::error_code& ec) {
+  ec.clear();
+  address to = address::unix_path(path);  // throws for a path that cannot be one (misuse)
   int fd = new_socket(AF_UNIX, SOCK_STREAM, ec);
-  if (fd < 0) throw std::system_error(ec, "tendril::net::connect_unix " + std::string(path));
+  if (fd < 0) return {};
   unix_stream s(fd);
-  std::int64_t rc = connect_socket(s, to, detail::forever_ns);
-  if (rc < 0)
-    throw std::system_error(errno_code(static_cast<int>(-rc)),
-                            "tendril::net::connect_unix " + std::string(path));
+  if (std::int64_t rc = connect_socket(s, to, detail::forever_ns); rc < 0) {
+    ec = errno_code(static_cast<int>(-rc));
+    return {};
+  }
+  return s;
+}
+
+unix_stream connect_unix(std::string_view path) {
+  std::error_code ec;
+  unix_stream s = connect_unix(path, ec);
+  if (ec) throw std::system_error(ec, "tendril::net::connect_unix " + std::string(path));
   return s;
 }
 
@@ -529,11 +568,12 @@ Stream basic_listener<Stream>::accept(address* peer) {
 template class basic_listener<tcp_stream>;
 template class basic_listener<unix_stream>;
 
-tcp_listener listen(std::string_view host, std::uint16_t port, int backlog) {
-  const std::string where = std::string(host) + ":" + std::to_string(port);
+tcp_listener listen(std::string_view host, std::uint16_t port, int backlog,
+                    std::error_code& ec) {
+  ec.clear();
   std::vector<address> candidates =
-      resolve(host.empty() ? "0.0.0.0" : host, std::to_string(port), AF_UNSPEC, SOCK_STREAM);
-  std::error_code ec;
+      resolve(host.empty() ? "0.0.0.0" : host, std::to_string(port), ec, AF_UNSPEC, SOCK_STREAM);
+  if (ec) return {};
   for (const address& a : candidates) {
     int fd = new_socket(a.family(), SOCK_STREAM, ec);
     if (fd < 0) continue;
@@ -544,20 +584,40 @@ tcp_listener listen(std::string_view host, std::uint16_t port, int backlog) {
       ec = errno_code(errno);
       continue;
     }
+    ec.clear();
     return l;
   }
-  throw std::system_error(ec, "tendril::net::listen on " + where);
+  if (!ec) ec = errno_code(EADDRNOTAVAIL);  // no address at all
+  return {};
+}
+
+tcp_listener listen(std::string_view host, std::uint16_t port, int backlog) {
+  std::error_code ec;
+  tcp_listener l = listen(host, port, backlog, ec);
+  if (ec) {
+    throw std::system_error(
+        ec, "tendril::net::listen on " + std::string(host) + ":" + std::to_string(port));
+  }
+  return l;
+}
+
+unix_listener listen_unix(std::string_view path, int backlog, std::error_code& ec) {
+  ec.clear();
+  address a = address::unix_path(path);  // throws for a path that cannot be one (misuse)
+  int fd = new_socket(AF_UNIX, SOCK_STREAM, ec);
+  if (fd < 0) return {};
+  unix_listener l(fd);
+  if (::bind(fd, a.data(), a.size()) != 0 || ::listen(fd, backlog) != 0) {
+    ec = errno_code(errno);
+    return {};
+  }
+  return l;
 }
 
 unix_listener listen_unix(std::string_view path, int backlog) {
-  address a = address::unix_path(path);
   std::error_code ec;
-  int fd = new_socket(AF_UNIX, SOCK_STREAM, ec);
-  if (fd < 0) throw std::system_error(ec, "tendril::net::listen_unix " + std::string(path));
-  unix_listener l(fd);
-  if (::bind(fd, a.data(), a.size()) != 0 || ::listen(fd, backlog) != 0) {
-    throw std::system_error(errno_code(errno), "tendril::net::listen_unix " + std::string(path));
-  }
+  unix_listener l = listen_unix(path, backlog, ec);
+  if (ec) throw std::system_error(ec, "tendril::net::listen_unix " + std::string(path));
   return l;
 }
 
@@ -631,13 +691,39 @@ std::size_t datagram_socket::recv_from(void* buf, std::size_t len, address& from
   return n;
 }
 
-void datagram_socket::connect(const address& to) {
+void datagram_socket::connect(const address& to, std::error_code& ec) noexcept {
+  ec.clear();
   if (fd_ < 0 || ::connect(fd_, to.data(), to.size()) != 0)
-    fail("connect", fd_ < 0 ? EBADF : errno);
+    ec = errno_code(fd_ < 0 ? EBADF : errno);
+}
+
+void datagram_socket::connect(const address& to) {
+  std::error_code ec;
+  connect(to, ec);
+  if (ec) fail("connect", ec.value());
+}
+
+std::size_t datagram_socket::send(const void* buf, std::size_t len, std::error_code& ec) {
+  ec.clear();
+  address peer;
+  *peer.size_ptr() = address::capacity();
+  if (fd_ < 0 || ::getpeername(fd_, peer.data(), peer.size_ptr()) != 0) {
+    ec = errno_code(fd_ < 0 ? EBADF : errno);  // ENOTCONN: connect() first
+    return 0;
+  }
+  return send_to(buf, len, peer, ec);
 }
 
 std::size_t datagram_socket::send(const void* buf, std::size_t len) {
-  return send_to(buf, len, peer_address());
+  std::error_code ec;
+  std::size_t n = send(buf, len, ec);
+  if (ec) fail("send", ec.value());
+  return n;
+}
+
+std::size_t datagram_socket::recv(void* buf, std::size_t len, std::error_code& ec) {
+  address from;
+  return recv_from(buf, len, from, ec);
 }
 
 std::size_t datagram_socket::recv(void* buf, std::size_t len) {
@@ -645,10 +731,11 @@ std::size_t datagram_socket::recv(void* buf, std::size_t len) {
   return recv_from(buf, len, from);
 }
 
-udp_socket udp_socket::bind(std::string_view host, std::uint16_t port) {
+udp_socket udp_socket::bind(std::string_view host, std::uint16_t port, std::error_code& ec) {
+  ec.clear();
   std::vector<address> candidates =
-      resolve(host.empty() ? "0.0.0.0" : host, std::to_string(port), AF_UNSPEC, SOCK_DGRAM);
-  std::error_code ec;
+      resolve(host.empty() ? "0.0.0.0" : host, std::to_string(port), ec, AF_UNSPEC, SOCK_DGRAM);
+  if (ec) return {};
   for (const address& a : candidates) {
     int fd = new_socket(a.family(), SOCK_DGRAM, ec);
     if (fd < 0) continue;
@@ -657,37 +744,67 @@ udp_socket udp_socket::bind(std::string_view host, std::uint16_t port) {
       ec = errno_code(errno);
       continue;
     }
+    ec.clear();
     return s;
   }
-  throw std::system_error(
-      ec, "tendril::net::udp_socket::bind " + std::string(host) + ":" + std::to_string(port));
+  if (!ec) ec = errno_code(EADDRNOTAVAIL);  // no address at all
+  return {};
 }
 
-udp_socket udp_socket::open(int family) {
+udp_socket udp_socket::bind(std::string_view host, std::uint16_t port) {
   std::error_code ec;
-  int fd = new_socket(family, SOCK_DGRAM, ec);
-  if (fd < 0) throw std::system_error(ec, "tendril::net::udp_socket::open");
-  return udp_socket(fd);
-}
-
-unix_datagram unix_datagram::bind(std::string_view path) {
-  address a = address::unix_path(path);
-  std::error_code ec;
-  int fd = new_socket(AF_UNIX, SOCK_DGRAM, ec);
-  if (fd < 0) throw std::system_error(ec, "tendril::net::unix_datagram::bind " + std::string(path));
-  unix_datagram s(fd);
-  if (::bind(fd, a.data(), a.size()) != 0) {
-    throw std::system_error(errno_code(errno),
-                            "tendril::net::unix_datagram::bind " + std::string(path));
+  udp_socket s = bind(host, port, ec);
+  if (ec) {
+    throw std::system_error(
+        ec, "tendril::net::udp_socket::bind " + std::string(host) + ":" + std::to_string(port));
   }
   return s;
 }
 
+udp_socket udp_socket::open(int family, std::error_code& ec) {
+  ec.clear();
+  int fd = new_socket(family, SOCK_DGRAM, ec);
+  return fd < 0 ? udp_socket() : udp_socket(fd);
+}
+
+udp_socket udp_socket::open(int family) {
+  std::error_code ec;
+  udp_socket s = open(family, ec);
+  if (ec) throw std::system_error(ec, "tendril::net::udp_socket::open");
+  return s;
+}
+
+unix_datagram unix_datagram::bind(std::string_view path, std::error_code& ec) {
+  ec.clear();
+  address a = address::unix_path(path);  // throws for a path that cannot be one (misuse)
+  int fd = new_socket(AF_UNIX, SOCK_DGRAM, ec);
+  if (fd < 0) return {};
+  unix_datagram s(fd);
+  if (::bind(fd, a.data(), a.size()) != 0) {
+    ec = errno_code(errno);
+    return {};
+  }
+  return s;
+}
+
+unix_datagram unix_datagram::bind(std::string_view path) {
+  std::error_code ec;
+  unix_datagram s = bind(path, ec);
+  if (ec) throw std::system_error(ec, "tendril::net::unix_datagram::bind " + std::string(path));
+  return s;
+}
+
+unix_datagram unix_datagram::open(std::error_code& ec) {
+  ec.clear();
+  int fd = new_socket(AF_UNIX, SOCK_DGRAM, ec);
+  return fd < 0 ? unix_datagram() : unix_datagram(fd);
+}
+
 unix_datagram unix_datagram::open() {
   std::error_code ec;
-  int fd = new_socket(AF_UNIX, SOCK_DGRAM, ec);
-  if (fd < 0) throw std::system_error(ec, "tendril::net::unix_datagram::open");
-  return unix_datagram(fd);
+  unix_datagram s = open(ec);
+  if (ec) throw std::system_error(ec, "tendril::net::unix_datagram::open");
+  return s;
 }
 
 }  // namespace tendril::net

@@ -97,19 +97,30 @@ class stream_socket : public socket {
   std::size_t recv(void* buf, std::size_t len);
   std::size_t recv(void* buf, std::size_t len, std::error_code& ec);
   std::string recv(std::size_t max);
+  std::string recv(std::size_t max, std::error_code& ec);
   // recv_exact() reads exactly len bytes; an end of stream first is net::errc::end_of_stream.
+  // The twins return what was read before a failure (the bytes are in buf, or the string),
+  // so that nothing taken from the stream is lost; the throwing forms lose it with the stream.
   void recv_exact(void* buf, std::size_t len);
-  void recv_exact(void* buf, std::size_t len, std::error_code& ec);
+  std::size_t recv_exact(void* buf, std::size_t len, std::error_code& ec);
   std::string recv_exact(std::size_t len);
+  std::string recv_exact(std::size_t len, std::error_code& ec);
 
   // send() writes what fits now (at least one byte, waiting for room) and returns how much.
   std::size_t send(const void* buf, std::size_t len);
   std::size_t send(const void* buf, std::size_t len, std::error_code& ec);
   std::size_t send(std::string_view data) { return send(data.data(), data.size()); }
-  // send_all() writes all of it, waiting as needed.
+  std::size_t send(std::string_view data, std::error_code& ec) {
+    return send(data.data(), data.size(), ec);
+  }
+  // send_all() writes all of it, waiting as needed. The twins return how much was written
+  // before a failure.
   void send_all(const void* buf, std::size_t len);
-  void send_all(const void* buf, std::size_t len, std::error_code& ec);
+  std::size_t send_all(const void* buf, std::size_t len, std::error_code& ec);
   void send_all(std::string_view data) { send_all(data.data(), data.size()); }
+  std::size_t send_all(std::string_view data, std::error_code& ec) {
+    return send_all(data.data(), data.size(), ec);
+  }
 
  protected:
   explicit stream_socket(int fd) : socket(fd) {}
@@ -121,6 +132,7 @@ class tcp_stream : public stream_socket {
   explicit tcp_stream(int fd) : stream_socket(fd) {}
   // set_nodelay() turns Nagle's algorithm off (true) or on.
   void set_nodelay(bool on);
+  void set_nodelay(bool on, std::error_code& ec) noexcept;
 };
 
 class unix_stream : public stream_socket {
@@ -129,22 +141,34 @@ class unix_stream : public stream_socket {
   explicit unix_stream(int fd) : stream_socket(fd) {}
   // pair() is two connected Unix stream sockets (socketpair).
   static std::pair<unix_stream, unix_stream> pair();
+  static std::pair<unix_stream, unix_stream> pair(std::error_code& ec);
 };
 
 // connect() opens a TCP connection to host:port, resolving host without blocking the hub
-// and trying each address in turn. Throws std::system_error naming host:port (the last
-// error: ECONNREFUSED, ETIMEDOUT...). A timeout limits the whole attempt.
+// and trying each address in turn, or to one address. Throws std::system_error naming where
+// (the last error: ECONNREFUSED, ETIMEDOUT...). A limit bounds the whole attempt.
 tcp_stream connect(std::string_view host, std::uint16_t port);
 tcp_stream connect(std::string_view host, std::uint16_t port, std::error_code& ec);
 template <class Rep, class Period>
 tcp_stream connect(std::string_view host, std::uint16_t port,
                    std::chrono::duration<Rep, Period> limit);
-tcp_stream connect(const address& to, std::int64_t deadline_ns = detail::forever_ns);
-tcp_stream connect(const address& to, std::int64_t deadline_ns, std::error_code& ec);
+template <class Rep, class Period>
+tcp_stream connect(std::string_view host, std::uint16_t port,
+                   std::chrono::duration<Rep, Period> limit, std::error_code& ec);
+tcp_stream connect(const address& to);
+tcp_stream connect(const address& to, std::error_code& ec);
+template <class Rep, class Period>
+tcp_stream connect(const address& to, std::chrono::duration<Rep, Period> limit);
+template <class Rep, class Period>
+tcp_stream connect(const address& to, std::chrono::duration<Rep, Period> limit,
+                   std::error_code& ec);
+// The same with a deadline on the hub's clock (detail::deadline_after); a null ec throws.
 tcp_stream connect_deadline(std::string_view host, std::uint16_t port, std::int64_t deadline_ns,
                             std::error_code* ec);
+tcp_stream connect_deadline(const address& to, std::int64_t deadline_ns, std::error_code* ec);
 // connect_unix() connects to a Unix stream socket at path.
 unix_stream connect_unix(std::string_view path);
+unix_stream connect_unix(std::string_view path, std::error_code& ec);
 
 // listener: a listening stream socket; accept() returns the next connection.
 template <class Stream>
@@ -165,8 +189,16 @@ using unix_listener = basic_listener<unix_stream>;
 // listen() binds host:port (SO_REUSEADDR on; port 0 picks a free one, local_address()
 // tells which) and listens. Throws std::system_error naming the address (EADDRINUSE...).
 tcp_listener listen(std::string_view host, std::uint16_t port, int backlog = 128);
+tcp_listener listen(std::string_view host, std::uint16_t port, int backlog, std::error_code& ec);
+inline tcp_listener listen(std::string_view host, std::uint16_t port, std::error_code& ec) {
+  return listen(host, port, 128, ec);
+}
 // listen_unix() binds a Unix stream socket at path (which must not exist) and listens.
 unix_listener listen_unix(std::string_view path, int backlog = 128);
+unix_listener listen_unix(std::string_view path, int backlog, std::error_code& ec);
+inline unix_listener listen_unix(std::string_view path, std::error_code& ec) {
+  return listen_unix(path, 128, ec);
+}
 
 // datagram_socket: UDP or Unix datagrams; each send is one datagram, each receive one.
 class datagram_socket : public socket {
@@ -178,15 +210,24 @@ class datagram_socket : public socket {
   std::size_t send_to(std::string_view data, const address& to) {
     return send_to(data.data(), data.size(), to);
   }
+  std::size_t send_to(std::string_view data, const address& to, std::error_code& ec) {
+    return send_to(data.data(), data.size(), to, ec);
+  }
   // recv_from() waits for a datagram, stores its sender in from, returns its size (cut to len).
   std::size_t recv_from(void* buf, std::size_t len, address& from);
   std::size_t recv_from(void* buf, std::size_t len, address& from, std::error_code& ec);
 
   // connect() fixes the peer; then send() and recv() need no address.
   void connect(const address& to);
+  void connect(const address& to, std::error_code& ec) noexcept;
   std::size_t send(const void* buf, std::size_t len);
+  std::size_t send(const void* buf, std::size_t len, std::error_code& ec);
   std::size_t send(std::string_view data) { return send(data.data(), data.size()); }
+  std::size_t send(std::string_view data, std::error_code& ec) {
+    return send(data.data(), data.size(), ec);
+  }
   std::size_t recv(void* buf, std::size_t len);
+  std::size_t recv(void* buf, std::size_t len, std::error_code& ec);
 
  protected:
   explicit datagram_socket(int fd) : socket(fd) {}
@@ -198,8 +239,11 @@ class udp_socket : public datagram_socket {
   explicit udp_socket(int fd) : datagram_socket(fd) {}
   // bind() is a UDP socket bound to host:port (port 0: any free port).
   static udp_socket bind(std::string_view host, std::uint16_t port);
+  static udp_socket bind(std::string_view host, std::uint16_t port, std::error_code& ec);
   // open() is an unbound UDP socket of a family (AF_INET, AF_INET6).
   static udp_socket open(int family = AF_INET);
+  static udp_socket open(int family, std::error_code& ec);
+  static udp_socket open(std::error_code& ec) { return open(AF_INET, ec); }
 };
 
 class unix_datagram : public datagram_socket {
@@ -207,13 +251,29 @@ class unix_datagram : public datagram_socket {
   unix_datagram() noexcept = default;
   explicit unix_datagram(int fd) : datagram_socket(fd) {}
   static unix_datagram bind(std::string_view path);
+  static unix_datagram bind(std::string_view path, std::error_code& ec);
   static unix_datagram open();
+  static unix_datagram open(std::error_code& ec);
 };
 
 template <class Rep, class Period>
 tcp_stream connect(std::string_view host, std::uint16_t port,
                    std::chrono::duration<Rep, Period> limit) {
   return connect_deadline(host, port, detail::deadline_after(limit), nullptr);
+}
+template <class Rep, class Period>
+tcp_stream connect(std::string_view host, std::uint16_t port,
+                   std::chrono::duration<Rep, Period> limit, std::error_code& ec) {
+  return connect_deadline(host, port, detail::deadline_after(limit), &ec);
+}
+template <class Rep, class Period>
+tcp_stream connect(const address& to, std::chrono::duration<Rep, Period> limit) {
+  return connect_deadline(to, detail::deadline_after(limit), nullptr);
+}
+template <class Rep, class Period>
+tcp_stream connect(const address& to, std::chrono::duration<Rep, Period> limit,
+                   std::error_code& ec) {
+  return connect_deadline(to, detail::deadline_after(limit), &ec);
 }
 
 }  // namespace tendril::net

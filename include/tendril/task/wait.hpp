@@ -90,13 +90,20 @@ std::vector<waitable_ref> wait_for(const std::vector<waitable_ref>& objects,
                                    std::chrono::duration<Rep, Period> d,
                                    std::size_t count = std::numeric_limits<std::size_t>::max());
 
-// iwait() yields the objects one by one as they become ready. Switches: yes, in each step.
+// iwait() yields the objects one by one as they become ready; with a limit, the iteration
+// ends once it has passed (for all the steps together, as gevent's timeout). Switches: yes,
+// in each step.
 //   for (tendril::waitable_ref r : tendril::iwait({t1, t2, e})) { ... r.is(t1) ... }
 class iwait {
  public:
-  explicit iwait(std::vector<waitable_ref> objects, std::int64_t deadline_ns = detail::forever_ns)
-      : objects_(std::move(objects)), collector_(objects_), deadline_(deadline_ns) {}
+  explicit iwait(std::vector<waitable_ref> objects)
+      : objects_(std::move(objects)), collector_(objects_), deadline_(detail::forever_ns) {}
   iwait(std::initializer_list<waitable_ref> objects) : iwait(std::vector<waitable_ref>(objects)) {}
+  template <class Rep, class Period>
+  iwait(std::vector<waitable_ref> objects, std::chrono::duration<Rep, Period> limit)
+      : objects_(std::move(objects)),
+        collector_(objects_),
+        deadline_(detail::deadline_after(limit)) {}
 
   class iterator {
    public:

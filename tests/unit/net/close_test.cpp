@@ -148,7 +148,7 @@ TEST(close, close_wakes_a_greenlet_waiting_in_connect_with_ebadf) {
   const std::size_t count_before = tendril::test::open_descriptors();
   auto connector = spawn([&] {
     std::error_code ec;
-    tcp_stream s = tendril::net::connect(full.address(), tendril::detail::forever_ns, ec);
+    tcp_stream s = tendril::net::connect(full.address(), ec);
     EXPECT_FALSE(s.is_open());
     return ec;
   });

@@ -144,7 +144,7 @@ inline full_listener make_full_listener() {
   const net::address to = f.address();
   for (int i = 0; i < 64; ++i) {
     std::error_code ec;
-    net::tcp_stream s = net::connect(to, detail::deadline_after(250ms), ec);
+    net::tcp_stream s = net::connect(to, std::chrono::milliseconds(250), ec);
     if (ec == std::errc::timed_out) return f;
     if (ec) throw std::system_error(ec, "filling the queue of " + to.to_string());
     f.queued.push_back(std::move(s));

@@ -241,7 +241,7 @@ TEST(stream_server, stop_waits_for_handlers_up_to_the_grace_then_kills_the_rest)
   EXPECT_EQ(clients[3].recv(8), "");
   // And no one is accepted any more.
   std::error_code ec;
-  tendril::net::connect(at, tendril::detail::forever_ns, ec);
+  tendril::net::connect(at, ec);
   EXPECT_EQ(ec, std::errc::connection_refused);
 }
 

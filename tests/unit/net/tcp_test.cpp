@@ -379,7 +379,7 @@ TEST(tcp, connect_with_a_time_limit_to_a_listener_that_never_answers_times_out) 
   EXPECT_LT(w.elapsed(), 10s);
 
   std::error_code ec;
-  tcp_stream s = tendril::net::connect(full.address(), tendril::detail::deadline_after(100ms), ec);
+  tcp_stream s = tendril::net::connect(full.address(), 100ms, ec);
   EXPECT_EQ(ec, std::errc::timed_out);
   EXPECT_FALSE(s.is_open());
 }
@@ -641,4 +641,60 @@ TEST(tcp, a_moved_stream_keeps_working_and_the_source_is_closed) {
   assigned = std::move(moved);
   assigned.send_all("again");
   EXPECT_EQ(server.recv_exact(5), "again");
+}
+
+// --- the error_code twins -------------------------------------------------------------------
+
+TEST(tcp, recv_exact_twins_return_what_they_read_before_the_failure) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  client.send_all("abc");
+  server.set_timeout(50ms);
+  std::error_code ec;
+  char buf[10] = {};
+  EXPECT_EQ(server.recv_exact(buf, sizeof buf, ec), 3u);  // then the time limit
+  EXPECT_EQ(ec, std::errc::timed_out);
+  EXPECT_EQ(std::string(buf, 3), "abc");
+  client.send_all("defg");
+  EXPECT_EQ(server.recv_exact(10, ec), "defg");  // the string twin keeps them too
+  EXPECT_EQ(ec, std::errc::timed_out);
+  client.send_all("hi");
+  client.close();
+  EXPECT_EQ(server.recv_exact(5, ec), "hi");
+  EXPECT_EQ(ec, tendril::net::errc::end_of_stream);
+  EXPECT_EQ(server.recv(4, ec), "");  // end of stream: no error, nothing
+  EXPECT_FALSE(ec);
+}
+
+TEST(tcp, every_throwing_call_has_a_twin_that_reports_instead) {
+  std::error_code ec;
+  // listen on a port in use
+  tcp_listener l = tendril::net::listen("127.0.0.1", 0);
+  tcp_listener again = tendril::net::listen("127.0.0.1", l.local_address().port(), ec);
+  EXPECT_EQ(ec, std::errc::address_in_use);
+  EXPECT_FALSE(again.is_open());
+  again = tendril::net::listen("no-such-host.invalid", 0, 16, ec);
+  EXPECT_TRUE(ec);
+  // connect: refused, by address and by name, with and without a limit
+  const std::uint16_t closed = closed_port();
+  const tendril::net::address to = tendril::net::address::ip("127.0.0.1", closed);
+  EXPECT_FALSE(tendril::net::connect(to, ec).is_open());
+  EXPECT_EQ(ec, std::errc::connection_refused);
+  EXPECT_FALSE(tendril::net::connect(to, 5s, ec).is_open());
+  EXPECT_EQ(ec, std::errc::connection_refused);
+  EXPECT_FALSE(tendril::net::connect("127.0.0.1", closed, 5s, ec).is_open());
+  EXPECT_EQ(ec, std::errc::connection_refused);
+  // and a success clears ec
+  tcp_stream s = tendril::net::connect(l.local_address(), 5s, ec);
+  EXPECT_FALSE(ec);
+  EXPECT_TRUE(s.is_open());
+  s.set_nodelay(true, ec);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(s.send("x", ec), 1u);
+  EXPECT_EQ(s.send_all(std::string_view("yz"), ec), 2u);
+  EXPECT_FALSE(ec);
+  s.close();
+  s.set_nodelay(true, ec);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  EXPECT_EQ(s.send_all(std::string_view("yz"), ec), 0u);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
 }

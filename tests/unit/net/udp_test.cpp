@@ -200,3 +200,33 @@ TEST(udp, calls_on_a_closed_socket_fail_with_ebadf) {
   EXPECT_THROW(s.recv_from(buf, sizeof buf, from), std::system_error);
   EXPECT_THROW(s.connect(to), std::system_error);
 }
+
+TEST(udp, the_error_code_twins_report_instead_of_throwing) {
+  std::error_code ec;
+  udp_socket a = udp_socket::bind("127.0.0.1", 0);
+  udp_socket b = udp_socket::bind("127.0.0.1", a.local_address().port(), ec);
+  EXPECT_EQ(ec, std::errc::address_in_use);
+  EXPECT_FALSE(b.is_open());
+  udp_socket c = udp_socket::open(ec);
+  EXPECT_FALSE(ec);
+  char buf[8];
+  EXPECT_EQ(c.send("x", ec), 0u);  // not connected: no peer to send to
+  EXPECT_EQ(ec, std::errc::not_connected);
+  c.connect(a.local_address(), ec);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(c.send(std::string_view("ping"), ec), 4u);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(a.recv(buf, sizeof buf, ec), 4u);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(std::string(buf, 4), "ping");
+  EXPECT_EQ(a.send_to(std::string_view("pong"), c.local_address(), ec), 4u);
+  c.set_timeout(0s);
+  EXPECT_EQ(c.recv(buf, sizeof buf, ec), 4u);
+  EXPECT_EQ(c.recv(buf, sizeof buf, ec), 0u);  // nothing more: the zero time limit
+  EXPECT_EQ(ec, std::errc::timed_out);
+  c.close();
+  c.connect(a.local_address(), ec);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  EXPECT_EQ(udp_socket::open(12345, ec).is_open(), false);  // no such family
+  EXPECT_TRUE(ec);
+}

@@ -206,3 +206,33 @@ TEST(unix_socket, a_path_too_long_or_empty_is_invalid_argument) {
   EXPECT_THROW(tendril::net::listen_unix(long_path), std::invalid_argument);
   EXPECT_THROW(tendril::net::connect_unix(long_path), std::invalid_argument);
 }
+
+TEST(unix_socket, the_error_code_twins_report_instead_of_throwing) {
+  temp_dir dir;
+  const std::string path = dir.file("twins.sock");
+  std::error_code ec;
+  unix_stream none = tendril::net::connect_unix(path, ec);  // nobody there
+  EXPECT_EQ(ec, std::errc::no_such_file_or_directory);
+  EXPECT_FALSE(none.is_open());
+  unix_listener l = tendril::net::listen_unix(path, ec);
+  EXPECT_FALSE(ec);
+  unix_listener twice = tendril::net::listen_unix(path, 8, ec);
+  EXPECT_EQ(ec, std::errc::address_in_use);
+  EXPECT_FALSE(twice.is_open());
+  unix_stream c = tendril::net::connect_unix(path, ec);
+  EXPECT_FALSE(ec);
+  EXPECT_TRUE(c.is_open());
+  auto [a, b] = unix_stream::pair(ec);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(a.send_all(std::string_view("pair"), ec), 4u);
+  EXPECT_EQ(b.recv_exact(4, ec), "pair");
+  const std::string dgram = dir.file("twins.dgram");
+  unix_datagram d = unix_datagram::bind(dgram, ec);
+  EXPECT_FALSE(ec);
+  unix_datagram d2 = unix_datagram::bind(dgram, ec);
+  EXPECT_EQ(ec, std::errc::address_in_use);
+  EXPECT_FALSE(d2.is_open());
+  unix_datagram sender = unix_datagram::open(ec);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(sender.send_to(std::string_view("d"), d.local_address(), ec), 1u);
+}

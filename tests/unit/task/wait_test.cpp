@@ -226,3 +226,13 @@ TEST_F(waiting, an_event_set_from_another_thread_ends_a_wait) {
   EXPECT_TRUE(done[0].is(r));
   EXPECT_TRUE(done[1].is(e));
 }
+
+TEST_F(waiting, iwait_with_a_limit_ends_the_iteration_once_it_passed) {
+  event e;
+  event never;
+  auto t = spawn([&] { e.set(); });
+  std::vector<bool> got;
+  for (const waitable_ref& r : tendril::iwait({e, never}, 200ms)) got.push_back(r.is(e));
+  EXPECT_EQ(got, std::vector<bool>{true});  // e, then the limit; never is not yielded
+  t.join();
+}
