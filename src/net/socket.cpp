@@ -568,8 +568,7 @@ Stream basic_listener<Stream>::accept(address* peer) {
 template class basic_listener<tcp_stream>;
 template class basic_listener<unix_stream>;
 
-tcp_listener listen(std::string_view host, std::uint16_t port, int backlog,
-                    std::error_code& ec) {
+tcp_listener listen(std::string_view host, std::uint16_t port, int backlog, std::error_code& ec) {
   ec.clear();
   std::vector<address> candidates =
       resolve(host.empty() ? "0.0.0.0" : host, std::to_string(port), ec, AF_UNSPEC, SOCK_STREAM);
