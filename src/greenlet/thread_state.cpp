@@ -53,8 +53,12 @@ bool describe_overflow(const void* addr, char* buf, std::size_t len) noexcept {
   if (cur == nullptr || !stack_pool::in_guard(cur->stk, addr)) return false;
   char* end = buf + len - 1;
   char* p = buf;
+  // As record_name() names it, without allocating (a task: "Greenlet-N").
   if (cur->name) {
     p = put_text(p, end, cur->name->c_str());
+  } else if (cur->name_prefix) {
+    p = put_text(p, end, cur->name_prefix);
+    p = put_number(p, end, cur->name_number);
   } else {
     p = put_text(p, end, "greenlet-");
     p = put_number(p, end, cur->id);

@@ -81,6 +81,19 @@ TEST_F(greenlet_death, stack_overflow_on_the_default_stack_reports_the_greenlet_
       "tendril: stack overflow in greenlet 'greenlet-[0-9]+'");
 }
 
+// A task's greenlet is named by a prefix and its number ("Greenlet-N", made up when asked):
+// the report names it so, as task::name() does.
+TEST_F(greenlet_death, stack_overflow_in_a_task_reports_the_tasks_name) {
+  EXPECT_DEATH(
+      {
+        greenlet g([] { recurse(0); }, small_stack);
+        g.record()->name_prefix = "Greenlet-";
+        g.record()->name_number = 42;
+        g.switch_to();
+      },
+      "tendril: stack overflow in greenlet 'Greenlet-42'");
+}
+
 TEST_F(greenlet_death, stack_overflow_after_trim_stack_cache_is_still_caught) {
   EXPECT_DEATH(
       {
