@@ -15,30 +15,30 @@ void mutex::lock_shielded() { lock_deadline(detail::forever_ns, true); }
 
 bool mutex::lock_deadline(std::int64_t deadline_ns, bool shielded) {
   const void* me = current_greenlet();
-  if (owner_ == me) {
+  if (owner_.load(std::memory_order_relaxed) == me) {
     throw std::logic_error("tendril::mutex::lock: the greenlet '" +
                            detail::record_name(static_cast<const detail::greenlet_record*>(me)) +
                            "' already holds this mutex (it is not recursive)");
   }
   bool got = sem_.acquire_deadline(deadline_ns, shielded);
-  if (got) owner_ = me;
+  if (got) owner_.store(me, std::memory_order_relaxed);
   return got;
 }
 
 bool mutex::try_lock() {
   if (!sem_.try_acquire()) return false;
-  owner_ = current_greenlet();
+  owner_.store(current_greenlet(), std::memory_order_relaxed);
   return true;
 }
 
 void mutex::unlock() {
   const void* me = current_greenlet();
-  if (owner_ != me) {
+  if (owner_.load(std::memory_order_relaxed) != me) {
     throw std::logic_error("tendril::mutex::unlock: greenlet '" +
                            detail::record_name(static_cast<const detail::greenlet_record*>(me)) +
                            "' does not hold this mutex");
   }
-  owner_ = nullptr;
+  owner_.store(nullptr, std::memory_order_relaxed);
   sem_.release();
 }
 

@@ -104,6 +104,10 @@ class async_result {
   bool wait_for(std::chrono::duration<Rep, Period> d) {
     return core_.wait_deadline(detail::deadline_after(d));
   }
+  template <class Clock, class Duration>
+  bool wait_until(std::chrono::time_point<Clock, Duration> tp) {
+    return core_.wait_deadline(detail::deadline_at(tp));
+  }
 
   // get() waits, then returns the value (a copy) or rethrows the exception. Switches: yes.
   T get() {
@@ -113,20 +117,27 @@ class async_result {
   // get_for() is get() with a time limit: an empty optional if it ran out (T = void: false).
   template <class Rep, class Period>
   auto get_for(std::chrono::duration<Rep, Period> d) {
-    if constexpr (std::is_void_v<T>) {
-      if (!wait_for(d)) return false;
-      take();
-      return true;
-    } else {
-      if (!wait_for(d)) return std::optional<T>();
-      return std::optional<T>(take());
-    }
+    return get_deadline(detail::deadline_after(d));
+  }
+  template <class Clock, class Duration>
+  auto get_until(std::chrono::time_point<Clock, Duration> tp) {
+    return get_deadline(detail::deadline_at(tp));
   }
 
   void observe(detail::observer& o) { core_.observe(o); }
   void unobserve(detail::observer& o) noexcept { core_.unobserve(o); }
 
  private:
+  auto get_deadline(std::int64_t deadline_ns) {
+    if constexpr (std::is_void_v<T>) {
+      if (!core_.wait_deadline(deadline_ns)) return false;
+      take();
+      return true;
+    } else {
+      if (!core_.wait_deadline(deadline_ns)) return std::optional<T>();
+      return std::optional<T>(take());
+    }
+  }
   T take() {
     std::unique_lock lock(core_.mutex());
     if (error_) std::rethrow_exception(error_);

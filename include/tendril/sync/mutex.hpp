@@ -4,6 +4,7 @@
 #ifndef TENDRIL_SYNC_MUTEX_HPP
 #define TENDRIL_SYNC_MUTEX_HPP
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -31,6 +32,10 @@ class mutex {
   bool try_lock_for(std::chrono::duration<Rep, Period> d) {
     return lock_deadline(detail::deadline_after(d));
   }
+  template <class Clock, class Duration>
+  bool try_lock_until(std::chrono::time_point<Clock, Duration> tp) {
+    return lock_deadline(detail::deadline_at(tp));
+  }
   // unlock() releases it; the longest waiter gets it next. Switches: no.
   void unlock();
 
@@ -40,7 +45,9 @@ class mutex {
  private:
   bool lock_deadline(std::int64_t deadline_ns, bool shielded = false);
   semaphore sem_;
-  const void* owner_ = nullptr;  // the greenlet that holds it
+  // The greenlet that holds it. Atomic: a greenlet of another thread reads it (to refuse a
+  // recursive lock) while the holder sets it; the semaphore orders the holders themselves.
+  std::atomic<const void*> owner_{nullptr};
 };
 
 // condition_variable: wait(lock) releases the mutex and waits for notify_one() or

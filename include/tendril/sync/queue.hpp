@@ -48,6 +48,10 @@ class queue {
   bool put_for(U&& item, std::chrono::duration<Rep, Period> d) {
     return put_as(std::forward<U>(item), detail::deadline_after(d));
   }
+  template <class U, class Clock, class Duration>
+  bool put_until(U&& item, std::chrono::time_point<Clock, Duration> tp) {
+    return put_as(std::forward<U>(item), detail::deadline_at(tp));
+  }
   // try_put() puts only if that needs no wait (an lvalue T is moved from only then).
   // Switches: no.
   template <class U>
@@ -255,6 +259,10 @@ class joinable_queue : public queue<T> {
   bool put_for(U&& item, std::chrono::duration<Rep, Period> d) {
     return counted_put(std::forward<U>(item), detail::deadline_after(d));
   }
+  template <class U, class Clock, class Duration>
+  bool put_until(U&& item, std::chrono::time_point<Clock, Duration> tp) {
+    return counted_put(std::forward<U>(item), detail::deadline_at(tp));
+  }
 
   // task_done() marks one item finished; calling it more often than put() is a bug
   // (std::logic_error).
@@ -274,6 +282,10 @@ class joinable_queue : public queue<T> {
   template <class Rep, class Period>
   bool join_for(std::chrono::duration<Rep, Period> d) {
     return join_deadline(detail::deadline_after(d));
+  }
+  template <class Clock, class Duration>
+  bool join_until(std::chrono::time_point<Clock, Duration> tp) {
+    return join_deadline(detail::deadline_at(tp));
   }
 
  private:

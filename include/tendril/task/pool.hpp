@@ -53,9 +53,15 @@ class group {
   }
   template <class Rep, class Period>
   bool join_for(std::chrono::duration<Rep, Period> d) {
-    const std::int64_t deadline = detail::deadline_after(d);
+    return join_deadline(detail::deadline_after(d));
+  }
+  template <class Clock, class Duration>
+  bool join_until(std::chrono::time_point<Clock, Duration> tp) {
+    return join_deadline(detail::deadline_at(tp));
+  }
+  bool join_deadline(std::int64_t deadline_ns) {
     while (std::optional<task_base> t = next_other()) {
-      if (!t->join_deadline(deadline)) return false;
+      if (!t->join_deadline(deadline_ns)) return false;
     }
     return true;
   }

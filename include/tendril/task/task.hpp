@@ -266,15 +266,23 @@ void joinall(Range& tasks) {
   for (auto& t : tasks) t.join();
 }
 
-// joinall_for() waits at most d for all of them and returns those that ended, in order.
-template <class Rep, class Period, class Range>
-auto joinall_for(std::chrono::duration<Rep, Period> d, Range& tasks) {
-  const std::int64_t deadline = detail::deadline_after(d);
+// joinall_for() waits at most d for all of them and returns those that ended, in order;
+// joinall_until() waits until tp.
+template <class Range>
+auto joinall_deadline(std::int64_t deadline_ns, Range& tasks) {
   std::vector<std::decay_t<decltype(*std::begin(tasks))>> done;
   for (auto& t : tasks) {
-    if (t.join_deadline(deadline)) done.push_back(t);
+    if (t.join_deadline(deadline_ns)) done.push_back(t);
   }
   return done;
+}
+template <class Rep, class Period, class Range>
+auto joinall_for(std::chrono::duration<Rep, Period> d, Range& tasks) {
+  return joinall_deadline(detail::deadline_after(d), tasks);
+}
+template <class Clock, class Duration, class Range>
+auto joinall_until(std::chrono::time_point<Clock, Duration> tp, Range& tasks) {
+  return joinall_deadline(detail::deadline_at(tp), tasks);
 }
 
 // killall() kills every task, then (with block) waits for all of them.

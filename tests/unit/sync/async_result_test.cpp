@@ -243,3 +243,17 @@ TEST(async_results_across_threads, many_tasks_wait_for_a_result_set_from_another
   th.join();
   EXPECT_EQ(right, 30);
 }
+
+TEST_F(async_results, wait_until_and_get_until_end_at_a_time_point) {
+  tendril::async_result<int> r;
+  const auto soon = std::chrono::steady_clock::now() + 200ms;
+  EXPECT_FALSE(r.wait_until(soon));
+  EXPECT_EQ(r.get_until(std::chrono::steady_clock::now() + 200ms), std::nullopt);
+  auto setter = spawn([&] { r.set(5); });
+  EXPECT_TRUE(r.wait_until(std::chrono::steady_clock::now() + 1h));
+  EXPECT_EQ(r.get_until(std::chrono::system_clock::now() + 1h), 5);
+  tendril::async_result<void> v;
+  EXPECT_FALSE(v.get_until(std::chrono::steady_clock::now() + 10ms));
+  v.set();
+  EXPECT_TRUE(v.get_until(std::chrono::steady_clock::now() + 10ms));
+}

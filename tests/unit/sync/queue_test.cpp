@@ -570,3 +570,19 @@ TEST_F(joinable_queues, a_put_that_did_not_happen_is_not_counted) {
   q.task_done();
   q.join();
 }
+
+TEST_F(joinable_queues, put_until_and_join_until_end_at_a_time_point) {
+  joinable_queue<int> q(1);
+  EXPECT_TRUE(q.put_until(1, std::chrono::steady_clock::now() + 10ms));
+  int kept = 2;
+  EXPECT_FALSE(q.put_until(kept, std::chrono::steady_clock::now() + 100ms));  // full
+  EXPECT_EQ(kept, 2);
+  EXPECT_FALSE(q.join_until(std::chrono::steady_clock::now() + 100ms));  // 1 not done
+  EXPECT_EQ(q.get(), 1);
+  q.task_done();
+  EXPECT_TRUE(q.join_until(std::chrono::steady_clock::now() + 100ms));
+  queue<int> plain(1);
+  EXPECT_TRUE(plain.put_until(3, std::chrono::steady_clock::now() + 10ms));
+  EXPECT_FALSE(plain.put_until(4, std::chrono::steady_clock::now() + 10ms));
+  EXPECT_EQ(plain.get_until(std::chrono::steady_clock::now() + 10ms), 3);
+}

@@ -177,6 +177,19 @@ TEST_F(groups, a_member_joins_and_kills_the_others) {
   EXPECT_EQ(g.size(), 0u);
 }
 
+TEST_F(groups, join_until_returns_false_at_the_time_point_and_joinall_until_the_finished_ones) {
+  group g;
+  auto slow = g.spawn([] { tendril::sleep(1h); });
+  auto quick = g.spawn([] {});
+  EXPECT_FALSE(g.join_until(std::chrono::steady_clock::now() + 100ms));
+  std::vector<tendril::task<void>> both{slow, quick};
+  const auto done = tendril::joinall_until(std::chrono::steady_clock::now() + 100ms, both);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_TRUE(done[0] == quick);
+  g.kill();
+  EXPECT_TRUE(g.join_until(std::chrono::steady_clock::now() + 1ms));
+}
+
 // --- pool ----------------------------------------------------------------------------------
 
 TEST_F(pools, free_count_counts_the_free_slots) {
