@@ -9,6 +9,7 @@
 #include "tendril/hub/exceptions.hpp"
 #include "tendril/hub/hub.hpp"
 #include "tendril/io/file.hpp"
+#include "tendril/monkey/monkey.hpp"
 #include "tendril/net/address.hpp"
 #include "tendril/net/error.hpp"
 #include "tendril/net/resolve.hpp"

@@ -13,6 +13,15 @@ stream_server::stream_server(std::string_view host, std::uint16_t port, handler 
 stream_server::stream_server(std::string_view host, std::uint16_t port, handler h, options o)
     : stream_server(listen(host, port, o.backlog), std::move(h), o) {}
 
+stream_server::stream_server(const address& at, handler h)
+    : stream_server(at, std::move(h), options{}) {}
+
+stream_server::stream_server(const address& at, handler h, options o)
+    : stream_server(listen(at, o.backlog), std::move(h), o) {}
+
+stream_server::stream_server(tcp_listener listener, handler h)
+    : stream_server(std::move(listener), std::move(h), options{}) {}
+
 stream_server::stream_server(tcp_listener listener, handler h, options o)
     : listener_(std::move(listener)), handler_(std::move(h)), options_(o) {
   if (!handler_) throw std::invalid_argument("tendril::net::stream_server: an empty handler");

@@ -574,20 +574,32 @@ tcp_listener listen(std::string_view host, std::uint16_t port, int backlog, std:
       resolve(host.empty() ? "0.0.0.0" : host, std::to_string(port), ec, AF_UNSPEC, SOCK_STREAM);
   if (ec) return {};
   for (const address& a : candidates) {
-    int fd = new_socket(a.family(), SOCK_STREAM, ec);
-    if (fd < 0) continue;
-    tcp_listener l(fd);
-    int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(fd, a.data(), a.size()) != 0 || ::listen(fd, backlog) != 0) {
-      ec = errno_code(errno);
-      continue;
-    }
-    ec.clear();
-    return l;
+    tcp_listener l = listen(a, backlog, ec);
+    if (!ec) return l;
   }
   if (!ec) ec = errno_code(EADDRNOTAVAIL);  // no address at all
   return {};
+}
+
+tcp_listener listen(const address& at, int backlog, std::error_code& ec) {
+  ec.clear();
+  int fd = new_socket(at.family(), SOCK_STREAM, ec);
+  if (fd < 0) return {};
+  tcp_listener l(fd);
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd, at.data(), at.size()) != 0 || ::listen(fd, backlog) != 0) {
+    ec = errno_code(errno);
+    return {};
+  }
+  return l;
+}
+
+tcp_listener listen(const address& at, int backlog) {
+  std::error_code ec;
+  tcp_listener l = listen(at, backlog, ec);
+  if (ec) throw std::system_error(ec, "tendril::net::listen on " + at.to_string());
+  return l;
 }
 
 tcp_listener listen(std::string_view host, std::uint16_t port, int backlog) {

@@ -36,6 +36,9 @@ class stream_server {
   // std::system_error naming the address (EADDRINUSE...).
   stream_server(std::string_view host, std::uint16_t port, handler h);
   stream_server(std::string_view host, std::uint16_t port, handler h, options o);
+  stream_server(const address& at, handler h);
+  stream_server(const address& at, handler h, options o);
+  stream_server(tcp_listener listener, handler h);
   stream_server(tcp_listener listener, handler h, options o);
   stream_server(const stream_server&) = delete;
   stream_server& operator=(const stream_server&) = delete;

@@ -193,6 +193,10 @@ tcp_listener listen(std::string_view host, std::uint16_t port, int backlog, std:
 inline tcp_listener listen(std::string_view host, std::uint16_t port, std::error_code& ec) {
   return listen(host, port, 128, ec);
 }
+// The same on one address.
+tcp_listener listen(const address& at, int backlog = 128);
+tcp_listener listen(const address& at, int backlog, std::error_code& ec);
+inline tcp_listener listen(const address& at, std::error_code& ec) { return listen(at, 128, ec); }
 // listen_unix() binds a Unix stream socket at path (which must not exist) and listens.
 unix_listener listen_unix(std::string_view path, int backlog = 128);
 unix_listener listen_unix(std::string_view path, int backlog, std::error_code& ec);

@@ -109,7 +109,8 @@ class async_result {
     return core_.wait_deadline(detail::deadline_at(tp));
   }
 
-  // get() waits, then returns the value (a copy) or rethrows the exception. Switches: yes.
+  // get() waits, then returns the value (a copy; a move-only value is moved out by the first
+  // get(), and a second one throws std::logic_error) or rethrows the exception. Switches: yes.
   T get() {
     wait();
     return take();
@@ -141,12 +142,24 @@ class async_result {
   T take() {
     std::unique_lock lock(core_.mutex());
     if (error_) std::rethrow_exception(error_);
-    if constexpr (!std::is_void_v<T>) return *value_;
+    if constexpr (std::is_void_v<T>) {
+      return;
+    } else if constexpr (std::is_copy_constructible_v<T>) {
+      return *value_;
+    } else {
+      if (taken_) {
+        throw std::logic_error(
+            "tendril::async_result: its move-only value was already taken by get()");
+      }
+      taken_ = true;
+      return std::move(*value_);
+    }
   }
 
   detail::async_core core_;
   std::optional<stored> value_;
   std::exception_ptr error_;
+  bool taken_ = false;  // a move-only value was moved out by get()
 };
 
 }  // namespace tendril

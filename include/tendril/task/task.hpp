@@ -56,6 +56,7 @@ struct task_core {
 template <class R>
 struct task_state : task_core {
   std::optional<std::conditional_t<std::is_void_v<R>, bool, R>> value;
+  bool taken = false;  // a move-only result was moved out by get()
 };
 
 template <class R>
@@ -202,13 +203,25 @@ class task : public task_base {
   task() noexcept = default;
 
   // get() waits for the task, then returns its result (a copy) or rethrows its exception;
-  // a killed task has none: task_killed. Switches: yes.
+  // a killed task has none: task_killed. A result that cannot be copied (a unique_ptr) is
+  // moved out by the first get(); a second get() throws std::logic_error. Switches: yes.
   R get() {
     join();
     auto& st = state();
     if (st.error) std::rethrow_exception(st.error);
+    if (st.taken) {
+      throw std::logic_error("tendril: task '" + name() +
+                             "': its move-only result was already taken by get()");
+    }
     if (!st.value) throw task_killed("tendril: task '" + name() + "' was killed and has no result");
-    if constexpr (!std::is_void_v<R>) return *st.value;
+    if constexpr (std::is_void_v<R>) {
+      return;
+    } else if constexpr (std::is_copy_constructible_v<R>) {
+      return *st.value;
+    } else {
+      st.taken = true;
+      return std::move(*st.value);
+    }
   }
   // value() is the result once the task ended successfully, an empty optional otherwise
   // (also while it runs). Switches: no.

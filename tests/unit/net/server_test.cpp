@@ -469,3 +469,23 @@ TEST(stream_server, a_handler_can_stop_the_server_it_runs_in) {
   EXPECT_EQ(other.recv(8), "");
   ASSERT_TRUE(tendril::test::eventually([&] { return server.connections() == 0; }));
 }
+
+TEST(stream_server, serves_on_an_address_or_a_listener_made_beforehand) {
+  stream_server by_address(address::ip("127.0.0.1", 0), echo);
+  by_address.start();
+  stream_server by_listener(tendril::net::listen(address::ip("127.0.0.1", 0)), echo);
+  by_listener.start();
+  for (stream_server* s : {&by_address, &by_listener}) {
+    tcp_stream c = tendril::net::connect(s->local_address());
+    c.send_all("hi");
+    EXPECT_EQ(c.recv_exact(2), "hi");
+  }
+  // The address form names what it could not bind.
+  try {
+    stream_server taken(by_address.local_address(), echo);
+    ADD_FAILURE() << "bound a port in use";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::address_in_use);
+    EXPECT_TRUE(contains(e.what(), by_address.local_address().to_string())) << e.what();
+  }
+}

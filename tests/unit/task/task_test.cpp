@@ -990,3 +990,15 @@ TEST_F(tasks, a_task_handle_used_from_another_thread_throws_wrong_thread) {
   go.set();
   EXPECT_EQ(t.get(), 7);
 }
+
+TEST_F(tasks, a_move_only_result_is_moved_out_by_get_once) {
+  auto t = spawn([] { return std::make_unique<int>(7); });
+  std::unique_ptr<int> p = t.get();
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(*p, 7);
+  EXPECT_THROW(t.get(), std::logic_error);
+  tendril::async_result<std::unique_ptr<int>> r;
+  r.set(std::make_unique<int>(8));
+  EXPECT_EQ(*r.get(), 8);
+  EXPECT_THROW(r.get(), std::logic_error);
+}
