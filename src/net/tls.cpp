@@ -499,25 +499,27 @@ std::size_t send_op(state* sp, const void* buf, std::size_t len, std::error_code
   return 0;
 }
 
-void send_all_op(state* sp, const void* buf, std::size_t len, std::error_code& ec,
-                 std::string* why) {
+std::size_t send_all_op(state* sp, const void* buf, std::size_t len, std::error_code& ec,
+                        std::string* why) {
   ec.clear();
   const auto* p = static_cast<const char*>(buf);
   std::size_t sent = 0;
-  if (len == 0 && !check(sp, phase::send, ec, why)) return;
+  if (len == 0 && !check(sp, phase::send, ec, why)) return 0;
   while (sent < len) {
     sent += send_op(sp, p + sent, len - sent, ec, why);
-    if (ec) return;
+    if (ec) break;
   }
+  return sent;
 }
 
-void recv_exact_op(state* sp, void* buf, std::size_t len, std::error_code& ec, std::string* why) {
+std::size_t recv_exact_op(state* sp, void* buf, std::size_t len, std::error_code& ec,
+                          std::string* why) {
   ec.clear();
   auto* p = static_cast<char*>(buf);
   std::size_t got = 0;
   while (got < len) {
     const std::size_t n = recv_op(sp, p + got, len - got, ec, why);
-    if (ec) return;
+    if (ec) break;
     if (n == 0) {
       ec = errc::end_of_stream;
       if (why != nullptr) {
@@ -525,10 +527,11 @@ void recv_exact_op(state* sp, void* buf, std::size_t len, std::error_code& ec, s
                        "recv_exact of " + std::to_string(len) +
                            " bytes: the peer ended the session after " + std::to_string(got));
       }
-      return;
+      break;
     }
     got += n;
   }
+  return got;
 }
 
 void shutdown_op(state* sp, std::error_code& ec, std::string* why) {
@@ -958,8 +961,14 @@ std::string tls_stream::recv(std::size_t max) {
   return s;
 }
 
-void tls_stream::recv_exact(void* buf, std::size_t len, std::error_code& ec) {
-  recv_exact_op(st_, buf, len, ec, nullptr);
+std::string tls_stream::recv(std::size_t max, std::error_code& ec) {
+  std::string s(max, '\0');
+  s.resize(recv(s.data(), max, ec));
+  return s;
+}
+
+std::size_t tls_stream::recv_exact(void* buf, std::size_t len, std::error_code& ec) {
+  return recv_exact_op(st_, buf, len, ec, nullptr);
 }
 
 void tls_stream::recv_exact(void* buf, std::size_t len) {
@@ -975,6 +984,12 @@ std::string tls_stream::recv_exact(std::size_t len) {
   return s;
 }
 
+std::string tls_stream::recv_exact(std::size_t len, std::error_code& ec) {
+  std::string s(len, '\0');
+  s.resize(recv_exact(s.data(), len, ec));
+  return s;
+}
+
 std::size_t tls_stream::send(const void* buf, std::size_t len, std::error_code& ec) {
   return send_op(st_, buf, len, ec, nullptr);
 }
@@ -987,8 +1002,8 @@ std::size_t tls_stream::send(const void* buf, std::size_t len) {
   return n;
 }
 
-void tls_stream::send_all(const void* buf, std::size_t len, std::error_code& ec) {
-  send_all_op(st_, buf, len, ec, nullptr);
+std::size_t tls_stream::send_all(const void* buf, std::size_t len, std::error_code& ec) {
+  return send_all_op(st_, buf, len, ec, nullptr);
 }
 
 void tls_stream::send_all(const void* buf, std::size_t len) {

@@ -120,6 +120,11 @@ class tls_stream {
                             std::chrono::duration<Rep, Period> limit) {
     return connect_deadline(host, port, ctx, detail::deadline_after(limit), nullptr);
   }
+  template <class Rep, class Period>
+  static tls_stream connect(std::string_view host, std::uint16_t port, const tls_context& ctx,
+                            std::chrono::duration<Rep, Period> limit, std::error_code& ec) {
+    return connect_deadline(host, port, ctx, detail::deadline_after(limit), &ec);
+  }
   static tls_stream connect_deadline(std::string_view host, std::uint16_t port,
                                      const tls_context& ctx, std::int64_t deadline_ns,
                                      std::error_code* ec);
@@ -147,10 +152,13 @@ class tls_stream {
   std::size_t recv(void* buf, std::size_t len);
   std::size_t recv(void* buf, std::size_t len, std::error_code& ec);
   std::string recv(std::size_t max);
+  std::string recv(std::size_t max, std::error_code& ec);
   // recv_exact() reads exactly len bytes; an end of the session first is errc::end_of_stream.
+  // The twins return what was read before a failure (in buf, or the string).
   void recv_exact(void* buf, std::size_t len);
-  void recv_exact(void* buf, std::size_t len, std::error_code& ec);
+  std::size_t recv_exact(void* buf, std::size_t len, std::error_code& ec);
   std::string recv_exact(std::size_t len);
+  std::string recv_exact(std::size_t len, std::error_code& ec);
 
   // send() encrypts and sends up to one TLS record (16 KiB) of buf, waiting for room, and
   // returns how much of buf it took. A send cut short by a timeout or a kill may still
@@ -158,10 +166,17 @@ class tls_stream {
   std::size_t send(const void* buf, std::size_t len);
   std::size_t send(const void* buf, std::size_t len, std::error_code& ec);
   std::size_t send(std::string_view data) { return send(data.data(), data.size()); }
-  // send_all() sends all of it, waiting as needed.
+  std::size_t send(std::string_view data, std::error_code& ec) {
+    return send(data.data(), data.size(), ec);
+  }
+  // send_all() sends all of it, waiting as needed; the twin returns how much it sent before
+  // a failure.
   void send_all(const void* buf, std::size_t len);
-  void send_all(const void* buf, std::size_t len, std::error_code& ec);
+  std::size_t send_all(const void* buf, std::size_t len, std::error_code& ec);
   void send_all(std::string_view data) { send_all(data.data(), data.size()); }
+  std::size_t send_all(std::string_view data, std::error_code& ec) {
+    return send_all(data.data(), data.size(), ec);
+  }
 
   // shutdown() sends close_notify, telling the peer that nothing more follows (its recv then
   // returns 0), and returns without waiting for the peer's own close_notify: this side may

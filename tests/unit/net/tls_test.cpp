@@ -862,3 +862,27 @@ TEST_F(tls, bad_input_is_reported_not_crashed_on) {
   EXPECT_EQ(ec, std::errc::invalid_argument);
   EXPECT_EQ(early.send(buf, 0), 0u);
 }
+
+TEST_F(tls, the_recv_exact_twin_returns_what_came_before_the_end_of_the_session) {
+  net::tcp_listener l = net::listen("127.0.0.1", 0);
+  net::tls_context sctx = server_context();
+  auto server = serve_one(l, sctx, [&](net::tls_stream& s) {
+    std::error_code ec;
+    EXPECT_EQ(s.send_all(std::string_view("abc"), ec), 3u);
+    s.shutdown();
+    char buf[16];
+    while (s.recv(buf, sizeof buf) > 0) {
+    }
+  });
+  net::tls_context cctx = client_context();
+  std::error_code ec;
+  net::tls_stream s =
+      net::tls_stream::connect("127.0.0.1", l.local_address().port(), cctx, patience, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  s.set_timeout(patience);
+  EXPECT_EQ(s.recv_exact(5, ec), "abc");
+  EXPECT_EQ(ec, net::errc::end_of_stream);
+  EXPECT_EQ(s.recv(4, ec), "");
+  s.shutdown();
+  server.get();
+}
