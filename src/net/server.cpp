@@ -31,12 +31,15 @@ stream_server::stream_server(tcp_listener listener, handler h, options o)
 }
 
 stream_server::~stream_server() {
-  if (started_ && !stopping_) {
-    try {
-      stop();
-    } catch (...) {
-      // A destructor cannot let a kill or a timeout through; the connections were killed.
-    }
+  if (!started_) return;
+  try {
+    if (!stopping_) stop();
+    // A stop still under way elsewhere (a handler's), or a handler that outlived the stop it
+    // made: nothing may run on this server once it is gone.
+    acceptor_.kill();
+    connections_.kill();
+  } catch (...) {
+    // A destructor cannot let a kill or a timeout through; the connections were told to end.
   }
 }
 
@@ -49,6 +52,8 @@ void stream_server::start() {
 void stream_server::serve_forever() {
   start();
   stopped_.wait();
+  // Also for the handler that called stop(), which may still be finishing its reply.
+  connections_.join();
 }
 
 void stream_server::accept_loop() {
@@ -95,9 +100,13 @@ void stream_server::accept_loop() {
 }
 
 void stream_server::stop_ns(std::int64_t grace_ns) {
-  if (!started_ || stopping_) {
+  if (!started_) {
     stopping_ = true;
     stopped_.set();
+    return;
+  }
+  if (stopping_) {
+    stopped_.wait();  // a stop under way elsewhere: returns when it is done
     return;
   }
   stopping_ = true;

@@ -42,17 +42,19 @@ class stream_server {
   stream_server(tcp_listener listener, handler h, options o);
   stream_server(const stream_server&) = delete;
   stream_server& operator=(const stream_server&) = delete;
-  // ~stream_server() stops it, killing connections still served. Switches: yes, if started.
+  // ~stream_server() stops it, killing connections still served, and returns once every
+  // handler has ended. Switches: yes, if started.
   ~stream_server();
 
   // start() starts accepting on a task of its own and returns at once. Switches: no.
   void start();
-  // serve_forever() starts (if needed) and waits until stop() is called. Switches: yes.
+  // serve_forever() starts (if needed) and waits until stop() is done and every handler has
+  // ended (also one that called stop()). Switches: yes.
   void serve_forever();
   // stop() stops accepting at once, waits up to grace for the connections being served to
   // end, kills those still running, and returns when all have ended; serve_forever() then
   // returns. A handler may call it: that handler is not waited for or killed, and ends when
-  // it returns. Switches: yes.
+  // it returns. A stop() while another is under way waits for that one. Switches: yes.
   template <class Rep, class Period>
   void stop(std::chrono::duration<Rep, Period> grace) {
     stop_ns(detail::saturating_ns(grace));

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <exception>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -488,4 +489,44 @@ TEST(stream_server, serves_on_an_address_or_a_listener_made_beforehand) {
     EXPECT_EQ(e.code(), std::errc::address_in_use);
     EXPECT_TRUE(contains(e.what(), by_address.local_address().to_string())) << e.what();
   }
+}
+
+// The handler that stopped the server may go on serving its connection: serve_forever()
+// returns only once it has ended, and a second stop() waits for the first, so that the
+// server can be destroyed as soon as either returns (ASan would see a handler outlive it).
+TEST(stream_server, serve_forever_and_a_second_stop_wait_for_the_stop_under_way) {
+  event release;
+  bool stopper_done = false;
+  bool waiter_done = false;
+  std::unique_ptr<stream_server> server;
+  server = std::make_unique<stream_server>("127.0.0.1", 0, [&](tcp_stream& conn, const address&) {
+    if (conn.recv_exact(1) == "s") {
+      server->stop(30s);
+      tendril::sleep(20ms);  // finishing its reply after the stop
+      conn.send_all("bye");
+      stopper_done = true;
+    } else {
+      release.wait();
+      waiter_done = true;
+    }
+  });
+  auto runner = spawn([&] { server->serve_forever(); });
+  tcp_stream w = tendril::net::connect(server->local_address());
+  w.send_all("w");
+  ASSERT_TRUE(tendril::test::eventually([&] { return server->connections() == 1; }));
+  tcp_stream s = tendril::net::connect(server->local_address());
+  s.send_all("s");
+  ASSERT_TRUE(tendril::test::eventually([&] { return !server->serving(); }));
+  auto second = spawn([&] { server->stop(); });
+  tendril::sleep(20ms);
+  EXPECT_FALSE(second.ready()) << "the second stop returned while the first waited";
+  EXPECT_FALSE(runner.ready());
+  release.set();
+  timeout guard(30s);  // a hang fails the test instead
+  second.get();
+  runner.get();
+  EXPECT_TRUE(waiter_done);
+  EXPECT_TRUE(stopper_done);
+  server.reset();
+  EXPECT_EQ(s.recv_exact(3), "bye");
 }
