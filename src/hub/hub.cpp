@@ -198,8 +198,18 @@ void hub_impl::park() {
   if (last_parked_ == self) last_parked_ = nullptr;
   greenlet_record* from = ts_->switched_from();
   if (from != hub_rec) [[unlikely]] {
-    // What the intruder handed over (a value, or an exception from throw_into) goes with the
-    // error: it must not come out of the greenlet's next wait instead.
+    // A greenlet_exit is the greenlet's own end (its last handle dropped, or a kill): it
+    // goes on unwinding, as from any switch point.
+    if (self->pending) {
+      try {
+        std::rethrow_exception(self->pending);
+      } catch (const greenlet_exit&) {
+        ts_->drop_inbox();  // raises it
+      } catch (...) {
+      }
+    }
+    // Anything else the intruder handed over (a value, an exception from throw_into) goes
+    // with the error: it must not come out of the greenlet's next wait instead.
     ts_->clear_inbox();
     throw invalid_switch("tendril: greenlet " + quoted_name(self) +
                          " is waiting in the hub and was switched into by greenlet " +

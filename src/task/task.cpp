@@ -171,8 +171,11 @@ detail::task_core& task_base::core() const {
   detail::greenlet_record* r = g_.record();
   const detail::thread_state* here = detail::thread_state::peek();
   if (r->owner != here) {
-    // Its state belongs to the other thread's hub, which no lock guards.
-    throw wrong_thread("tendril: task '" + name() + "' belongs to thread " +
+    // Its state belongs to the other thread's hub, which no lock guards. (Named by its
+    // number: a name set_name() gave it may be changing in its own thread right now.)
+    const std::string id = r->name_prefix ? r->name_prefix + std::to_string(r->name_number)
+                                          : "greenlet-" + std::to_string(r->id);
+    throw wrong_thread("tendril: task '" + id + "' belongs to thread " +
                        std::to_string(detail::owner_of(r)->tid()) +
                        "; a task handle is for the thread that spawned it (this is thread " +
                        std::to_string(::gettid()) + ")");
@@ -196,8 +199,14 @@ bool task_base::started() const noexcept {
   return !g_.empty() && detail::task_of(g_.record()).entered;
 }
 
-std::string task_base::name() const { return g_.name(); }
-void task_base::set_name(std::string name) { g_.set_name(std::move(name)); }
+std::string task_base::name() const {
+  core();  // its own thread only: set_name() may be changing it there
+  return g_.name();
+}
+void task_base::set_name(std::string name) {
+  core();
+  g_.set_name(std::move(name));
+}
 
 bool task_base::join_deadline(std::int64_t deadline_ns) {
   task_core& t = core();

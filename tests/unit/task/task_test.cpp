@@ -8,6 +8,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -980,11 +981,14 @@ TEST_F(tasks, a_task_handle_used_from_another_thread_throws_wrong_thread) {
     expect_wrong_thread("kill", [&] { t.kill(); });
     expect_wrong_thread("link", [&] { t.link([] {}); });
     expect_wrong_thread("value", [&] { (void)t.value(); });
+    expect_wrong_thread("name", [&] { (void)t.name(); });
+    expect_wrong_thread("set_name", [&] { t.set_name("renamed"); });
   });
   other.join();
-  ASSERT_EQ(messages.size(), 6u);
+  ASSERT_EQ(messages.size(), 8u);
   EXPECT_NE(messages[0].find("task '" + t.name() + "' belongs to thread"), std::string::npos)
       << messages[0];
+  EXPECT_EQ(t.name().rfind("Greenlet-", 0), 0u) << "renamed from another thread";
   // Untouched: it still waits, and ends normally.
   EXPECT_FALSE(t.ready());
   go.set();
@@ -1001,4 +1005,51 @@ TEST_F(tasks, a_move_only_result_is_moved_out_by_get_once) {
   r.set(std::make_unique<int>(8));
   EXPECT_EQ(*r.get(), 8);
   EXPECT_THROW(r.get(), std::logic_error);
+}
+
+// wait() over an event and a task of another thread refuses the task and leaves the event
+// unwatched: setting it afterwards touches nothing of the failed wait (ASan would see it).
+TEST_F(tasks, a_wait_that_refuses_a_task_of_another_thread_leaves_nothing_watched) {
+  event e;
+  std::optional<task<void>> foreign;
+  std::thread other([&] {
+    foreign = spawn([] {});
+    foreign->join();
+  });
+  other.join();
+  EXPECT_THROW(tendril::wait({e, *foreign}), tendril::wrong_thread);
+  e.set();  // would notify the failed wait's freed watch
+  EXPECT_TRUE(e.is_set());
+  foreign.reset();
+}
+
+// A greenlet_exit thrown into a parked task by hand is the task's end, as anywhere else: it
+// unwinds the task instead of turning into invalid_switch (and being dropped with it).
+TEST_F(tasks, a_greenlet_exit_thrown_into_a_parked_task_by_hand_ends_it) {
+  event e;
+  bool got_invalid_switch = false;
+  bool unwound = false;
+  auto t = spawn([&] {
+    struct mark {
+      bool* b;
+      ~mark() { *b = true; }
+    } m{&unwound};
+    try {
+      e.wait();
+    } catch (const tendril::invalid_switch&) {
+      got_invalid_switch = true;
+      e.wait();
+    }
+  });
+  tendril::sleep(0s);  // t waits on e
+  {
+    tendril::detail::waiter come_back;
+    come_back.wake();
+    t.greenlet().throw_into(std::make_exception_ptr(greenlet_exit{}));
+  }
+  EXPECT_TRUE(unwound);
+  EXPECT_FALSE(got_invalid_switch);
+  e.set();
+  t.join();
+  EXPECT_TRUE(t.successful());
 }
