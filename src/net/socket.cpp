@@ -636,12 +636,20 @@ unix_listener listen_unix(std::string_view path, int backlog) {
 
 std::size_t datagram_socket::send_to(const void* buf, std::size_t len, const address& to,
                                      std::error_code& ec) {
+  return send_msg(buf, len, &to, ec);
+}
+
+// send_msg() sends one datagram to *to, or to the connected peer when to is null.
+std::size_t datagram_socket::send_msg(const void* buf, std::size_t len, const address* to,
+                                      std::error_code& ec) {
   ec.clear();
   const int fd = fd_;
   msghdr msg{};
   iovec iov{const_cast<void*>(buf), len};
-  msg.msg_name = const_cast<sockaddr*>(to.data());
-  msg.msg_namelen = to.size();
+  if (to != nullptr) {
+    msg.msg_name = const_cast<sockaddr*>(to->data());
+    msg.msg_namelen = to->size();
+  }
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   const std::int64_t rc = blocking_call(
@@ -715,14 +723,8 @@ void datagram_socket::connect(const address& to) {
 }
 
 std::size_t datagram_socket::send(const void* buf, std::size_t len, std::error_code& ec) {
-  ec.clear();
-  address peer;
-  *peer.size_ptr() = address::capacity();
-  if (fd_ < 0 || ::getpeername(fd_, peer.data(), peer.size_ptr()) != 0) {
-    ec = errno_code(fd_ < 0 ? EBADF : errno);  // ENOTCONN: connect() first
-    return 0;
-  }
-  return send_to(buf, len, peer, ec);
+  // To the connected peer, as send(2) does (not connected: EDESTADDRREQ or ENOTCONN).
+  return send_msg(buf, len, nullptr, ec);
 }
 
 std::size_t datagram_socket::send(const void* buf, std::size_t len) {

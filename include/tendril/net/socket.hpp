@@ -235,6 +235,9 @@ class datagram_socket : public socket {
 
  protected:
   explicit datagram_socket(int fd) : socket(fd) {}
+
+ private:
+  std::size_t send_msg(const void* buf, std::size_t len, const address* to, std::error_code& ec);
 };
 
 class udp_socket : public datagram_socket {

@@ -211,7 +211,8 @@ TEST(udp, the_error_code_twins_report_instead_of_throwing) {
   EXPECT_FALSE(ec);
   char buf[8];
   EXPECT_EQ(c.send("x", ec), 0u);  // not connected: no peer to send to
-  EXPECT_EQ(ec, std::errc::not_connected);
+  EXPECT_TRUE(ec == std::errc::destination_address_required || ec == std::errc::not_connected)
+      << ec.message();
   c.connect(a.local_address(), ec);
   EXPECT_FALSE(ec);
   EXPECT_EQ(c.send(std::string_view("ping"), ec), 4u);

@@ -2,6 +2,7 @@
 // socket pairs (volume both ways, half-close, close while waiting), datagrams with their
 // sender's path, and bad input (a path in use, a missing path, a path too long).
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -235,4 +236,22 @@ TEST(unix_socket, the_error_code_twins_report_instead_of_throwing) {
   unix_datagram sender = unix_datagram::open(ec);
   EXPECT_FALSE(ec);
   EXPECT_EQ(sender.send_to(std::string_view("d"), d.local_address(), ec), 1u);
+}
+
+// A connected pair of unnamed datagram sockets: send() goes to the peer as send(2) does
+// (the peer has no address that sendmsg() could be given).
+TEST(unix_socket, a_datagram_pair_without_addresses_sends_and_receives) {
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, fds), 0);
+  unix_datagram a(fds[0]);
+  unix_datagram b(fds[1]);
+  EXPECT_EQ(a.send(std::string_view("one")), 3u);
+  std::error_code ec;
+  EXPECT_EQ(b.send(std::string_view("two"), ec), 3u);
+  EXPECT_FALSE(ec) << ec.message();
+  char buf[8];
+  EXPECT_EQ(b.recv(buf, sizeof buf), 3u);
+  EXPECT_EQ(std::string(buf, 3), "one");
+  EXPECT_EQ(a.recv(buf, sizeof buf, ec), 3u);
+  EXPECT_EQ(std::string(buf, 3), "two");
 }
