@@ -492,10 +492,13 @@ std::size_t send_op(state* sp, const void* buf, std::size_t len, std::error_code
     throw;
   }
   if (ok) return written;
-  if (out.waited && out.wait_errno == ETIMEDOUT) {
-    s.pending.assign(static_cast<const char*>(buf), n);
-  }
   ec = fail(s, phase::send, out, why);
+  if (out.waited && out.wait_errno == ETIMEDOUT) {
+    // Those bytes are taken: the record goes out first with the next send. Counting them
+    // keeps a caller that resends from buf + count from sending them twice.
+    s.pending.assign(static_cast<const char*>(buf), n);
+    return n;
+  }
   return 0;
 }
 

@@ -162,7 +162,8 @@ class tls_stream {
 
   // send() encrypts and sends up to one TLS record (16 KiB) of buf, waiting for room, and
   // returns how much of buf it took. A send cut short by a timeout or a kill may still
-  // deliver the record it had started, before the data of the next send.
+  // deliver the record it had started, before the data of the next send; the error_code
+  // twins count that record as taken (send() returns its size with timed_out).
   std::size_t send(const void* buf, std::size_t len);
   std::size_t send(const void* buf, std::size_t len, std::error_code& ec);
   std::size_t send(std::string_view data) { return send(data.data(), data.size()); }
