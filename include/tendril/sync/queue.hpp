@@ -202,7 +202,16 @@ class queue {
       detail::waiter& w;
       ~unlink() { l.remove(w); }
     } guard{getters_, w};
-    if (!w.wait(deadline_ns)) return std::nullopt;
+    bool woken = false;
+    try {
+      woken = w.wait(deadline_ns);
+    } catch (...) {
+      // Only a switch into this greenlet from outside the hub (invalid_switch) ends a wait
+      // that a putter had already handed its item to: the item is not lost with it.
+      if (slot) give_back(std::move(*slot));
+      throw;
+    }
+    if (!woken) return std::nullopt;
     if (!slot) throw queue_closed();
     return slot;
   }
@@ -218,6 +227,20 @@ class queue {
         w->schedule();
       }
     }
+  }
+
+  // give_back() returns an item handed to a getter that could not take it: it goes to the
+  // next waiting getter, or to the head of the queue (where it was first in line).
+  void give_back(T&& item) {
+    while (detail::waiter* w = getters_.pop_front()) {
+      if (w->claim()) {
+        *static_cast<std::optional<T>*>(w->payload) = std::move(item);
+        w->schedule();
+        return;
+      }
+    }
+    items_.push_front(std::move(item));
+    observers_.notify_all();
   }
 
   std::deque<T> items_;

@@ -253,6 +253,34 @@ TEST_F(queues, a_putter_timing_out_in_the_same_pass_as_a_get_hands_over_nothing)
   EXPECT_TRUE(q.empty());
 }
 
+// A getter switched into by hand (invalid_switch) after a put had handed it its item: the
+// item goes back to the head of the queue instead of being lost with the failed get().
+TEST_F(queues, a_getter_switched_into_by_hand_after_a_hand_off_loses_no_item) {
+  queue<int> q;
+  bool got_invalid_switch = false;
+  auto t = spawn([&] {
+    try {
+      q.get();
+      ADD_FAILURE() << "get() returned";
+    } catch (const tendril::invalid_switch&) {
+      got_invalid_switch = true;
+    }
+  });
+  tendril::sleep(0s);  // t waits in get()
+  q.put(7);            // handed to t, which is now on the run queue
+  q.put(8);            // behind it, in the queue
+  {
+    tendril::detail::waiter come_back;  // the hub resumes main once t has ended
+    come_back.wake();
+    t.greenlet().switch_to();  // by hand, not through the hub
+  }
+  t.join();
+  EXPECT_TRUE(got_invalid_switch);
+  EXPECT_EQ(q.try_get(), std::optional<int>(7));
+  EXPECT_EQ(q.try_get(), std::optional<int>(8));
+  EXPECT_TRUE(q.empty());
+}
+
 TEST_F(queues, a_timeout_scope_interrupts_get_and_put) {
   queue<int> q(1);
   {
