@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "tendril/hub/deadline.hpp"
+#include "tendril/sync/copyable.hpp"
 #include "tendril/sync/observer.hpp"
 #include "tendril/sync/waiter.hpp"
 
@@ -144,7 +145,7 @@ class async_result {
     if (error_) std::rethrow_exception(error_);
     if constexpr (std::is_void_v<T>) {
       return;
-    } else if constexpr (std::is_copy_constructible_v<T>) {
+    } else if constexpr (detail::copyable_v<T>) {
       return *value_;
     } else {
       if (taken_) {

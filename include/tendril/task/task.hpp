@@ -18,6 +18,7 @@
 #include "tendril/greenlet/greenlet.hpp"
 #include "tendril/hub/deadline.hpp"
 #include "tendril/hub/nodes.hpp"
+#include "tendril/sync/copyable.hpp"
 #include "tendril/sync/observer.hpp"
 #include "tendril/sync/waiter.hpp"
 
@@ -216,7 +217,7 @@ class task : public task_base {
     if (!st.value) throw task_killed("tendril: task '" + name() + "' was killed and has no result");
     if constexpr (std::is_void_v<R>) {
       return;
-    } else if constexpr (std::is_copy_constructible_v<R>) {
+    } else if constexpr (detail::copyable_v<R>) {
       return *st.value;
     } else {
       st.taken = true;

@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -1005,6 +1007,47 @@ TEST_F(tasks, a_move_only_result_is_moved_out_by_get_once) {
   r.set(std::make_unique<int>(8));
   EXPECT_EQ(*r.get(), 8);
   EXPECT_THROW(r.get(), std::logic_error);
+}
+
+// A container of move-only values passes std::is_copy_constructible, but copying it does not
+// compile: get() moves it out too, as it does nested containers, pairs and tuples of them.
+TEST_F(tasks, a_container_of_move_only_values_is_moved_out_by_get_once) {
+  using many = std::vector<std::unique_ptr<int>>;
+  auto t = spawn([] {
+    many v;
+    v.push_back(std::make_unique<int>(1));
+    v.push_back(std::make_unique<int>(2));
+    return v;
+  });
+  many v = t.get();
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_EQ(*v[1], 2);
+  EXPECT_THROW(t.get(), std::logic_error);
+
+  using nested = std::map<std::string, std::pair<int, many>>;
+  auto n = spawn([] {
+    nested m;
+    m["a"].second.push_back(std::make_unique<int>(3));
+    return m;
+  });
+  EXPECT_EQ(*n.get().at("a").second.at(0), 3);
+  EXPECT_THROW(n.get(), std::logic_error);
+
+  tendril::async_result<std::tuple<int, many>> r;
+  many one;
+  one.push_back(std::make_unique<int>(4));
+  r.set(std::tuple<int, many>(5, std::move(one)));
+  auto [five, four] = r.get();
+  EXPECT_EQ(five, 5);
+  EXPECT_EQ(*four.at(0), 4);
+  EXPECT_THROW(r.get(), std::logic_error);
+
+  // Copyable results are still copies: every get() sees them.
+  auto c = spawn([] { return std::vector<std::string>{"x", "y"}; });
+  EXPECT_EQ(c.get().size(), 2u);
+  EXPECT_EQ(c.get().size(), 2u);
+  static_assert(tendril::detail::copyable_v<std::map<int, std::vector<std::string>>>);
+  static_assert(!tendril::detail::copyable_v<std::map<int, std::vector<many>>>);
 }
 
 // wait() over an event and a task of another thread refuses the task and leaves the event
