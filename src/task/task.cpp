@@ -65,8 +65,9 @@ void end_unstarted(greenlet_record* r, task_core& t, std::exception_ptr e) noexc
 void shutdown_child(hub_child* c) {
   task_core* t = core_of_child(c);
   greenlet_record* r = t->self.record();
-  if (r == nullptr || t->phase == task_core::done) return;
-  if (t->phase == task_core::pending) {
+  const task_core::phase_t phase = t->phase.load(std::memory_order_relaxed);
+  if (r == nullptr || phase == task_core::done) return;
+  if (phase == task_core::pending) {
     end_unstarted(r, *t, nullptr);
     return;
   }
@@ -82,6 +83,17 @@ task_core& task_of(greenlet_record* r) noexcept {
 }
 
 task_core& current_task() { return task_of(thread_state::get().current()); }
+
+greenlet_record* calling_task() noexcept {
+  hub_impl* hub = hub_impl::peek();
+  if (hub == nullptr) return nullptr;
+  // A task is a child of the hub with a task state after its record (task_create()).
+  greenlet_record* h = hub->greenlet();
+  for (greenlet_record* r = thread_state::get().current(); r != nullptr; r = r->parent) {
+    if (r->parent == h && r->extra_destroy != nullptr) return r;
+  }
+  return nullptr;
+}
 
 greenlet_record* task_create(std::size_t body_size, std::size_t body_align, const callable_ops* ops,
                              std::size_t state_size, void (*state_destroy)(void*), void** storage,
@@ -134,14 +146,14 @@ void task_start(greenlet_record* r, std::int64_t deadline_ns) {
 }
 
 bool task_enter(task_core& t) noexcept {
-  if (t.phase != task_core::pending) return false;
-  t.phase = task_core::running;
-  t.entered = true;
+  if (t.phase.load(std::memory_order_relaxed) != task_core::pending) return false;
+  t.phase.store(task_core::running, std::memory_order_relaxed);
+  t.entered.store(true, std::memory_order_relaxed);
   return true;
 }
 
 void task_leave(task_core& t) noexcept {
-  t.phase = task_core::done;
+  t.phase.store(task_core::done, std::memory_order_release);
   if (hub_impl* hub = hub_impl::peek()) hub->disown(t.child);
   while (waiter* w = t.joiners.pop_front()) w->wake();
   t.observers.notify_all();
@@ -184,19 +196,19 @@ detail::task_core& task_base::core() const {
 }
 
 bool task_base::ready() const noexcept {
-  return !g_.empty() && detail::task_of(g_.record()).phase == task_core::done;
+  return !g_.empty() &&
+         detail::task_of(g_.record()).phase.load(std::memory_order_acquire) == task_core::done;
 }
 bool task_base::successful() const noexcept {
-  return !g_.empty() && detail::task_of(g_.record()).phase == task_core::done &&
-         detail::task_of(g_.record()).successful;
+  return ready() && detail::task_of(g_.record()).successful;
 }
 std::exception_ptr task_base::exception() const noexcept {
-  return g_.empty() ? nullptr : detail::task_of(g_.record()).error;
+  return ready() ? detail::task_of(g_.record()).error : nullptr;
 }
 // Not g_.started(): a greenlet discarded before it ran counts as started in the greenlet
 // layer (task_test's kill_before_start_never_runs_the_body).
 bool task_base::started() const noexcept {
-  return !g_.empty() && detail::task_of(g_.record()).entered;
+  return !g_.empty() && detail::task_of(g_.record()).entered.load(std::memory_order_relaxed);
 }
 
 std::string task_base::name() const {
@@ -210,9 +222,9 @@ void task_base::set_name(std::string name) {
 
 bool task_base::join_deadline(std::int64_t deadline_ns) {
   task_core& t = core();
-  if (t.phase == task_core::done) return true;
+  if (t.phase.load(std::memory_order_relaxed) == task_core::done) return true;
   detail::greenlet_record* me = detail::thread_state::get().current();
-  if (me == g_.record()) {
+  if (me == g_.record() || detail::calling_task() == g_.record()) {
     throw std::logic_error("tendril: task '" + name() +
                            "' cannot join itself: it would wait forever");
   }
@@ -228,14 +240,14 @@ bool task_base::join_deadline(std::int64_t deadline_ns) {
 
 void task_base::kill(std::exception_ptr e, bool block) {
   task_core& t = core();
-  if (t.phase == task_core::done) return;
+  if (t.phase.load(std::memory_order_relaxed) == task_core::done) return;
   detail::greenlet_record* r = g_.record();
-  if (detail::thread_state::get().current() == r) {
+  if (detail::thread_state::get().current() == r || detail::calling_task() == r) {
     throw std::logic_error("tendril: task '" + name() +
                            "' cannot kill itself (throw greenlet_exit to end it)");
   }
   if (!e) e = std::make_exception_ptr(greenlet_exit{});
-  if (t.phase == task_core::pending) {
+  if (t.phase.load(std::memory_order_relaxed) == task_core::pending) {
     detail::end_unstarted(r, t, std::move(e));
     return;
   }
@@ -246,7 +258,7 @@ void task_base::kill(std::exception_ptr e, bool block) {
 
 void task_base::link(std::function<void()> callback) {
   task_core& t = core();
-  if (t.phase == task_core::done) {
+  if (t.phase.load(std::memory_order_relaxed) == task_core::done) {
     callback();
     return;
   }
@@ -255,7 +267,7 @@ void task_base::link(std::function<void()> callback) {
 
 void task_base::observe(detail::observer& o) {
   task_core& t = core();
-  if (t.phase == task_core::done) {
+  if (t.phase.load(std::memory_order_relaxed) == task_core::done) {
     o.notify(&o);
   } else {
     t.observers.push_back(o);

@@ -70,9 +70,9 @@ class group {
   // block.
   void kill(bool block = true) {
     std::vector<task_base> all = tasks_;
-    const tendril::greenlet me = tendril::greenlet::current();
+    const detail::greenlet_record* me = detail::calling_task();
     for (auto& t : all) {
-      if (t.greenlet() != me) t.kill(false);
+      if (t.greenlet().record() != me) t.kill(false);
     }
     if (block) join();
   }
@@ -81,12 +81,13 @@ class group {
   void prune() {
     std::erase_if(tasks_, [](const task_base& t) { return t.ready(); });
   }
-  // next_other() is a task of the group that has not ended and is not the caller's own.
+  // next_other() is a task of the group that has not ended and is not the one the caller runs
+  // in (detail::calling_task()).
   std::optional<task_base> next_other() {
     prune();
-    const tendril::greenlet me = tendril::greenlet::current();
+    const detail::greenlet_record* me = detail::calling_task();
     for (const task_base& t : tasks_) {
-      if (t.greenlet() != me) return t;
+      if (t.greenlet().record() != me) return t;
     }
     return std::nullopt;
   }

@@ -3,6 +3,7 @@
 #ifndef TENDRIL_TASK_TASK_HPP
 #define TENDRIL_TASK_TASK_HPP
 
+#include <atomic>
 #include <chrono>
 #include <exception>
 #include <functional>
@@ -43,9 +44,11 @@ struct task_core {
   ready_node start;
   timer_node later;  // spawn_later's start
   std::uint64_t number = 0;
-  phase_t phase = pending;
-  bool entered = false;  // its body began to run (never, for a task killed before it started)
-  bool killed = false;   // ended by greenlet_exit (counts as successful, has no value)
+  // phase and entered may be read from other threads (ready(), started()): done is stored
+  // with release once successful and error are final.
+  std::atomic<phase_t> phase{pending};
+  std::atomic<bool> entered{false};  // its body began (never, for a task killed before start)
+  bool killed = false;               // ended by greenlet_exit (counts as successful, has no value)
   bool successful = false;
   std::exception_ptr error;
   waiter_list joiners;
@@ -77,6 +80,10 @@ void task_abandon(greenlet_record* r) noexcept;
 void task_start(greenlet_record* r, std::int64_t deadline_ns);
 task_core& task_of(greenlet_record* r) noexcept;
 task_core& current_task();
+// calling_task() is the record of the task the calling greenlet runs in: the caller itself,
+// or the nearest of its parents that is a task (when the caller is a generator's body or a
+// greenlet that a task switched into); null outside tasks. Switches: no.
+greenlet_record* calling_task() noexcept;
 // task_enter() is false if the task was killed before it started (the body must not run).
 bool task_enter(task_core& t) noexcept;
 // task_leave() ends the task: wakes joiners, reports a failure, runs the links.
@@ -136,7 +143,8 @@ auto bind_call(F&& f, Args&&... args) {
 
 // task_base is a handle to a task, whatever its result type: what joinall(), killall(),
 // group and pool deal in. Copying it shares the task; the task runs to its end whether or
-// not any handle is left. All members are for the task's own thread.
+// not any handle is left. All members are for the task's own thread, but for ready(),
+// successful(), exception() and started(), which any thread may ask.
 class task_base {
  public:
   task_base() noexcept = default;
@@ -155,7 +163,8 @@ class task_base {
   }
 
   // ready() is true once the task has ended; successful() if it ended without an exception
-  // (a kill with greenlet_exit counts as successful); exception() is what it failed with.
+  // (a kill with greenlet_exit counts as successful); exception() is what it failed with,
+  // once it has ended. These four may also be asked from another thread.
   bool ready() const noexcept;
   bool successful() const noexcept;
   std::exception_ptr exception() const noexcept;
@@ -231,7 +240,9 @@ class task : public task_base {
     if constexpr (std::is_void_v<R>) {
       return st.value.has_value();
     } else {
-      return st.phase == detail::task_core::done ? st.value : std::optional<R>();
+      return st.phase.load(std::memory_order_relaxed) == detail::task_core::done
+                 ? st.value
+                 : std::optional<R>();
     }
   }
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <any>
 #include <chrono>
 #include <cstdint>
 #include <random>
@@ -175,6 +176,62 @@ TEST_F(groups, a_member_joins_and_kills_the_others) {
   EXPECT_TRUE(killer.get());
   EXPECT_TRUE(killer.successful());
   EXPECT_EQ(g.size(), 0u);
+}
+
+// The same from code the member task runs on another greenlet: a generator's body (and a
+// greenlet it switched into) counts as its task. Before, it waited for its own task: forever.
+TEST_F(groups, a_generator_inside_a_member_joins_and_kills_the_others_too) {
+  group g;
+  bool other_done = false;
+  g.spawn([&] {
+    tendril::sleep(20ms);
+    other_done = true;
+  });
+  auto member = g.spawn([&] {
+    tendril::generator<int> gen([&](tendril::generator<int>::yielder& y) {
+      g.join();  // from the generator's greenlet
+      y.yield(1);
+      EXPECT_TRUE(g.join_for(1ms));
+      y.yield(2);
+    });
+    int sum = 0;
+    for (int v : gen) sum += v;
+    return sum;
+  });
+  EXPECT_EQ(member.get(), 3);
+  EXPECT_TRUE(other_done);
+
+  bool unwound = false;
+  g.spawn([&] {
+    struct mark {
+      bool* b;
+      ~mark() { *b = true; }
+    } m{&unwound};
+    tendril::sleep(1h);
+  });
+  auto killer = g.spawn([&] {
+    tendril::sleep(0s);
+    tendril::greenlet inner([&] {
+      g.kill();  // from a plain greenlet the task switched into
+      return std::any(unwound);
+    });
+    return std::any_cast<bool>(inner.switch_to());
+  });
+  EXPECT_TRUE(killer.get());
+  EXPECT_EQ(g.size(), 0u);
+
+  // A task cannot join or kill itself from there either: a clear error, not a hang.
+  tendril::task<void> self_joiner;
+  self_joiner = tendril::spawn([&] {
+    tendril::generator<int> gen([&](tendril::generator<int>::yielder& y) {
+      EXPECT_THROW(self_joiner.join(), std::logic_error);
+      EXPECT_THROW(self_joiner.kill(), std::logic_error);
+      y.yield(1);
+    });
+    EXPECT_EQ(gen.next(), 1);
+  });
+  self_joiner.join();
+  EXPECT_TRUE(self_joiner.successful());
 }
 
 TEST_F(groups, join_until_returns_false_at_the_time_point_and_joinall_until_the_finished_ones) {

@@ -997,6 +997,44 @@ TEST_F(tasks, a_task_handle_used_from_another_thread_throws_wrong_thread) {
   EXPECT_EQ(t.get(), 7);
 }
 
+// ready(), successful(), exception() and started() may be asked from another thread while the
+// task ends (TSan checks the reads against the task's own writes).
+TEST_F(tasks, another_thread_may_ask_whether_a_task_ended_and_how) {
+  error_log log;
+  event go;
+  auto ok = spawn([&] {
+    go.wait();
+    return 1;
+  });
+  auto bad = spawn([&] {
+    go.wait();
+    throw std::runtime_error("boom");
+  });
+  struct seen {
+    bool ok_successful = false, bad_successful = true, bad_has_exception = false;
+    bool ok_started = false, bad_started = false;
+  } s;
+  std::thread watcher([&] {
+    while (!ok.ready() || !bad.ready()) std::this_thread::yield();
+    s.ok_successful = ok.successful();
+    s.bad_successful = bad.successful();
+    s.bad_has_exception = bad.exception() != nullptr;
+    s.ok_started = ok.started();
+    s.bad_started = bad.started();
+  });
+  tendril::sleep(0s);  // both wait on go
+  go.set();
+  ok.join();
+  bad.join();
+  watcher.join();
+  EXPECT_TRUE(s.ok_successful);
+  EXPECT_FALSE(s.bad_successful);
+  EXPECT_TRUE(s.bad_has_exception);
+  EXPECT_TRUE(s.ok_started);
+  EXPECT_TRUE(s.bad_started);
+  EXPECT_EQ(log.reports.size(), 1u);
+}
+
 TEST_F(tasks, a_move_only_result_is_moved_out_by_get_once) {
   auto t = spawn([] { return std::make_unique<int>(7); });
   std::unique_ptr<int> p = t.get();
