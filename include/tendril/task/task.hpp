@@ -234,12 +234,15 @@ class task : public task_base {
     }
   }
   // value() is the result once the task ended successfully, an empty optional otherwise
-  // (also while it runs). Switches: no.
+  // (also while it runs); a copy: for a result that cannot be copied, use get(). Switches: no.
   auto value() const {
     auto& st = state();
     if constexpr (std::is_void_v<R>) {
       return st.value.has_value();
     } else {
+      static_assert(detail::copyable_v<R>,
+                    "tendril::task<R>::value() returns a copy of the result, and R cannot be "
+                    "copied: take it with get(), which moves it out");
       return st.phase.load(std::memory_order_relaxed) == detail::task_core::done
                  ? st.value
                  : std::optional<R>();
