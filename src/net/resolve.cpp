@@ -3,7 +3,9 @@
 #include <netdb.h>
 
 #include <charconv>
+#include <cstdint>
 #include <string>
+#include <system_error>
 
 #include "tendril/net/error.hpp"
 #include "tendril/task/offload.hpp"
@@ -35,11 +37,32 @@ lookup run_getaddrinfo(const std::string& host, const std::string& service, int 
   return out;
 }
 
-}  // namespace
+// A service that looks like a number must be a port: getaddrinfo would take "70000" modulo
+// 65536, and "-1" with a vague error.
+bool bad_port(std::string_view service) noexcept {
+  std::size_t i = (!service.empty() && (service[0] == '-' || service[0] == '+')) ? 1 : 0;
+  if (i == service.size()) return false;  // a name (or empty)
+  for (std::size_t k = i; k < service.size(); ++k) {
+    if (service[k] < '0' || service[k] > '9') return false;  // a name, such as "http"
+  }
+  if (i == 1) return true;  // a signed number
+  std::uint32_t v = 0;
+  auto [end, err] = std::from_chars(service.data(), service.data() + service.size(), v);
+  return err != std::errc() || v > 65535;
+}
 
-std::vector<address> resolve(std::string_view host, std::string_view service, std::error_code& ec,
-                             int family, int socktype) {
+std::vector<address> resolve_impl(std::string_view host, std::string_view service,
+                                  std::error_code& ec, int family, int socktype, int* gai) {
   ec.clear();
+  *gai = 0;
+  if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6) {
+    ec = std::make_error_code(std::errc::invalid_argument);
+    return {};
+  }
+  if (bad_port(service)) {
+    ec = std::make_error_code(std::errc::invalid_argument);
+    return {};
+  }
   std::string h(host);
   std::string s(service);
   // Numeric hosts need no resolver: parse them here, without a thread.
@@ -53,6 +76,7 @@ std::vector<address> resolve(std::string_view host, std::string_view service, st
     }
   }
   lookup r = offload(run_getaddrinfo, h, s, family, socktype, 0);
+  *gai = r.rc;
   if (r.rc == 0) {
     if (r.found.empty()) ec = errc::host_not_found;
     return r.found;
@@ -71,13 +95,29 @@ std::vector<address> resolve(std::string_view host, std::string_view service, st
   return {};
 }
 
+}  // namespace
+
+std::vector<address> resolve(std::string_view host, std::string_view service, std::error_code& ec,
+                             int family, int socktype) {
+  int gai = 0;
+  return resolve_impl(host, service, ec, family, socktype, &gai);
+}
+
 std::vector<address> resolve(std::string_view host, std::string_view service, int family,
                              int socktype) {
   std::error_code ec;
-  std::vector<address> r = resolve(host, service, ec, family, socktype);
+  int gai = 0;
+  std::vector<address> r = resolve_impl(host, service, ec, family, socktype, &gai);
   if (ec) {
-    throw std::system_error(
-        ec, "tendril::net::resolve('" + std::string(host) + "', '" + std::string(service) + "')");
+    std::string what =
+        "tendril::net::resolve('" + std::string(host) + "', '" + std::string(service) + "')";
+    if (ec == std::errc::invalid_argument) {
+      what += bad_port(service) ? ": the port must be a number from 0 to 65535 or a service name"
+                                : ": the family must be AF_UNSPEC, AF_INET or AF_INET6";
+    } else if (gai != 0 && gai != EAI_SYSTEM) {
+      what += std::string(": ") + ::gai_strerror(gai);
+    }
+    throw std::system_error(ec, what);
   }
   return r;
 }

@@ -1,7 +1,13 @@
 #include "tendril/net/server.hpp"
 
+#include <sys/socket.h>
+
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 
 #include "tendril/task/sleep.hpp"
 
@@ -25,6 +31,18 @@ stream_server::stream_server(tcp_listener listener, handler h)
 stream_server::stream_server(tcp_listener listener, handler h, options o)
     : listener_(std::move(listener)), handler_(std::move(h)), options_(o) {
   if (!handler_) throw std::invalid_argument("tendril::net::stream_server: an empty handler");
+  if (!listener_.is_open()) {
+    throw std::invalid_argument("tendril::net::stream_server: the listener is closed");
+  }
+  int listening = 0;
+  socklen_t size = sizeof listening;
+  if (::getsockopt(listener_.native_handle(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 ||
+      listening == 0) {
+    throw std::invalid_argument("tendril::net::stream_server: descriptor " +
+                                std::to_string(listener_.native_handle()) +
+                                " is not a listening stream socket (call listen() first)");
+  }
+  where_ = listener_.local_address().to_string();
   if (options_.max_connections > 0) {
     slots_ = std::make_unique<semaphore>(static_cast<std::ptrdiff_t>(options_.max_connections));
   }
@@ -54,7 +72,38 @@ void stream_server::serve_forever() {
   stopped_.wait();
   // Also for the handler that called stop(), which may still be finishing its reply.
   connections_.join();
+  if (accept_error_ && !stopping_) {
+    throw std::system_error(accept_error_, "tendril::net::stream_server on " + where_ +
+                                               ": accept failed, no more connections accepted");
+  }
 }
+
+namespace {
+
+// The errors of accept(2) that concern only the connection being accepted (Linux passes the
+// new connection's pending network errors on this way), or the call: the next accept may
+// well succeed.
+bool accept_error_is_transient(int e) noexcept {
+  switch (e) {
+    case ECONNABORTED:
+    case EINTR:
+    case EAGAIN:
+    case EPROTO:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case ENETDOWN:
+    case ENETUNREACH:
+    case EPERM:      // refused by a firewall rule
+    case ETIMEDOUT:  // the listener's own time limit (set_timeout)
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
 
 void stream_server::accept_loop() {
   using namespace std::chrono_literals;
@@ -67,22 +116,34 @@ void stream_server::accept_loop() {
     tcp_stream conn = listener_.accept(&peer, ec);
     if (ec) {
       if (slots_) slots_->release();
-      if (stopping_ || ec.value() == EBADF) break;
+      if (stopping_) break;
       const int e = ec.value();
       if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
         // Out of descriptors: the connection waits in the backlog. Wait for descriptors to
         // be freed, longer each time (1 ms to 1 s), instead of spinning on the same error.
         if (!reported) {
           std::fprintf(stderr, "tendril: stream_server on %s: accept: %s; retrying\n",
-                       listener_.local_address().to_string().c_str(), ec.message().c_str());
+                       where_.c_str(), ec.message().c_str());
           reported = true;
         }
         tendril::sleep(backoff);
         backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
         continue;
       }
-      // A connection that went away before it was accepted, and the like: the next one.
-      continue;
+      if (accept_error_is_transient(e)) {
+        // A connection that went away before it was accepted, and the like: the next one,
+        // after the others had a turn (on a readiness backend a failing accept never waits).
+        tendril::sleep(std::chrono::seconds(0));
+        continue;
+      }
+      // The listener itself fails (closed underneath, no longer listening...): accepting
+      // again would fail the same way. Connections being served go on; serve_forever()
+      // returns once they ended and throws this error.
+      accept_error_ = ec;
+      std::fprintf(stderr, "tendril: stream_server on %s: accept: %s; no longer accepting\n",
+                   where_.c_str(), ec.message().c_str());
+      stopped_.set();
+      return;
     }
     backoff = 1ms;
     reported = false;
@@ -102,6 +163,7 @@ void stream_server::accept_loop() {
 void stream_server::stop_ns(std::int64_t grace_ns) {
   if (!started_) {
     stopping_ = true;
+    listener_.close();  // connections are refused, not left waiting in the backlog
     stopped_.set();
     return;
   }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 
@@ -14,6 +15,7 @@
 #include "greenlet/thread_state.hpp"
 #include "io/fd_table.hpp"
 #include "tendril/net/resolve.hpp"
+#include "tendril/task/timeout.hpp"
 
 namespace tendril::net {
 
@@ -194,6 +196,7 @@ int socket::release() noexcept {
 }
 
 std::string socket::describe() const {
+  if (fd_ < 0) return "a closed socket";
   std::string d = "fd " + std::to_string(fd_);
   address peer;
   *peer.size_ptr() = address::capacity();
@@ -203,7 +206,7 @@ std::string socket::describe() const {
     address local;
     *local.size_ptr() = address::capacity();
     if (::getsockname(fd_, local.data(), local.size_ptr()) == 0 && !local.empty()) {
-      d += ", " + local.to_string();
+      d += ", local " + local.to_string();
     }
   }
   return d;
@@ -251,7 +254,7 @@ std::size_t stream_socket::recv(void* buf, std::size_t len, std::error_code& ec)
   ec.clear();
   if (len == 0) {
     // An empty buffer could not tell data from the end of the stream.
-    ec = errno_code(EINVAL);
+    ec = errno_code(fd_ < 0 ? EBADF : EINVAL);
     return 0;
   }
   if (!carry_.empty()) {
@@ -340,7 +343,10 @@ std::string stream_socket::recv_exact(std::size_t len, std::error_code& ec) {
 
 std::size_t stream_socket::send(const void* buf, std::size_t len, std::error_code& ec) {
   ec.clear();
-  if (len == 0) return 0;
+  if (len == 0) {
+    if (fd_ < 0) ec = errno_code(EBADF);
+    return 0;
+  }
   const int fd = fd_;
   const std::int64_t rc = blocking_call(
       *this, io_direction::write,
@@ -366,6 +372,7 @@ std::size_t stream_socket::send(const void* buf, std::size_t len) {
 
 std::size_t stream_socket::send_all(const void* buf, std::size_t len, std::error_code& ec) {
   ec.clear();
+  if (len == 0 && fd_ < 0) ec = errno_code(EBADF);
   const auto* p = static_cast<const char*>(buf);
   std::size_t sent = 0;
   while (sent < len) {
@@ -480,7 +487,19 @@ tcp_stream connect_deadline(std::string_view host, std::uint16_t port, std::int6
   std::error_code local;
   std::error_code& e = ec ? *ec : local;
   e.clear();
-  std::vector<address> candidates = resolve(host, std::to_string(port), e, AF_UNSPEC, SOCK_STREAM);
+  std::vector<address> candidates;
+  if (deadline_ns == detail::forever_ns) {
+    candidates = resolve(host, std::to_string(port), e, AF_UNSPEC, SOCK_STREAM);
+  } else {
+    // The limit bounds the whole attempt, the name's resolution included.
+    timeout limit(std::chrono::nanoseconds(deadline_ns - detail::hub_now_ns()));
+    try {
+      candidates = resolve(host, std::to_string(port), e, AF_UNSPEC, SOCK_STREAM);
+    } catch (const timeout_error& x) {
+      if (x.source() != &limit) throw;  // a scope of the caller's
+      e = errno_code(ETIMEDOUT);
+    }
+  }
   if (!e) {
     for (const address& a : candidates) {
       tcp_stream s = connect_deadline(a, deadline_ns, &e);
@@ -489,8 +508,11 @@ tcp_stream connect_deadline(std::string_view host, std::uint16_t port, std::int6
     }
   }
   if (ec == nullptr) {
-    throw std::system_error(
-        e, "tendril::net::connect to " + std::string(host) + ":" + std::to_string(port));
+    // An IPv6 literal in brackets, as in a URL, so that the port stands apart.
+    const bool v6 = host.find(':') != std::string_view::npos;
+    throw std::system_error(e, "tendril::net::connect to " + std::string(v6 ? "[" : "") +
+                                   std::string(host) + (v6 ? "]" : "") + ":" +
+                                   std::to_string(port));
   }
   return {};
 }
@@ -678,6 +700,11 @@ std::size_t datagram_socket::send_to(const void* buf, std::size_t len, const add
 std::size_t datagram_socket::recv_from(void* buf, std::size_t len, address& from,
                                        std::error_code& ec) {
   ec.clear();
+  if (len == 0) {
+    // The kernel would take a datagram and keep none of it.
+    ec = errno_code(fd_ < 0 ? EBADF : EINVAL);
+    return 0;
+  }
   const int fd = fd_;
   msghdr msg{};
   iovec iov{buf, len};
@@ -741,7 +768,10 @@ std::size_t datagram_socket::recv(void* buf, std::size_t len, std::error_code& e
 
 std::size_t datagram_socket::recv(void* buf, std::size_t len) {
   address from;
-  return recv_from(buf, len, from);
+  std::error_code ec;
+  std::size_t n = recv_from(buf, len, from, ec);
+  if (ec) fail("recv", ec.value());
+  return n;
 }
 
 udp_socket udp_socket::bind(std::string_view host, std::uint16_t port, std::error_code& ec) {

@@ -911,6 +911,13 @@ tls_stream tls_stream::connect(std::string_view host, std::uint16_t port, const 
 }
 
 tls_stream tls_stream::accept(tcp_stream conn, const tls_context& ctx, std::error_code& ec) {
+  // A closed connection is an I/O failure, reported here (listener.accept(ec) may have failed
+  // just before); a wrong context stays a misuse and throws.
+  if (!conn.is_open() && ctx.native_handle() != nullptr &&
+      ctx.side() == tls_context::role::server) {
+    ec = errno_code(EBADF);
+    return {};
+  }
   tls_stream t = server(std::move(conn), ctx);
   t.handshake(ec);
   if (ec) return {};

@@ -16,7 +16,8 @@ namespace tendril::net {
 // /etc/services), through getaddrinfo run on the thread pool (numeric hosts are parsed on the
 // spot). family: AF_UNSPEC, AF_INET or AF_INET6; socktype: SOCK_STREAM or SOCK_DGRAM.
 // Throws std::system_error: net::errc::host_not_found for an unknown name, resolve_failed
-// otherwise, with the name in the message. Switches: yes.
+// otherwise, with the name and the resolver's reason in the message; EINVAL for a service
+// that is a number but not a port (0 to 65535) and for another family. Switches: yes.
 std::vector<address> resolve(std::string_view host, std::string_view service,
                              int family = AF_UNSPEC, int socktype = SOCK_STREAM);
 std::vector<address> resolve(std::string_view host, std::string_view service, std::error_code& ec,

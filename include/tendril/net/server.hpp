@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <system_error>
 
 #include "tendril/net/socket.hpp"
 #include "tendril/sync/event.hpp"
@@ -33,7 +35,8 @@ class stream_server {
 
   // stream_server(host, port, h) binds host:port now (SO_REUSEADDR on; port 0: any free
   // port, local_address() tells which), and serves nothing until start(). Throws
-  // std::system_error naming the address (EADDRINUSE...).
+  // std::system_error naming the address (EADDRINUSE...). Given a listener, throws
+  // std::invalid_argument if it is closed or not listening.
   stream_server(std::string_view host, std::uint16_t port, handler h);
   stream_server(std::string_view host, std::uint16_t port, handler h, options o);
   stream_server(const address& at, handler h);
@@ -49,7 +52,11 @@ class stream_server {
   // start() starts accepting on a task of its own and returns at once. Switches: no.
   void start();
   // serve_forever() starts (if needed) and waits until stop() is done and every handler has
-  // ended (also one that called stop()). Switches: yes.
+  // ended (also one that called stop()). If accepting fails for good (the listener's
+  // descriptor was closed underneath, or stopped listening), the server stops accepting, and
+  // serve_forever() throws that std::system_error once the handlers under way have ended;
+  // errors that concern one connection only (ECONNABORTED...) are skipped, and running out
+  // of descriptors (EMFILE...) waits for some. Switches: yes.
   void serve_forever();
   // stop() stops accepting at once, waits up to grace for the connections being served to
   // end, kills those still running, and returns when all have ended; serve_forever() then
@@ -64,7 +71,7 @@ class stream_server {
   address local_address() const { return listener_.local_address(); }
   // connections() is the number being served now.
   std::size_t connections() { return connections_.size(); }
-  bool serving() const noexcept { return started_ && !stopping_; }
+  bool serving() const noexcept { return started_ && !stopping_ && !accept_error_; }
 
  private:
   void accept_loop();
@@ -79,6 +86,8 @@ class stream_server {
   event stopped_;
   bool started_ = false;
   bool stopping_ = false;
+  std::error_code accept_error_;  // the listener failed for good (serve_forever() throws it)
+  std::string where_;             // the listener's address, for messages
 };
 
 }  // namespace tendril::net

@@ -217,7 +217,10 @@ class datagram_socket : public socket {
   std::size_t send_to(std::string_view data, const address& to, std::error_code& ec) {
     return send_to(data.data(), data.size(), to, ec);
   }
-  // recv_from() waits for a datagram, stores its sender in from, returns its size (cut to len).
+  // recv_from() waits for a datagram, stores its sender in from, and returns how many of its
+  // bytes it kept: a datagram longer than len is cut to len and the rest is lost, as with
+  // recvfrom(2) (65,507 bytes hold any UDP datagram over IPv4). len 0: EINVAL, since the
+  // datagram would be taken and none of it kept.
   std::size_t recv_from(void* buf, std::size_t len, address& from);
   std::size_t recv_from(void* buf, std::size_t len, address& from, std::error_code& ec);
 

@@ -6,6 +6,8 @@
 
 #include <sys/socket.h>
 
+#include <chrono>
+#include <future>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -95,6 +97,53 @@ TEST(resolve, an_unknown_service_fails_naming_it) {
     EXPECT_TRUE(e.code());
     EXPECT_TRUE(contains(e.what(), service)) << e.what();
   }
+}
+
+// getaddrinfo would take "70000" modulo 65536 (port 4464) and say little about "-1".
+TEST(resolve, a_number_that_is_not_a_port_is_einval_naming_it) {
+  for (const char* service : {"70000", "65536", "-1", "+80", "99999999999999999999"}) {
+    std::error_code ec;
+    EXPECT_TRUE(resolve("127.0.0.1", service, ec).empty()) << service;
+    EXPECT_EQ(ec, std::errc::invalid_argument) << service;
+    try {
+      resolve("127.0.0.1", service);
+      ADD_FAILURE() << "resolved " << service;
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::invalid_argument);
+      EXPECT_TRUE(contains(e.what(), service)) << e.what();
+      EXPECT_TRUE(contains(e.what(), "0 to 65535")) << e.what();
+    }
+  }
+  EXPECT_EQ(resolve("127.0.0.1", "65535").at(0).port(), 65535);
+  EXPECT_EQ(resolve("127.0.0.1", "0").at(0).port(), 0);
+  std::error_code ec;
+  resolve("localhost", "80", ec, 12345);
+  EXPECT_EQ(ec, std::errc::invalid_argument);
+}
+
+// connect(host, port, limit): the limit bounds the name's resolution too. The thread pool
+// is kept busy, so that the lookup waits for a pool thread longer than the limit.
+TEST(resolve, a_connect_limit_bounds_the_resolution_of_the_name) {
+  tendril::net::tcp_listener l = tendril::net::listen("127.0.0.1", 0);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::vector<tendril::task<void>> blockers;
+  for (int i = 0; i < 64; ++i) {
+    blockers.push_back(spawn([released] {
+      tendril::offload([released] { released.wait_for(std::chrono::seconds(10)); });
+    }));
+  }
+  tendril::sleep(std::chrono::milliseconds(1));  // they hold every pool thread
+  tendril::test::stopwatch watch;
+  std::error_code ec;
+  tendril::net::tcp_stream s = tendril::net::connect("localhost", l.local_address().port(),
+                                                     std::chrono::milliseconds(100), ec);
+  const auto took = watch.elapsed();
+  release.set_value();
+  for (auto& b : blockers) b.join();
+  EXPECT_EQ(ec, std::errc::timed_out) << ec.message();
+  EXPECT_FALSE(s.is_open());
+  EXPECT_LT(took, std::chrono::seconds(5));
 }
 
 TEST(resolve, other_greenlets_run_while_the_resolver_works) {

@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -337,6 +338,71 @@ TEST(stream_server, binding_a_port_in_use_fails_with_eaddrinuse_naming_the_addre
 
 TEST(stream_server, an_empty_handler_is_invalid_argument) {
   EXPECT_THROW(stream_server("127.0.0.1", 0, stream_server::handler{}), std::invalid_argument);
+}
+
+TEST(stream_server, a_listener_that_is_closed_or_not_listening_is_invalid_argument) {
+  EXPECT_THROW(stream_server(tendril::net::tcp_listener(), echo), std::invalid_argument);
+  const int bound_only = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(bound_only, 0);
+  try {
+    stream_server s(tendril::net::tcp_listener(bound_only), echo);
+    ADD_FAILURE() << "served on a socket that does not listen";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_TRUE(contains(e.what(), "not a listening")) << e.what();
+  }
+}
+
+// A stop() before start() closes the listener: a client is refused rather than left waiting
+// in the backlog for a server that will never accept it.
+TEST(stream_server, stop_before_start_refuses_clients) {
+  stream_server server("127.0.0.1", 0, echo);
+  const address at = server.local_address();
+  server.stop();
+  std::error_code ec;
+  tendril::net::connect(at, ec);
+  EXPECT_EQ(ec, std::errc::connection_refused);
+}
+
+// The listener fails for good (here shut down underneath: accept then says EINVAL): the
+// server stops accepting at once instead of retrying without end (which never yielded on a
+// readiness backend), the connection being served goes on to its end, and serve_forever()
+// then throws the error.
+TEST(stream_server, a_listener_that_fails_for_good_ends_serve_forever_with_its_error) {
+  tendril::net::tcp_listener l = tendril::net::listen("127.0.0.1", 0);
+  const int listen_fd = l.native_handle();
+  event go;
+  bool handler_began = false;
+  stream_server server(std::move(l), [&](tcp_stream& conn, const address&) {
+    handler_began = true;
+    char buf[16];
+    const std::size_t n = conn.recv(buf, sizeof buf);
+    go.wait();
+    conn.send_all(buf, n);
+  });
+  std::error_code error;
+  std::string what;
+  auto runner = spawn([&] {
+    try {
+      server.serve_forever();
+    } catch (const std::system_error& e) {
+      error = e.code();
+      what = e.what();
+    }
+  });
+  tcp_stream client = tendril::net::connect(server.local_address());
+  client.send_all("hi");
+  while (!handler_began) tendril::sleep(1ms);
+  ASSERT_EQ(::shutdown(listen_fd, SHUT_RDWR), 0);
+  tendril::sleep(20ms);
+  EXPECT_FALSE(server.serving());
+  EXPECT_FALSE(runner.ready()) << "serve_forever() returned with a handler still running";
+  go.set();
+  client.set_timeout(5s);
+  EXPECT_EQ(client.recv_exact(2), "hi");
+  runner.join();
+  EXPECT_EQ(error, std::errc::invalid_argument) << what;
+  EXPECT_TRUE(contains(what, "accept")) << what;
+  EXPECT_TRUE(contains(what, "127.0.0.1")) << what;
 }
 
 TEST(stream_server, stop_before_start_and_twice_does_nothing_harmful) {

@@ -563,6 +563,20 @@ TEST(tcp, calls_on_a_closed_socket_fail_with_ebadf) {
   EXPECT_EQ(server.send("x", 1, ec), 0u);
   EXPECT_EQ(ec, std::errc::bad_file_descriptor);
   EXPECT_THROW(server.send_all("x"), std::system_error);
+  // Empty buffers too: a closed socket is EBADF before anything else, and says it is closed.
+  EXPECT_EQ(server.send(buf, 0, ec), 0u);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  EXPECT_EQ(server.send_all(buf, 0, ec), 0u);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  EXPECT_EQ(server.recv(buf, 0, ec), 0u);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  try {
+    server.send(buf, 0);
+    ADD_FAILURE() << "send on a closed socket returned";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::bad_file_descriptor);
+    EXPECT_NE(std::string(e.what()).find("a closed socket"), std::string::npos) << e.what();
+  }
   server.shutdown(shutdown_type::both, ec);
   EXPECT_EQ(ec, std::errc::bad_file_descriptor);
   EXPECT_THROW(server.local_address(), std::system_error);

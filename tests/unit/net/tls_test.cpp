@@ -840,6 +840,13 @@ TEST_F(tls, bad_input_is_reported_not_crashed_on) {
                                        "localhost"),
                std::invalid_argument);
   EXPECT_THROW(net::tls_stream::server(net::tcp_stream(), sctx), std::system_error);
+  // The twin of accept() reports a closed connection (listener.accept(ec) failed just before)
+  // instead of throwing; a context for the wrong side is still a misuse.
+  std::error_code closed_ec;
+  net::tls_stream from_closed = net::tls_stream::accept(net::tcp_stream(), sctx, closed_ec);
+  EXPECT_EQ(closed_ec, std::errc::bad_file_descriptor);
+  EXPECT_FALSE(from_closed.is_open());
+  EXPECT_THROW(net::tls_stream::accept(net::tcp_stream(), c, closed_ec), std::invalid_argument);
 
   // An empty stream: EBADF, never a crash.
   net::tls_stream none;

@@ -201,6 +201,30 @@ TEST(udp, calls_on_a_closed_socket_fail_with_ebadf) {
   EXPECT_THROW(s.connect(to), std::system_error);
 }
 
+// An empty buffer would take a datagram and keep none of it: EINVAL, and the datagram stays.
+TEST(udp, a_receive_into_an_empty_buffer_is_einval_and_loses_no_datagram) {
+  udp_socket a = udp_socket::bind("127.0.0.1", 0);
+  udp_socket b = udp_socket::bind("127.0.0.1", 0);
+  b.send_to(std::string_view("hello"), a.local_address());
+  char buf[16];
+  address from;
+  std::error_code ec;
+  EXPECT_EQ(a.recv_from(buf, 0, from, ec), 0u);
+  EXPECT_EQ(ec, std::errc::invalid_argument);
+  EXPECT_EQ(a.recv(buf, 0, ec), 0u);
+  EXPECT_EQ(ec, std::errc::invalid_argument);
+  try {
+    a.recv(buf, 0);
+    ADD_FAILURE() << "an empty buffer was accepted";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::invalid_argument);
+    EXPECT_TRUE(contains(e.what(), "recv (")) << e.what();
+  }
+  a.set_timeout(5s);
+  EXPECT_EQ(a.recv_from(buf, sizeof buf, from), 5u);
+  EXPECT_EQ(std::string(buf, 5), "hello");
+}
+
 TEST(udp, the_error_code_twins_report_instead_of_throwing) {
   std::error_code ec;
   udp_socket a = udp_socket::bind("127.0.0.1", 0);
