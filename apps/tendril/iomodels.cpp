@@ -7,12 +7,14 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -53,6 +55,22 @@ std::string model_names() {
   return s;
 }
 
+// check_out_dir() makes the report's folder and makes sure files can be written there, before
+// a run of minutes whose report would otherwise be lost at the end.
+void check_out_dir(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw std::invalid_argument("--out: cannot create " + dir + ": " + ec.message());
+  const std::filesystem::path probe = std::filesystem::path(dir) / ".tendril-iomodels-probe";
+  {
+    std::ofstream f(probe);
+    f << "probe\n";
+    f.close();
+    if (!f) throw std::invalid_argument("--out: cannot write in " + dir);
+  }
+  std::filesystem::remove(probe, ec);
+}
+
 settings parse(const args& a) {
   static const char* usage =
       "tendril iomodels [--quick] [--out DIR] [--models a,b,...] [--connections 1,10,100,1000] "
@@ -84,12 +102,19 @@ settings parse(const args& a) {
         if (m == nullptr)
           throw std::invalid_argument("unknown model '" + name + "' (models: " + model_names() +
                                       ")");
+        if (std::find(s.models.begin(), s.models.end(), m) != s.models.end())
+          throw std::invalid_argument("--models: '" + name + "' is named twice");
         s.models.push_back(m);
       }
       if (s.models.empty()) throw std::invalid_argument("--models: no model named");
     } else if (k == "--connections") {
       s.levels.clear();
-      for (const auto& n : split_list(v)) s.levels.push_back(parse_count(k, n, 1, 1'000'000));
+      for (const auto& n : split_list(v)) {
+        const std::size_t level = parse_count(k, n, 1, 1'000'000);
+        if (std::find(s.levels.begin(), s.levels.end(), level) != s.levels.end())
+          throw std::invalid_argument("--connections: " + n + " is given twice");
+        s.levels.push_back(level);
+      }
       if (s.levels.empty()) throw std::invalid_argument("--connections: no level given");
     } else if (k == "--seconds") {
       s.seconds = parse_seconds(k, v, false);
@@ -113,6 +138,11 @@ settings parse(const args& a) {
   if (quick && !warmup_given) s.warmup_s = 0.2;
   if (s.models.empty())
     for (const auto& m : lab::models()) s.models.push_back(&m);
+  if (s.threads > 0 && std::find(s.models.begin(), s.models.end(),
+                                 lab::find_model("thread-pool")) == s.models.end()) {
+    throw std::invalid_argument("--threads sizes the thread-pool model, which is not in this run");
+  }
+  if (!s.out_dir.empty()) check_out_dir(s.out_dir);
   return s;
 }
 
@@ -152,6 +182,14 @@ std::pair<int, int> choose_cpus() {
     if (CPU_ISSET(cpu, &set)) found[n++] = cpu;
   if (n < 2) return {-1, -1};
   return {found[0], found[1]};
+}
+
+// usable_cpus() is how many CPUs this process may run on (taskset narrows it).
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+  return CPU_COUNT(&set);
 }
 
 bool pin_to(int cpu) {
@@ -206,9 +244,13 @@ bool server_process::start(const std::string& model, int threads, int cpu) {
   const char* argv[] = {"tendril",    "serve-model", model.c_str(),
                         "--port",     "0",           threads > 0 ? "--threads" : nullptr,
                         pool.c_str(), nullptr};
+  const pid_t parent = ::getpid();
   pid_ = ::fork();
   if (pid_ == 0) {
-    // The child: async-signal-safe calls only until exec.
+    // The child: async-signal-safe calls only until exec. It dies with the run (a killed
+    // `tendril iomodels` must not leave a busy server behind).
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
     if (cpu >= 0) {
       cpu_set_t set;
       CPU_ZERO(&set);
@@ -219,6 +261,9 @@ bool server_process::start(const std::string& model, int threads, int cpu) {
     if (err_ >= 0) ::dup2(err_, STDERR_FILENO);
     int null = ::open("/dev/null", O_RDONLY);
     if (null >= 0) ::dup2(null, STDIN_FILENO);
+    // Nothing but 0, 1 and 2: the models that count their descriptors (select's 1,020
+    // connections) must find every other number free, whatever the caller left open.
+    ::close_range(3, ~0U, 0);
     ::execv("/proc/self/exe", const_cast<char* const*>(argv));
     ::_exit(127);
   }
@@ -263,8 +308,8 @@ bool server_process::start(const std::string& model, int threads, int cpu) {
     if (port_ == 0) error_ = "server's first line holds no port: '" + line + "'";
   }
   if (!error_.empty()) {
-    std::string how = stop();
     std::string said = stderr_text();
+    std::string how = stop();
     if (!said.empty()) {
       error_ += ": " + said;
     } else if (!how.empty()) {
@@ -281,6 +326,8 @@ std::string server_process::stop() {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       how = describe_status(status);
+      // It ended on its own: what it said on the way out is the reason.
+      if (std::string said = stderr_text(); !said.empty()) how += ": " + said;
     } else {
       ::kill(pid_, SIGKILL);
       while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
@@ -290,6 +337,8 @@ std::string server_process::stop() {
   }
   if (out_ >= 0) ::close(out_);
   out_ = -1;
+  if (err_ >= 0) ::close(err_);
+  err_ = -1;
   return how;
 }
 
@@ -362,6 +411,7 @@ iomodels_row run_one(const lab::model& m, std::size_t level, const settings& s, 
   row.connections = level;
   if (std::string why = m.unsupported(); !why.empty()) {
     row.note = "unsupported: " + why;
+    row.gap = true;
     return row;
   }
   lab::serve_options so;
@@ -369,6 +419,7 @@ iomodels_row run_one(const lab::model& m, std::size_t level, const settings& s, 
   if (std::size_t max = m.max_connections(so); max != 0 && level > max) {
     row.note =
         "cannot serve: " + row.model + " is limited to " + std::to_string(max) + " connections";
+    row.gap = true;
     return row;
   }
   // Each side needs a descriptor per connection, and a few more.
@@ -376,6 +427,7 @@ iomodels_row run_one(const lab::model& m, std::size_t level, const settings& s, 
     row.note = "cannot run: " + std::to_string(level) +
                " connections need more descriptors than RLIMIT_NOFILE allows (" +
                std::to_string(fd_limit) + ")";
+    row.gap = true;
     return row;
   }
   server_process server;
@@ -395,23 +447,33 @@ iomodels_row run_one(const lab::model& m, std::size_t level, const settings& s, 
     row.load = lab::run_load(o);
   } catch (const std::invalid_argument& e) {
     row.note = std::string("cannot run: ") + e.what();
+    row.gap = true;
     return row;
   } catch (const std::exception& e) {
     row.note = std::string("load generator failed: ") + e.what();
     return row;
   }
   const std::string died = server.stop();
+  if (!died.empty()) {
+    // The server ended before it was stopped: whatever was measured is not the model's.
+    row.note = "server " + died;
+    if (!row.load.error.empty()) row.note += " (load generator: " + row.load.error + ")";
+    return row;
+  }
   if (!row.load.error.empty()) {
     row.note = row.load.error;
-    if (!died.empty()) row.note += " (server " + died + ")";
     return row;
   }
   row.measured = true;
-  if (row.load.connected < level)
-    row.note = std::to_string(level - row.load.connected) + " connections refused; ";
-  if (row.load.errors != 0)
-    row.note += std::to_string(row.load.errors) + " errors (connections lost or wrong echoes)";
-  if (!died.empty()) row.note += (row.note.empty() ? "" : "; ") + ("server " + died);
+  std::string sep;
+  if (row.load.connect_failures != 0) {
+    row.note = std::to_string(row.load.connect_failures) + " connections failed to open";
+    sep = "; ";
+  }
+  if (row.load.errors != 0) {
+    row.note +=
+        sep + std::to_string(row.load.errors) + " errors (connections lost or wrong echoes)";
+  }
   return row;
 }
 
@@ -441,6 +503,9 @@ int iomodels(const args& a) {
                  server_cpu, load_cpu);
   }
   iomodels_setup setup = describe_machine(s, pinned);
+  setup.server_cpu = server_cpu;
+  setup.load_cpu = pinned ? load_cpu : -1;
+  setup.usable_cpus = usable_cpus();
 
   std::vector<iomodels_row> rows;
   const std::size_t total = s.models.size() * s.levels.size();
@@ -458,9 +523,7 @@ int iomodels(const args& a) {
       } else {
         std::fprintf(stderr, "%s\n", row.note.c_str());
       }
-      const bool expected_gap =
-          row.note.rfind("unsupported:", 0) == 0 || row.note.rfind("cannot ", 0) == 0;
-      if ((row.measured && !row.note.empty()) || (!row.measured && !expected_gap)) failed = true;
+      if ((row.measured && !row.note.empty()) || (!row.measured && !row.gap)) failed = true;
       rows.push_back(std::move(row));
     }
   }
@@ -471,7 +534,7 @@ int iomodels(const args& a) {
   if (!s.out_dir.empty()) {
     const std::filesystem::path dir(s.out_dir);
     std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
+    std::filesystem::create_directories(dir, ec);  // checked before the run; gone since?
     if (ec) throw std::runtime_error("cannot create " + s.out_dir + ": " + ec.message());
     std::vector<std::string> names;
     for (const lab::model* m : s.models) names.emplace_back(m->name);

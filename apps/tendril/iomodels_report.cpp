@@ -171,10 +171,14 @@ std::string iomodels_markdown(const std::vector<iomodels_row>& rows, const iomod
       " s measured per row.\n\n";
   out += "| | |\n|---|---|\n";
   out += "| CPU | " + s.cpu + " |\n";
-  out += "| CPUs | " + std::to_string(s.cpus) +
-         (s.pinned ? " (server pinned to CPU 0, load generator to CPU 1)"
-                   : " (no pinning: server and load generator share the CPU)") +
-         " |\n";
+  std::string cpus = std::to_string(s.cpus) + " online";
+  if (s.usable_cpus > 0 && s.usable_cpus != s.cpus) {
+    cpus += ", " + std::to_string(s.usable_cpus) + " usable by the run";
+  }
+  cpus += s.pinned ? " (server pinned to CPU " + std::to_string(s.server_cpu) +
+                         ", load generator to CPU " + std::to_string(s.load_cpu) + ")"
+                   : " (no pinning: server and load generator share one CPU)";
+  out += "| CPUs | " + cpus + " |\n";
   out += "| kernel | " + s.kernel + " |\n";
   out += "| date | " + s.date + " |\n";
   out += "| load average before, after | " + s.load_before + "; " + s.load_after + " |\n\n";

@@ -19,6 +19,7 @@ struct iomodels_row {
   bool measured = false;  // load holds a run (it may still count errors)
   lab::load_result load;
   std::string note;  // why there is no measurement ("cannot serve: ..."), or what went wrong
+  bool gap = false;  // not measured for a reason of the model or the machine, not a failure
 };
 
 // Where and how the runs were made, for the Markdown report.
@@ -28,7 +29,9 @@ struct iomodels_setup {
   std::string kernel;                   // uname: sysname release machine
   std::string date;                     // UTC, when the runs started
   std::string load_before, load_after;  // /proc/loadavg
-  bool pinned = false;                  // server on CPU 0, load generator on CPU 1
+  bool pinned = false;                  // server and load generator on CPUs of their own
+  int server_cpu = -1, load_cpu = -1;   // which (-1: not pinned)
+  int usable_cpus = 0;                  // the CPUs the run was allowed to use (taskset)
   double warmup_s = 0, seconds = 0;
   std::size_t message_size = 0;
   double rate = 0;  // messages per second offered in total; 0: closed loop

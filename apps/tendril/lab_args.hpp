@@ -24,24 +24,31 @@ inline std::size_t parse_count(const std::string& option, const std::string& v, 
   return static_cast<std::size_t>(n);
 }
 
+// decimal() is true when v is written as a decimal number (strtod also takes hexadecimal,
+// "inf" and "nan").
+inline bool decimal(const std::string& v) {
+  return !v.empty() && v.find_first_not_of("0123456789.eE+-") == std::string::npos;
+}
+
 // parse_seconds() is the duration in v, in seconds: more than 0, or at least 0 when zero_ok.
 inline double parse_seconds(const std::string& option, const std::string& v, bool zero_ok) {
   char* end = nullptr;
   const double s = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || !std::isfinite(s) || s < 0 || (!zero_ok && s == 0) || s > 86400)
+  if (!decimal(v) || *end != '\0' || !std::isfinite(s) || s < 0 || (!zero_ok && s == 0) ||
+      s > 86400)
     throw std::invalid_argument("bad value '" + v + "' for " + option + " (seconds, " +
                                 (zero_ok ? "0" : "more than 0") + " to 86400)");
   return s;
 }
 
-// parse_rate() is the messages per second in v: more than 0 (at least one in 1,000 s) and at
-// most 100 million.
+// parse_rate() is the messages per second in v: 0 for none (a closed loop), or at least one
+// in 1,000 s and at most 100 million.
 inline double parse_rate(const std::string& option, const std::string& v) {
   char* end = nullptr;
   const double r = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || !std::isfinite(r) || r < 1e-3 || r > 1e8)
+  if (!decimal(v) || *end != '\0' || !std::isfinite(r) || (r != 0 && (r < 1e-3 || r > 1e8)))
     throw std::invalid_argument("bad value '" + v + "' for " + option +
-                                " (messages per second, 0.001 to 100000000)");
+                                " (messages per second: 0 for none, or 0.001 to 100000000)");
   return r;
 }
 

@@ -57,8 +57,8 @@ int load(const args& a) {
     std::fprintf(stderr, "tendril load: %s\n", r.error.c_str());
     return 1;
   }
-  std::printf("connections %zu\nconnected %zu\nmessage_size %zu\n", o.connections, r.connected,
-              o.message_size);
+  std::printf("connections %zu\nconnected %zu\nconnect_failures %zu\nmessage_size %zu\n",
+              o.connections, r.connected, r.connect_failures, o.message_size);
   std::printf("warmup_s %.3f\nseconds %.3f\n", o.warmup_s, o.seconds);
   if (o.rate > 0) std::printf("offered_msgs_per_s %.1f\n", o.rate);
   std::printf("messages %llu\nmsgs_per_s %.1f\n", static_cast<unsigned long long>(r.messages),
@@ -76,7 +76,7 @@ int load(const args& a) {
               static_cast<unsigned long long>(r.messages_total),
               static_cast<unsigned long long>(r.bytes_sent_total),
               static_cast<unsigned long long>(r.errors));
-  return r.errors == 0 && r.messages > 0 ? 0 : 1;
+  return r.errors == 0 && r.connect_failures == 0 && r.messages > 0 ? 0 : 1;
 }
 
 }  // namespace tendril::app

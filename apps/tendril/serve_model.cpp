@@ -49,12 +49,18 @@ int serve_model(const args& a) {
   lab::serve_options o;
   for (std::size_t i = 1; i < a.size(); ++i) {
     long n = 0;
-    if (a[i] == "--port" && i + 1 < a.size() && parse_number(a[i + 1], 65535, n)) {
-      port = n;
-    } else if (a[i] == "--threads" && i + 1 < a.size() && parse_number(a[i + 1], 100000, n)) {
-      o.threads = static_cast<int>(n);
-    } else {
+    if (a[i] != "--port" && a[i] != "--threads")
       return fail("bad argument '" + a[i] + "' (usage: " + usage + ")");
+    if (i + 1 >= a.size()) return fail(a[i] + " needs a value (usage: " + usage + ")");
+    const long max = a[i] == "--port" ? 65535 : 100000;
+    if (!parse_number(a[i + 1], max, n)) {
+      return fail("bad value '" + a[i + 1] + "' for " + a[i] + " (a whole number from 0 to " +
+                  std::to_string(max) + ")");
+    }
+    if (a[i] == "--port") {
+      port = n;
+    } else {
+      o.threads = static_cast<int>(n);
     }
     ++i;
   }

@@ -13,8 +13,11 @@
 // one of the N clients leaves; with long-lived connections it waits for ever. A pool only
 // fits short requests, or a pool as large as the connections, which is the threads model
 // again.
+#include <sys/socket.h>
+
 #include <atomic>
 #include <cerrno>
+#include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -44,7 +47,17 @@ void serve(const serve_options& o) {
     }
   };
   std::vector<std::thread> pool;
-  for (int i = 0; i < pool_size(o); ++i) pool.emplace_back(worker);
+  try {
+    for (int i = 0; i < pool_size(o); ++i) pool.emplace_back(worker);
+  } catch (const std::system_error& e) {
+    // Out of threads (RLIMIT_NPROC, memory): the workers made so far are ended (a shut-down
+    // listener fails their accept) and joined, then the pool reports what stopped it.
+    const std::string why = "cannot start thread " + std::to_string(pool.size() + 1) + " of " +
+                            std::to_string(pool_size(o)) + ": " + e.what();
+    ::shutdown(o.listen_fd, SHUT_RDWR);
+    for (auto& t : pool) t.join();
+    throw std::system_error(e.code(), why);
+  }
   for (auto& t : pool) t.join();
   throw std::system_error(error, std::generic_category(), "accept");
 }

@@ -128,10 +128,16 @@ void check(const load_options& o) {
   if (o.rate > 0 && o.rate < 1e-3)
     throw std::invalid_argument("the rate is below one message in 1,000 s: give 0 for none");
   check_descriptors(o.connections);
+  if (o.server_pid > 0 && process_cpu_s(o.server_pid) < 0) {
+    throw std::invalid_argument("no process " + std::to_string(o.server_pid) +
+                                " to measure (the server's pid): /proc/" +
+                                std::to_string(o.server_pid) + "/stat cannot be read");
+  }
 }
 
-// connect_one() is a connected, non-blocking TCP_NODELAY socket, or -errno.
-int connect_one(const addrinfo& ai) {
+// connect_one() is a connected, non-blocking TCP_NODELAY socket, or -errno (ETIMEDOUT once
+// deadline_ns, on the monotonic clock, has passed).
+int connect_one(const addrinfo& ai, std::uint64_t deadline_ns) {
   int fd = ::socket(ai.ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   int one = 1;
@@ -142,10 +148,13 @@ int connect_one(const addrinfo& ai) {
     if (err == EINPROGRESS) {
       // The handshake waits for room in the server's accept queue when it is full.
       pollfd p{fd, POLLOUT, 0};
-      const int ms = static_cast<int>(connect_timeout_ns / 1'000'000);
       int n;
-      do n = ::poll(&p, 1, ms);
-      while (n < 0 && errno == EINTR);
+      do {
+        const std::uint64_t t = now_ns();
+        const int ms =
+            t >= deadline_ns ? 0 : static_cast<int>((deadline_ns - t + 999'999) / 1'000'000);
+        n = ::poll(&p, 1, ms);
+      } while (n < 0 && errno == EINTR);
       socklen_t len = sizeof err;
       if (n == 0) {
         err = ETIMEDOUT;
@@ -255,8 +264,25 @@ bool generator::connect_all() {
   }
   conns_.resize(o_.connections);
   int first_error = 0;
+  // One deadline for them all: a server that stopped accepting costs 10 s, not 10 s a
+  // connection.
+  const std::uint64_t deadline = now_ns() + connect_timeout_ns;
+  const addrinfo* to = nullptr;  // the address that answered, for the connections after the first
   for (auto& c : conns_) {
-    int fd = connect_one(*ai);
+    int fd = -ECONNREFUSED;
+    if (to != nullptr) {
+      fd = connect_one(*to, deadline);
+    } else {
+      // The first connection tries each address of the name in turn (localhost may give ::1
+      // first while the server listens on 127.0.0.1).
+      for (const addrinfo* a = ai; a != nullptr; a = a->ai_next) {
+        fd = connect_one(*a, deadline);
+        if (fd >= 0) {
+          to = a;
+          break;
+        }
+      }
+    }
     if (fd < 0) {
       // The first connection failing means there is no server to measure; a later one
       // failing is the server's trouble under load, and is counted.
@@ -264,7 +290,7 @@ bool generator::connect_all() {
         first_error = -fd;
         break;
       }
-      ++r_.errors;
+      ++r_.connect_failures;
       continue;
     }
     c.fd = fd;
@@ -480,6 +506,9 @@ load_result generator::run() {
   if (window_s > 0) {
     r_.msgs_per_s = static_cast<double>(r_.messages) / window_s;
     r_.client_cpu_pct = 100.0 * (cpu_end_ - cpu_start_) / window_s;
+  }
+  if (o_.server_pid > 0 && (server_start_ < 0 || server_end_ < 0) && r_.error.empty()) {
+    r_.error = "the server (pid " + std::to_string(o_.server_pid) + ") ended during the run";
   }
   if (server_start_ >= 0 && server_end_ >= 0) {
     r_.server_cpu_s = server_end_ - server_start_;

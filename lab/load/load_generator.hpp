@@ -35,6 +35,7 @@ struct load_options {
 
 struct load_result {
   std::size_t connected = 0;           // connections that were established
+  std::size_t connect_failures = 0;    // connections that could not be (after the first)
   std::uint64_t messages = 0;          // completed in the measured window
   std::uint64_t messages_total = 0;    // completed over the whole run, warm-up included
   std::uint64_t bytes_sent_total = 0;  // every byte written, warm-up included
