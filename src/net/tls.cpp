@@ -60,7 +60,8 @@ struct tls_stream::state {
   bool close_notify_sent = false;
   std::error_code failed;  // an error that ended the session
   std::string failed_why;
-  std::string pending;  // a send cut short: its data, which the next send must finish first
+  std::string pending;   // a send cut short: its data, which the next send must finish first
+  std::string buffered;  // bytes the TCP stream had received before the wrap: read first
   detail::greenlet_record* reader = nullptr;
   detail::greenlet_record* writer = nullptr;
   int users = 0;          // calls under way (they may be parked)
@@ -123,6 +124,13 @@ int bio_read(BIO* b, char* data, std::size_t len, std::size_t* read) {
   BIO_clear_retry_flags(b);
   state* s = bio_state(b);
   if (s == nullptr) return 0;
+  if (!s->buffered.empty() && len > 0) {
+    const std::size_t n = std::min(len, s->buffered.size());
+    std::memcpy(data, s->buffered.data(), n);
+    s->buffered.erase(0, n);
+    *read = n;
+    return 1;
+  }
   while (true) {
     const ssize_t n = ::recv(s->sock.native_handle(), data, len, MSG_DONTWAIT);
     if (n > 0) {
@@ -818,6 +826,7 @@ tls_stream tls_stream::wrap(tcp_stream conn, const tls_context& ctx, std::string
   }
   auto s = std::make_unique<state>();
   s->sock = std::move(conn);
+  s->buffered = s->sock.take_buffered();
   s->host = std::string(host);
   address peer;
   *peer.size_ptr() = address::capacity();

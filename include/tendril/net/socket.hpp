@@ -64,13 +64,18 @@ class socket {
   void shutdown(shutdown_type how);
   void shutdown(shutdown_type how, std::error_code& ec) noexcept;
 
-  // release() gives up the descriptor without closing it and returns it.
+  // release() gives up the descriptor without closing it and returns it. Bytes that a
+  // cancelled read had already received (on io_uring: a recv killed or timed out as data
+  // came) are not in the descriptor any more: take them first with take_buffered().
   int release() noexcept;
 
   // For the layers above: the deadline of a blocking call that starts now.
   std::int64_t call_deadline() const noexcept {
     return detail::deadline_after(std::chrono::nanoseconds(timeout_ns_));
   }
+  // For the layers above that read the descriptor themselves (TLS): the bytes a cancelled
+  // read had received (io_uring), which the next recv() would have returned first.
+  std::string take_buffered() noexcept { return std::exchange(carry_, std::string()); }
 
  protected:
   // Takes ownership of fd (made non-blocking) and registers it with this thread's I/O table.
