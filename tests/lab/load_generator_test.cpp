@@ -190,7 +190,7 @@ TEST(load_generator, counts_every_message_and_byte_exactly) {
   EXPECT_LE(r.p999_us, r.max_us);
   EXPECT_GT(r.mean_us, 0);
   EXPECT_LE(r.mean_us, r.max_us);
-  EXPECT_GT(r.server_cpu_s, 0);  // read from /proc: 100 messages cost this process some
+  EXPECT_GT(r.server_cpu_s, 0);     // read from /proc: 100 messages cost this process some
   EXPECT_GE(r.server_threads, 10);  // the test's main thread, the acceptor, 8 connections
   EXPECT_GT(r.server_rss_kib, 0u);
 }
