@@ -19,10 +19,16 @@ address::address(const sockaddr* sa, socklen_t len) {
 address address::ip(std::string_view host, std::uint16_t port) {
   address a;
   std::string h(host);
-  // Brackets are allowed around IPv6 ("[::1]").
-  if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  // Brackets are allowed around IPv6 ("[::1]"), and only there.
+  const bool bracketed = h.size() > 2 && h.front() == '[' && h.back() == ']';
+  if (bracketed) h = h.substr(1, h.size() - 2);
   auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage_);
-  if (inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
+  // inet_pton() reads up to a NUL: "127.0.0.1\0junk" would pass as 127.0.0.1.
+  if (h.find('\0') != std::string::npos) {
+    throw std::invalid_argument("tendril::net::address::ip: '" + std::string(host) +
+                                "' holds a NUL character");
+  }
+  if (!bracketed && inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
     v4->sin_family = AF_INET;
     v4->sin_port = htons(port);
     a.len_ = sizeof(sockaddr_in);

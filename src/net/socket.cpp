@@ -806,6 +806,10 @@ udp_socket udp_socket::bind(std::string_view host, std::uint16_t port) {
 
 udp_socket udp_socket::open(int family, std::error_code& ec) {
   ec.clear();
+  if (family != AF_INET && family != AF_INET6) {
+    ec = errno_code(EAFNOSUPPORT);  // UDP is IPv4 or IPv6 (unix_datagram for AF_UNIX)
+    return {};
+  }
   int fd = new_socket(family, SOCK_DGRAM, ec);
   return fd < 0 ? udp_socket() : udp_socket(fd);
 }

@@ -255,7 +255,7 @@ class udp_socket : public datagram_socket {
   // bind() is a UDP socket bound to host:port (port 0: any free port).
   static udp_socket bind(std::string_view host, std::uint16_t port);
   static udp_socket bind(std::string_view host, std::uint16_t port, std::error_code& ec);
-  // open() is an unbound UDP socket of a family (AF_INET, AF_INET6).
+  // open() is an unbound UDP socket of a family (AF_INET, AF_INET6; another: EAFNOSUPPORT).
   static udp_socket open(int family = AF_INET);
   static udp_socket open(int family, std::error_code& ec);
   static udp_socket open(std::error_code& ec) { return open(AF_INET, ec); }

@@ -526,6 +526,10 @@ TEST(tcp, a_bad_address_is_invalid_argument_naming_it) {
   EXPECT_THROW(tendril::net::address::ip("127.0.0.256", 80), std::invalid_argument);
   EXPECT_THROW(tendril::net::address::ip("", 80), std::invalid_argument);
   EXPECT_THROW(tendril::net::address::ip("::1::2", 80), std::invalid_argument);
+  // Brackets are for IPv6 only; text after a NUL is not ignored.
+  EXPECT_THROW(tendril::net::address::ip("[127.0.0.1]", 80), std::invalid_argument);
+  EXPECT_THROW(tendril::net::address::ip(std::string_view("127.0.0.1\0junk", 14), 80),
+               std::invalid_argument);
   // What does parse, and how it prints.
   EXPECT_EQ(tendril::net::address::ip("127.0.0.1", 8080).to_string(), "127.0.0.1:8080");
   EXPECT_EQ(tendril::net::address::ip("::1", 8080).to_string(), "[::1]:8080");

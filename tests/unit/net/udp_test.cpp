@@ -3,6 +3,8 @@
 // another family). Modelled on gevent's test__socket.py (UDP cases).
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+
 #include <chrono>
 #include <cstddef>
 #include <string>
@@ -231,6 +233,9 @@ TEST(udp, the_error_code_twins_report_instead_of_throwing) {
   udp_socket b = udp_socket::bind("127.0.0.1", a.local_address().port(), ec);
   EXPECT_EQ(ec, std::errc::address_in_use);
   EXPECT_FALSE(b.is_open());
+  udp_socket u = udp_socket::open(AF_UNIX, ec);  // unix_datagram is the one for that
+  EXPECT_EQ(ec, std::errc::address_family_not_supported);
+  EXPECT_FALSE(u.is_open());
   udp_socket c = udp_socket::open(ec);
   EXPECT_FALSE(ec);
   char buf[8];
