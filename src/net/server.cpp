@@ -80,27 +80,19 @@ void stream_server::serve_forever() {
 
 namespace {
 
-// The errors of accept(2) that concern only the connection being accepted (Linux passes the
-// new connection's pending network errors on this way), or the call: the next accept may
-// well succeed.
-bool accept_error_is_transient(int e) noexcept {
-  switch (e) {
-    case ECONNABORTED:
-    case EINTR:
-    case EAGAIN:
-    case EPROTO:
-    case ENOPROTOOPT:
-    case EHOSTDOWN:
-    case ENONET:
-    case EHOSTUNREACH:
-    case ENETDOWN:
-    case ENETUNREACH:
-    case EPERM:      // refused by a firewall rule
-    case ETIMEDOUT:  // the listener's own time limit (set_timeout)
-      return true;
-    default:
-      return false;
+// listener_failed() tells whether an accept error is the listener's own, so that every
+// accept after it would fail the same way: its descriptor is no socket any more, or the
+// socket stopped listening (shut down). Every other error (a connection that went away
+// before it was accepted: Linux passes the new connection's network errors on through
+// accept(2); a firewall's EPERM; the listener's own time limit) concerns one call.
+bool listener_failed(int e, int fd) noexcept {
+  if (e == EBADF || e == ENOTSOCK || e == EFAULT) return true;
+  if (e == EINVAL || e == EOPNOTSUPP) {
+    int listening = 0;
+    socklen_t size = sizeof listening;
+    return ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 || listening == 0;
   }
+  return false;
 }
 
 }  // namespace
@@ -109,6 +101,7 @@ void stream_server::accept_loop() {
   using namespace std::chrono_literals;
   auto backoff = 1ms;
   bool reported = false;
+  int failures = 0;  // accepts that failed in a row
   while (!stopping_) {
     if (slots_) slots_->acquire();
     std::error_code ec;
@@ -118,27 +111,29 @@ void stream_server::accept_loop() {
       if (slots_) slots_->release();
       if (stopping_) break;
       const int e = ec.value();
-      if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
-        // Out of descriptors: the connection waits in the backlog. Wait for descriptors to
-        // be freed, longer each time (1 ms to 1 s), instead of spinning on the same error.
-        if (!reported) {
-          std::fprintf(stderr, "tendril: stream_server on %s: accept: %s; retrying\n",
-                       where_.c_str(), ec.message().c_str());
-          reported = true;
+      if (!listener_failed(e, listener_.native_handle())) {
+        ++failures;
+        if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || failures > 3) {
+          // Out of descriptors (the connection waits in the backlog), or an error that keeps
+          // coming: wait, longer each time (1 ms to 1 s), instead of spinning on it.
+          if (!reported) {
+            std::fprintf(stderr, "tendril: stream_server on %s: accept: %s; retrying\n",
+                         where_.c_str(), ec.message().c_str());
+            reported = true;
+          }
+          tendril::sleep(backoff);
+          backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+        } else {
+          // A connection that went away before it was accepted, and the like: the next one,
+          // after the others had a turn (on a readiness backend a failing accept never
+          // waits).
+          tendril::sleep(std::chrono::seconds(0));
         }
-        tendril::sleep(backoff);
-        backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
         continue;
       }
-      if (accept_error_is_transient(e)) {
-        // A connection that went away before it was accepted, and the like: the next one,
-        // after the others had a turn (on a readiness backend a failing accept never waits).
-        tendril::sleep(std::chrono::seconds(0));
-        continue;
-      }
-      // The listener itself fails (closed underneath, no longer listening...): accepting
-      // again would fail the same way. Connections being served go on; serve_forever()
-      // returns once they ended and throws this error.
+      // The listener itself fails (closed underneath, no longer listening): accepting again
+      // would fail the same way. Connections being served go on; serve_forever() returns
+      // once they ended and throws this error.
       accept_error_ = ec;
       std::fprintf(stderr, "tendril: stream_server on %s: accept: %s; no longer accepting\n",
                    where_.c_str(), ec.message().c_str());
@@ -147,6 +142,7 @@ void stream_server::accept_loop() {
     }
     backoff = 1ms;
     reported = false;
+    failures = 0;
     semaphore* slots = slots_.get();
     connections_.spawn([this, slots, conn = std::move(conn), peer]() mutable {
       struct give_back {

@@ -56,7 +56,8 @@ class stream_server {
   // descriptor was closed underneath, or stopped listening), the server stops accepting, and
   // serve_forever() throws that std::system_error once the handlers under way have ended;
   // errors that concern one connection only (ECONNABORTED...) are skipped, and running out
-  // of descriptors (EMFILE...) waits for some. Switches: yes.
+  // of descriptors (EMFILE...), or an error that keeps coming, is retried after a pause that
+  // grows from 1 ms to 1 s. Switches: yes.
   void serve_forever();
   // stop() stops accepting at once, waits up to grace for the connections being served to
   // end, kills those still running, and returns when all have ended; serve_forever() then
