@@ -16,6 +16,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "hub/clock.hpp"
@@ -1086,6 +1087,12 @@ TEST_F(tasks, a_container_of_move_only_values_is_moved_out_by_get_once) {
   EXPECT_EQ(c.get().size(), 2u);
   static_assert(tendril::detail::copyable_v<std::map<int, std::vector<std::string>>>);
   static_assert(!tendril::detail::copyable_v<std::map<int, std::vector<many>>>);
+  static_assert(!tendril::detail::copyable_v<std::optional<many>>);
+  static_assert(!tendril::detail::copyable_v<std::variant<int, many>>);
+  static_assert(tendril::detail::copyable_v<std::variant<int, std::string>>);
+  static_assert(tendril::detail::copyable_v<std::string>);
+  // An iterator has a value_type but copies without copying elements.
+  static_assert(tendril::detail::copyable_v<many::iterator>);
 }
 
 // wait() over an event and a task of another thread refuses the task and leaves the event
