@@ -90,7 +90,11 @@ greenlet_record* calling_task() noexcept {
   // A task is a child of the hub with a task state after its record (task_create()).
   greenlet_record* h = hub->greenlet();
   for (greenlet_record* r = thread_state::get().current(); r != nullptr; r = r->parent) {
-    if (r->parent == h && r->extra_destroy != nullptr) return r;
+    // (A plain greenlet keeps the parent it was made with: if that task has ended, the
+    // greenlet runs for another one, which the chain cannot tell.)
+    if (r->parent == h && r->extra_destroy != nullptr) {
+      return task_of(r).phase.load(std::memory_order_relaxed) == task_core::done ? nullptr : r;
+    }
   }
   return nullptr;
 }

@@ -81,8 +81,9 @@ void task_start(greenlet_record* r, std::int64_t deadline_ns);
 task_core& task_of(greenlet_record* r) noexcept;
 task_core& current_task();
 // calling_task() is the record of the task the calling greenlet runs in: the caller itself,
-// or the nearest of its parents that is a task (when the caller is a generator's body or a
-// greenlet that a task switched into); null outside tasks. Switches: no.
+// or the nearest of its parents that is a task (when the caller is a generator's body, which
+// takes its consumer as parent, or a greenlet the task made); null outside tasks, and when
+// that task has ended. Switches: no.
 greenlet_record* calling_task() noexcept;
 // task_enter() is false if the task was killed before it started (the body must not run).
 bool task_enter(task_core& t) noexcept;
