@@ -66,7 +66,10 @@ void check_out_dir(const std::string& dir) {
     std::ofstream f(probe);
     f << "probe\n";
     f.close();
-    if (!f) throw std::invalid_argument("--out: cannot write in " + dir);
+    if (!f) {
+      std::filesystem::remove(probe, ec);
+      throw std::invalid_argument("--out: cannot write in " + dir);
+    }
   }
   std::filesystem::remove(probe, ec);
 }
@@ -446,6 +449,10 @@ iomodels_row run_one(const lab::model& m, std::size_t level, const settings& s, 
   try {
     row.load = lab::run_load(o);
   } catch (const std::invalid_argument& e) {
+    if (std::string died = server.stop(); !died.empty()) {
+      row.note = "server " + died;  // that, not the options, is what went wrong
+      return row;
+    }
     row.note = std::string("cannot run: ") + e.what();
     row.gap = true;
     return row;

@@ -111,9 +111,10 @@ std::vector<address> resolve(std::string_view host, std::string_view service, in
   if (ec) {
     std::string what =
         "tendril::net::resolve('" + std::string(host) + "', '" + std::string(service) + "')";
-    if (ec == std::errc::invalid_argument) {
-      what += bad_port(service) ? ": the port must be a number from 0 to 65535 or a service name"
-                                : ": the family must be AF_UNSPEC, AF_INET or AF_INET6";
+    if (bad_port(service)) {
+      what += ": the port must be a number from 0 to 65535 or a service name";
+    } else if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6) {
+      what += ": the family must be AF_UNSPEC, AF_INET or AF_INET6";
     } else if (gai != 0 && gai != EAI_SYSTEM) {
       what += std::string(": ") + ::gai_strerror(gai);
     }

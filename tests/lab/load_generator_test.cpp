@@ -210,7 +210,7 @@ TEST(load_generator, a_rate_paces_the_messages_and_they_are_still_counted_exactl
   // comes even on a loaded machine; unpaced, it does tens of thousands.
   EXPECT_LE(r.messages, max_paced(r, 1000, 4));
   EXPECT_GE(r.msgs_per_s, 250);
-  EXPECT_GT(r.server_cpu_pct, 0);
+  EXPECT_GE(r.server_cpu_pct, 0);  // /proc counts 10 ms ticks: a light paced run may show 0
 }
 
 TEST(load_generator, one_paced_connection_keeps_a_rate_finer_than_a_millisecond) {

@@ -230,7 +230,8 @@ class queue {
   }
 
   // give_back() returns an item handed to a getter that could not take it: it goes to the
-  // next waiting getter, or to the head of the queue (where it was first in line).
+  // next waiting getter, or to the head of the queue (where it was first in line), even if
+  // that puts a full queue one over its maxsize (or an item in a channel) for a while.
   void give_back(T&& item) {
     while (detail::waiter* w = getters_.pop_front()) {
       if (w->claim()) {
