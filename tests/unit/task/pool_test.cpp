@@ -142,6 +142,21 @@ TEST_F(groups, kill_without_block_then_join) {
   EXPECT_EQ(g.size(), 0u);
 }
 
+namespace {
+
+// A member of g that sleeps for an hour, and sets unwound when a kill unwinds it.
+void spawn_sleeper(group& g, bool& unwound) {
+  g.spawn([&unwound] {
+    struct mark {
+      bool* b;
+      ~mark() { *b = true; }
+    } m{&unwound};
+    tendril::sleep(1h);
+  });
+}
+
+}  // namespace
+
 // One of the group's own tasks may join it (it waits for the others) and kill it (it kills
 // the others and goes on): a task cannot wait for itself to end.
 TEST_F(groups, a_member_joins_and_kills_the_others) {
@@ -161,13 +176,7 @@ TEST_F(groups, a_member_joins_and_kills_the_others) {
   EXPECT_EQ(order, (std::vector<int>{1, 2}));
 
   bool unwound = false;
-  g.spawn([&] {
-    struct mark {
-      bool* b;
-      ~mark() { *b = true; }
-    } m{&unwound};
-    tendril::sleep(1h);
-  });
+  spawn_sleeper(g, unwound);
   auto killer = g.spawn([&] {
     tendril::sleep(0s);
     g.kill();
@@ -202,13 +211,7 @@ TEST_F(groups, a_generator_inside_a_member_joins_and_kills_the_others_too) {
   EXPECT_TRUE(other_done);
 
   bool unwound = false;
-  g.spawn([&] {
-    struct mark {
-      bool* b;
-      ~mark() { *b = true; }
-    } m{&unwound};
-    tendril::sleep(1h);
-  });
+  spawn_sleeper(g, unwound);
   auto killer = g.spawn([&] {
     tendril::sleep(0s);
     tendril::greenlet inner([&] {
