@@ -86,12 +86,25 @@ void report_escaped(const greenlet_record* r, const std::exception_ptr& e) {
 // in it, with the current greenlet as its parent so that control comes back here.
 void kill_for_destruction(thread_state& ts, greenlet_record* r) noexcept {
   r->refs.store(1, std::memory_order_relaxed);  // ours, while it unwinds
+  // Its own parent comes back once it is dead, so that its children go there, as they would
+  // have (python's greenlet does the same). Without that, a child of r that dropped r's last
+  // handle (the current greenlet) would become its own parent: its end would loop for ever.
+  // The reference keeps that parent alive meanwhile.
+  greenlet_record* const parent = r->parent;
+  if (parent != nullptr) greenlet_retain(parent);
   unlink_child(r);
   link_child(ts.current(), r);
   try {
     ts.switch_to(r, {}, std::make_exception_ptr(greenlet_exit{}));
   } catch (...) {
     report_escaped(r, std::current_exception());
+  }
+  if (parent != nullptr) {
+    if (r->status == greenlet_status::dead) {
+      unlink_child(r);
+      link_child(parent, r);
+    }
+    greenlet_release(parent);
   }
   if (r->status != greenlet_status::dead) {
     // It caught greenlet_exit and switched away instead of ending. Nothing refers to it, so

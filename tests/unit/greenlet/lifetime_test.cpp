@@ -276,6 +276,50 @@ TEST(lifetime, a_parent_link_does_not_keep_the_parent_alive_and_children_move_up
   EXPECT_EQ(trace, std::vector<std::string>{"p local"});
 }
 
+// The child itself drops its parent's last handle: the parent is unwound (into the child,
+// the current greenlet), and the child's parent becomes the parent's own parent, as when
+// another greenlet drops it. It became the child itself, and the child's end looped for ever.
+TEST(lifetime, a_child_that_drops_its_parents_last_handle_ends_into_the_grandparent) {
+  std::vector<std::string> trace;
+  greenlet main = greenlet::current();
+  std::optional<greenlet> p(std::in_place, [&] {
+    noted n{&trace, "p local"};
+    switch_to_parent();
+  });
+  p->switch_to();
+  greenlet c(
+      [&] {
+        p.reset();  // the last handle: p unwinds now
+        trace.push_back("c goes on");
+        return std::string("c's result");
+      },
+      *p);
+  EXPECT_EQ(std::any_cast<std::string>(c.switch_to()), "c's result");
+  EXPECT_EQ(trace, (std::vector<std::string>{"p local", "c goes on"}));
+  EXPECT_TRUE(c.dead());
+
+  // Two generations up: g, then p (child of g), then c (child of p) drops g's last handle.
+  trace.clear();
+  std::optional<greenlet> g(std::in_place, [&] {
+    noted n{&trace, "g local"};
+    switch_to_parent();
+  });
+  g->switch_to();
+  greenlet p2([&] { return switch_to_parent(); }, *g);  // hands on what resumes it
+  p2.switch_to();
+  greenlet c2(
+      [&] {
+        g.reset();
+        return std::string("c2's result");
+      },
+      p2);
+  // c2 ends into p2, whose parent is now main, and p2 ends into main with c2's result.
+  EXPECT_EQ(std::any_cast<std::string>(c2.switch_to()), "c2's result");
+  EXPECT_EQ(trace, std::vector<std::string>{"g local"});
+  EXPECT_TRUE(p2.dead());
+  EXPECT_TRUE(p2.parent() == main);
+}
+
 TEST(lifetime, a_suspended_child_outlives_its_dropped_parent_and_is_unwound_later) {
   std::vector<std::string> trace;
   greenlet main = greenlet::current();
