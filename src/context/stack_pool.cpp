@@ -222,6 +222,9 @@ std::size_t rounded_size(std::size_t requested) noexcept {
 }
 
 int allocate(std::size_t size, stack& out) noexcept {
+  // Far beyond any address space (x86-64 and aarch64 users have 2^47 or 2^48 bytes): refused
+  // before rounding it up to pages and adding the guard would wrap around.
+  if (size > (std::size_t{1} << 56)) return ENOMEM;
   size = rounded_size(size);
   if (thread_cache* c = cache()) {
     // The default size class is first in practice: a linear scan of one or two classes.

@@ -7,10 +7,12 @@
 #include <array>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <typeinfo>
 #include <utility>
 #include <vector>
@@ -831,6 +833,21 @@ TEST(greenlet, a_stack_below_the_minimum_is_invalid_argument_naming_the_minimum)
   EXPECT_THROW((void)greenlet([] {}, tendril::stack_size{1}), std::invalid_argument);
   EXPECT_THROW((void)greenlet([] {}, greenlet::current(), tendril::stack_size{4096}),
                std::invalid_argument);
+}
+
+// A size so large that rounding it to pages and adding the guard page would wrap around:
+// ENOMEM, as for any stack the address space cannot hold (it crashed in the switch).
+TEST(greenlet, a_stack_larger_than_any_address_space_is_enomem) {
+  const std::size_t max = std::numeric_limits<std::size_t>::max();
+  for (std::size_t size : {max, max - 100, max - 4096, max / 2, std::size_t{1} << 60}) {
+    try {
+      greenlet g([] { return 1; }, tendril::stack_size{size});
+      g.switch_to();
+      ADD_FAILURE() << "a stack of " << size << " bytes was made";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::not_enough_memory) << size;
+    }
+  }
 }
 
 TEST(greenlet, the_minimum_stack_is_usable) {
