@@ -114,7 +114,7 @@ class generator {
   // range-for step. body is callable as body(yielder&). Throws as greenlet's constructor.
   template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, generator>>>
   explicit generator(F&& body, stack_size stack = {}) {
-    // The state lives beside the body, on the greenlet's own stack.
+    // The state lives beside the body, in the greenlet's record (off its stack).
     struct run {
       std::decay_t<F> body;
       state st;

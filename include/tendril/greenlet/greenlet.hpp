@@ -111,7 +111,9 @@ inline std::any switch_inline(greenlet_record* target, std::any* value) {
 }  // namespace detail
 
 // greenlet is a handle to a stackful coroutine: copying it shares the greenlet, and the
-// greenlet lives while any handle (or any child's parent link) refers to it. Every OS thread
+// greenlet lives while any handle refers to it. A child's parent link does not keep its
+// parent alive (a parent holding its child's handle could never be freed otherwise): when
+// the parent goes, its children's parent becomes the parent's own. Every OS thread
 // has a root greenlet, its own stack, which greenlet::current() returns outside any other.
 //
 // All members must be called from the greenlet's own thread unless noted; doing otherwise
@@ -126,7 +128,8 @@ class greenlet {
   // defaults to the current greenlet; the stack to default_stack_size.
   // Throws std::invalid_argument for a stack below min_stack_size, std::system_error (ENOMEM)
   // when no memory or address space is left for a stack, wrong_thread for a parent of another
-  // thread. Switches: no.
+  // thread. Switches: no (but for greenlets dropped on other threads, which are unwound here
+  // first, as at any switch).
   template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, greenlet>>>
   explicit greenlet(F&& run, stack_size stack = {})
       : greenlet(std::forward<F>(run), nullptr, stack) {}
@@ -200,8 +203,9 @@ class greenlet {
   // ancestor, wrong_thread for a parent of another thread, greenlet_error for a root.
   void set_parent(const greenlet& parent);
 
-  // started() is true once the greenlet was first switched to (always, for a root); dead()
-  // once run() returned or threw, or it was killed before starting.
+  // started() is true once the greenlet was first switched to (always, for a root), and for
+  // one killed before it started (throw_into); dead() once run() returned or threw, or it
+  // was killed before starting.
   bool started() const noexcept {
     return rec_ && detail::core_of(rec_)->status != detail::greenlet_status::unstarted;
   }
