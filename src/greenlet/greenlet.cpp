@@ -268,6 +268,9 @@ void greenlet_release(greenlet_record* r) noexcept {
 namespace {
 // Whether a handle at `where` counts: not when it lies on the stack of the greenlet it names.
 bool counts(const greenlet_record* r, const void* where) noexcept {
+  // On another thread the handle cannot lie on r's stack, and r's stack field is its owner's
+  // to change (after_death gives the stack back): not read from here.
+  if (owner_of(r) != thread_state::peek()) return true;
   auto* p = static_cast<const std::byte*>(where);
   return !(p >= r->stk.base && p < r->stk.top());
 }
