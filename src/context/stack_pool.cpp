@@ -1,6 +1,7 @@
 #include "context/stack_pool.hpp"
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -154,6 +155,11 @@ int carve(global_pool& g, std::size_t size, std::vector<stack>& shared, stack& o
     // reservations down to a single slot before giving up with ENOMEM.
     void* p = MAP_FAILED;
     std::size_t want = std::max(region_size, slot);
+    // Under an RLIMIT_AS the reservation counts against the limit even unused: take at most
+    // a sixteenth of it, so that the rest of the program keeps room to allocate.
+    if (rlimit as{}; getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
+      want = std::max(slot, std::min(want, static_cast<std::size_t>(as.rlim_cur / 16)));
+    }
     while (true) {
       p = mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                -1, 0);

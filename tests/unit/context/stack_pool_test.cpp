@@ -1,6 +1,8 @@
 // Greenlet stacks: sizes, reuse, guards, trimming, and the reservation staying one mapping.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -113,6 +115,47 @@ TEST(stack_pool, new_stacks_come_in_address_order_with_their_top_page_in_memory)
 // Under valgrind (CI runs this suite there), memcheck is told which of the pool's memory holds
 // a stack in use: a stack handed out is addressable, one given back is not, nor are the guard
 // pages and the reservation not carved yet, which its leak check then skips.
+// Under an RLIMIT_AS, the pool's reservation (4 GiB without a limit) takes at most a
+// sixteenth of it, so that the program keeps room to allocate: here a limit 6 GiB above what
+// the process already maps, then a 3 GiB allocation after the first stack. In a child, so
+// that the limit stays there. (ctest runs each case in a process of its own, where the pool
+// reserves its first region here; run with other cases first, an earlier region may serve.)
+TEST(stack_pool, under_an_address_space_limit_the_reservation_leaves_room) {
+  namespace san = tendril::detail::sanitizer;
+#if defined(TENDRIL_HAS_ASAN) || defined(TENDRIL_HAS_TSAN)
+  GTEST_SKIP() << "the sanitizers' shadow memory does not run under an RLIMIT_AS";
+#endif
+  if (san::running_on_valgrind()) GTEST_SKIP() << "valgrind manages the address space itself";
+  std::size_t vm_kib = 0;
+  {
+    std::ifstream status("/proc/self/status");
+    std::string key;
+    while (status >> key) {
+      if (key == "VmSize:") {
+        status >> vm_kib;
+        break;
+      }
+    }
+  }
+  ASSERT_GT(vm_kib, 0u);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    rlimit limit{};
+    limit.rlim_cur = limit.rlim_max = vm_kib * 1024 + (std::size_t{6} << 30);
+    if (::setrlimit(RLIMIT_AS, &limit) != 0) ::_exit(2);
+    stack a;
+    if (pool::allocate(64 * 1024, a) != 0) ::_exit(3);
+    void* big = ::mmap(nullptr, std::size_t{3} << 30, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    ::_exit(big == MAP_FAILED ? 4 : 0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: setrlimit, 3: no stack, 4: no room left for 3 GiB";
+}
+
 TEST(stack_pool, valgrind_sees_only_the_stacks_in_use) {
   namespace san = tendril::detail::sanitizer;
   if (!san::running_on_valgrind()) GTEST_SKIP() << "checked when the suite runs under valgrind";
