@@ -39,6 +39,10 @@ lookup run_getaddrinfo(const std::string& host, const std::string& service, int 
 
 // A service that looks like a number must be a port: getaddrinfo would take "70000" modulo
 // 65536, and "-1" with a vague error.
+bool known_family(int family) noexcept {
+  return family == AF_UNSPEC || family == AF_INET || family == AF_INET6;
+}
+
 bool bad_port(std::string_view service) noexcept {
   std::size_t i = (!service.empty() && (service[0] == '-' || service[0] == '+')) ? 1 : 0;
   if (i == service.size()) return false;  // a name (or empty)
@@ -55,11 +59,7 @@ std::vector<address> resolve_impl(std::string_view host, std::string_view servic
                                   std::error_code& ec, int family, int socktype, int* gai) {
   ec.clear();
   *gai = 0;
-  if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6) {
-    ec = std::make_error_code(std::errc::invalid_argument);
-    return {};
-  }
-  if (bad_port(service)) {
+  if (!known_family(family) || bad_port(service)) {
     ec = std::make_error_code(std::errc::invalid_argument);
     return {};
   }
@@ -113,7 +113,7 @@ std::vector<address> resolve(std::string_view host, std::string_view service, in
         "tendril::net::resolve('" + std::string(host) + "', '" + std::string(service) + "')";
     if (bad_port(service)) {
       what += ": the port must be a number from 0 to 65535 or a service name";
-    } else if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6) {
+    } else if (!known_family(family)) {
       what += ": the family must be AF_UNSPEC, AF_INET or AF_INET6";
     } else if (gai != 0 && gai != EAI_SYSTEM) {
       what += std::string(": ") + ::gai_strerror(gai);

@@ -13,6 +13,27 @@
 
 namespace tendril::net {
 
+namespace {
+
+// listening() tells whether fd is a socket that listens (SO_ACCEPTCONN).
+bool listening(int fd) noexcept {
+  int on = 0;
+  socklen_t size = sizeof on;
+  return ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &size) == 0 && on != 0;
+}
+
+// listener_failed() tells whether an accept error is the listener's own, so that every
+// accept after it would fail the same way: its descriptor is no socket any more, or the
+// socket stopped listening (shut down). Every other error (a connection that went away
+// before it was accepted: Linux passes the new connection's network errors on through
+// accept(2); a firewall's EPERM; the listener's own time limit) concerns one call.
+bool listener_failed(int e, int fd) noexcept {
+  if (e == EBADF || e == ENOTSOCK || e == EFAULT) return true;
+  return (e == EINVAL || e == EOPNOTSUPP) && !listening(fd);
+}
+
+}  // namespace
+
 stream_server::stream_server(std::string_view host, std::uint16_t port, handler h)
     : stream_server(host, port, std::move(h), options{}) {}
 
@@ -34,10 +55,7 @@ stream_server::stream_server(tcp_listener listener, handler h, options o)
   if (!listener_.is_open()) {
     throw std::invalid_argument("tendril::net::stream_server: the listener is closed");
   }
-  int listening = 0;
-  socklen_t size = sizeof listening;
-  if (::getsockopt(listener_.native_handle(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 ||
-      listening == 0) {
+  if (!listening(listener_.native_handle())) {
     throw std::invalid_argument("tendril::net::stream_server: descriptor " +
                                 std::to_string(listener_.native_handle()) +
                                 " is not a listening stream socket (call listen() first)");
@@ -77,25 +95,6 @@ void stream_server::serve_forever() {
                                                ": accept failed, no more connections accepted");
   }
 }
-
-namespace {
-
-// listener_failed() tells whether an accept error is the listener's own, so that every
-// accept after it would fail the same way: its descriptor is no socket any more, or the
-// socket stopped listening (shut down). Every other error (a connection that went away
-// before it was accepted: Linux passes the new connection's network errors on through
-// accept(2); a firewall's EPERM; the listener's own time limit) concerns one call.
-bool listener_failed(int e, int fd) noexcept {
-  if (e == EBADF || e == ENOTSOCK || e == EFAULT) return true;
-  if (e == EINVAL || e == EOPNOTSUPP) {
-    int listening = 0;
-    socklen_t size = sizeof listening;
-    return ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 || listening == 0;
-  }
-  return false;
-}
-
-}  // namespace
 
 void stream_server::accept_loop() {
   using namespace std::chrono_literals;
