@@ -34,11 +34,15 @@ std::int64_t deadline_after(std::chrono::duration<Rep, Period> d) noexcept {
 
 // deadline_at() turns a time point of any clock into a hub deadline (through that clock's
 // own now(), so the two clocks need not agree).
+// The difference is taken in long double nanoseconds: in the time point's common type it
+// could overflow (time_point<steady_clock, seconds>::max() in nanoseconds, or sys_days).
 template <class Clock, class Duration>
 std::int64_t deadline_at(std::chrono::time_point<Clock, Duration> tp) noexcept {
-  const auto now = Clock::now();
-  if (tp <= now) return hub_now_ns();
-  return deadline_after(tp - now);
+  using ld_ns = std::chrono::duration<long double, std::nano>;
+  const long double left = ld_ns(tp.time_since_epoch()).count() -
+                           ld_ns(Clock::now().time_since_epoch()).count();
+  if (!(left > 0)) return hub_now_ns();
+  return deadline_after(ld_ns(left));
 }
 
 }  // namespace tendril::detail

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -390,4 +391,35 @@ TEST_F(events_across_threads, set_and_clear_racing_with_waits_lose_no_wake) {
   stop = true;
   setter.join();
   EXPECT_EQ(woke, rounds);
+}
+
+// Time points far in the future in coarse units (whose distance from now overflows in
+// nanoseconds) mean "no time limit" to every *_until call, not "already past".
+TEST_F(events, wait_until_a_far_coarse_time_point_waits_for_the_set) {
+  using namespace std::chrono;
+  tendril::event e;
+  auto setter = tendril::spawn([&] {
+    tendril::sleep(1s);
+    e.set();
+  });
+  EXPECT_TRUE(e.wait_until(time_point<steady_clock, seconds>::max()));
+  e.clear();
+  auto again = tendril::spawn([&] {
+    tendril::sleep(1s);
+    e.set();
+  });
+  EXPECT_TRUE(e.wait_until(time_point<system_clock, hours>::max()));
+  tendril::queue<int> q;
+  auto putter = tendril::spawn([&] {
+    tendril::sleep(1s);
+    q.put(5);
+  });
+  EXPECT_EQ(q.get_until(time_point<system_clock, hours>::max()), std::optional<int>(5));
+  auto t = tendril::spawn([] { tendril::sleep(1s); });
+  EXPECT_TRUE(t.join_until(time_point<steady_clock, seconds>::max()));
+  setter.join();
+  again.join();
+  putter.join();
+  // Far in the past in coarse units: already past, at once.
+  EXPECT_FALSE(tendril::event{}.wait_until(time_point<steady_clock, seconds>::min()));
 }
