@@ -65,6 +65,7 @@ class async_result {
           auto* c = static_cast<ctx*>(p);
           c->self->value_.emplace(std::forward<U>(*c->v));
           c->self->error_ = nullptr;
+          c->self->taken_ = false;
         },
         &args);
   }
@@ -75,6 +76,7 @@ class async_result {
           auto* self = static_cast<async_result*>(p);
           self->value_.emplace(true);
           self->error_ = nullptr;
+          self->taken_ = false;
         },
         this);
   }
@@ -91,6 +93,7 @@ class async_result {
           auto* c = static_cast<ctx*>(p);
           c->self->value_.reset();
           c->self->error_ = std::move(c->e);
+          c->self->taken_ = false;
         },
         &args);
   }

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -256,4 +257,19 @@ TEST_F(async_results, wait_until_and_get_until_end_at_a_time_point) {
   EXPECT_FALSE(v.get_until(std::chrono::steady_clock::now() + 10ms));
   v.set();
   EXPECT_TRUE(v.get_until(std::chrono::steady_clock::now() + 10ms));
+}
+
+// A move-only value is moved out by the first get(); a second get() is a logic_error, and a
+// later set() stores a new value that get() returns (before, the "taken" mark stayed).
+TEST_F(async_results, a_move_only_value_is_taken_once_and_a_new_set_replaces_it) {
+  tendril::async_result<std::unique_ptr<int>> r;
+  r.set(std::make_unique<int>(1));
+  EXPECT_EQ(*r.get(), 1);
+  EXPECT_THROW(r.get(), std::logic_error);
+  r.set(std::make_unique<int>(2));
+  EXPECT_EQ(*r.get(), 2);
+  r.set_exception(std::make_exception_ptr(std::runtime_error("boom")));
+  EXPECT_THROW(r.get(), std::runtime_error);
+  r.set(std::make_unique<int>(3));
+  EXPECT_EQ(*r.get(), 3);
 }
