@@ -51,24 +51,38 @@ bool condition_variable::wait_deadline(std::unique_lock<mutex>& lock, std::int64
     waiters_.push_back(w);
   }
   // Whatever ends the wait, the mutex is taken again before returning or throwing; that
-  // wait cannot be interrupted (an interrupt stays pending for the next blocking call).
-  struct relock {
-    condition_variable* cv;
-    detail::waiter* w;
-    std::unique_lock<mutex>& lock;
-    ~relock() {
-      {
-        std::lock_guard guard(cv->mu_);
-        cv->waiters_.remove(*w);
-      }
-      lock.mutex()->lock_shielded();
-      std::unique_lock<mutex> retaken(*lock.mutex(), std::adopt_lock);
-      lock.swap(retaken);
-      retaken.release();
-    }
-  } guard{this, &w, lock};
-  lock.unlock();
-  return w.wait(deadline_ns);
+  // wait cannot be interrupted (an interrupt stays pending for the next blocking call). It
+  // is done in the body, not in a destructor: retaking can itself throw (loop_exit when no
+  // one can ever unlock), and that must come out as an exception, not std::terminate.
+  auto relock = [&] {
+    lock.mutex()->lock_shielded();
+    std::unique_lock<mutex> retaken(*lock.mutex(), std::adopt_lock);
+    lock.swap(retaken);
+    retaken.release();
+  };
+  auto unlink = [&] {
+    std::lock_guard guard(mu_);
+    waiters_.remove(w);
+  };
+  try {
+    lock.unlock();  // throws if another greenlet holds the mutex
+  } catch (...) {
+    unlink();
+    throw;
+  }
+  bool woken = false;
+  try {
+    woken = w.wait(deadline_ns);
+  } catch (...) {
+    unlink();
+    // A notify that reached this waiter just before the exception goes to the next one.
+    if (w.current_state() == detail::waiter::woken) notify_one();
+    relock();
+    throw;
+  }
+  unlink();
+  relock();
+  return woken;
 }
 
 void condition_variable::notify_one() noexcept {

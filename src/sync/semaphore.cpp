@@ -1,5 +1,6 @@
 #include "tendril/sync/semaphore.hpp"
 
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -51,7 +52,17 @@ bool semaphore::acquire_deadline(std::int64_t deadline_ns, bool shielded) {
     }
   } guard{this, &w};
   // A woken waiter was handed its permit by release(): count_ was not raised for it.
-  return w.wait(deadline_ns);
+  try {
+    return w.wait(deadline_ns);
+  } catch (...) {
+    // Handed a permit, then ended by an exception anyway (a greenlet destroyed while its
+    // wake was on the run queue): the permit goes to the next waiter, not with it.
+    if (w.current_state() == detail::waiter::woken) {
+      std::lock_guard lock(mu_);
+      give(1);
+    }
+    throw;
+  }
 }
 
 void semaphore::give(std::ptrdiff_t n) {
@@ -69,6 +80,11 @@ void semaphore::give(std::ptrdiff_t n) {
 void semaphore::release(std::ptrdiff_t n) {
   if (n < 0) throw std::invalid_argument("tendril::semaphore::release: a negative count");
   std::lock_guard lock(mu_);
+  if (n > std::numeric_limits<std::ptrdiff_t>::max() - count_) {
+    throw std::overflow_error("tendril::semaphore::release: " + std::to_string(count_) +
+                              " free plus " + std::to_string(n) +
+                              " released is more than a ptrdiff_t holds");
+  }
   give(n);
 }
 
@@ -86,7 +102,7 @@ void bounded_semaphore::release(std::ptrdiff_t n) {
   if (n < 0) throw std::invalid_argument("tendril::bounded_semaphore::release: a negative count");
   std::lock_guard lock(mu_);
   // Permits handed to waiters are in use, not free: count_ + n may not exceed the start.
-  if (count_ + n > initial_) {
+  if (n > initial_ - count_) {
     throw std::logic_error("tendril::bounded_semaphore::release: released more than acquired (" +
                            std::to_string(count_) + " free of " + std::to_string(initial_) +
                            ", releasing " + std::to_string(n) + ")");

@@ -4,6 +4,7 @@
 
 #include "greenlet/greenlet_record.hpp"
 #include "hub/hub_impl.hpp"
+#include "tendril/hub/exceptions.hpp"
 #include "tendril/task/timeout.hpp"
 
 namespace tendril::detail {
@@ -91,6 +92,19 @@ bool waiter::wait(std::int64_t deadline_ns) {
   self->waiter = this;
   try {
     hub_->park();
+  } catch (const invalid_switch&) {
+    if (!transition(cancelled) && current_state() == woken) {
+      // The wake came first and may have handed this greenlet something (a permit, a lock,
+      // an item taken from its put): the wait succeeded. The intruder's error is raised at
+      // the next blocking call instead, as a lost interrupt is (unless a kill is pending).
+      if (node_.queued()) hub_->unschedule(node_);
+      finish_wait();
+      if (!self->interrupt) self->interrupt = std::current_exception();
+      return true;
+    }
+    if (node_.queued()) hub_->unschedule(node_);
+    finish_wait();
+    throw;
   } catch (...) {
     // Switched in by someone else (invalid_switch) or parked on the hub itself: end the wait
     // here, and take the node back if a wake got it scheduled meanwhile.

@@ -153,12 +153,14 @@ class queue {
     while (detail::waiter* w = getters_.pop_front()) {
       if (w->claim()) {
         *static_cast<std::optional<T>*>(w->payload) = std::move(item);
+        ++unfinished_;
         w->schedule();
         return true;
       }
     }
     if (items_.size() < maxsize_) {
       items_.push_back(std::move(item));
+      ++unfinished_;
       observers_.notify_all();
       return true;
     }
@@ -187,6 +189,7 @@ class queue {
     while (detail::waiter* w = putters_.pop_front()) {
       if (w->claim()) {
         std::optional<T> v(std::move(*static_cast<T*>(w->payload)));
+        ++unfinished_;
         w->schedule();
         return v;
       }
@@ -224,6 +227,7 @@ class queue {
       if (w == nullptr) return;
       if (w->claim()) {
         items_.push_back(std::move(*static_cast<T*>(w->payload)));
+        ++unfinished_;
         w->schedule();
       }
     }
@@ -250,6 +254,11 @@ class queue {
   detail::waiter_list getters_;  // payload: std::optional<T>* to fill
   detail::waiter_list putters_;  // payload: T* to take from
   detail::observer_list observers_;
+
+ protected:
+  // Items accepted (put, handed to a getter, or taken from a waiting putter), counted where
+  // it happens so that any put through a queue<T>& counts; joinable_queue counts them down.
+  std::size_t unfinished_ = 0;
 };
 
 // channel<T>: a queue of size 0, a hand-off: put() waits until a getter takes the item.
@@ -266,27 +275,9 @@ class joinable_queue : public queue<T> {
  public:
   explicit joinable_queue(std::size_t maxsize = queue<T>::unbounded) : queue<T>(maxsize) {}
 
-  void put(T item) {
-    ++unfinished_;
-    try {
-      queue<T>::put(std::move(item));
-    } catch (...) {
-      --unfinished_;
-      throw;
-    }
-  }
-  template <class U>
-  bool try_put(U&& item) {
-    return counted_put(std::forward<U>(item), 0);
-  }
-  template <class U, class Rep, class Period>
-  bool put_for(U&& item, std::chrono::duration<Rep, Period> d) {
-    return counted_put(std::forward<U>(item), detail::deadline_after(d));
-  }
-  template <class U, class Clock, class Duration>
-  bool put_until(U&& item, std::chrono::time_point<Clock, Duration> tp) {
-    return counted_put(std::forward<U>(item), detail::deadline_at(tp));
-  }
+  // put(), put_for(), try_put() and the rest are queue<T>'s: an item counts as unfinished
+  // once the queue has accepted it (a put that timed out, was killed or was refused by
+  // close() adds nothing), also when put through a queue<T>&.
 
   // task_done() marks one item finished; calling it more often than put() is a bug
   // (std::logic_error).
@@ -313,20 +304,6 @@ class joinable_queue : public queue<T> {
   }
 
  private:
-  template <class U>
-  bool counted_put(U&& item, std::int64_t deadline_ns) {
-    ++unfinished_;
-    bool ok = false;
-    try {
-      ok = this->put_as(std::forward<U>(item), deadline_ns);
-    } catch (...) {
-      --unfinished_;
-      throw;
-    }
-    if (!ok) --unfinished_;
-    return ok;
-  }
-
   bool join_deadline(std::int64_t deadline_ns) {
     if (unfinished_ == 0) return true;
     detail::waiter w;
@@ -339,7 +316,7 @@ class joinable_queue : public queue<T> {
     return w.wait(deadline_ns);
   }
 
-  std::size_t unfinished_ = 0;
+  using queue<T>::unfinished_;
   detail::waiter_list joiners_;
 };
 

@@ -38,7 +38,8 @@ class semaphore {
   bool try_acquire_until(std::chrono::time_point<Clock, Duration> tp) {
     return acquire_deadline(detail::deadline_at(tp));
   }
-  // release() gives n permits back (std::invalid_argument for n < 0). Switches: no.
+  // release() gives n permits back (std::invalid_argument for n < 0, std::overflow_error if
+  // the free count would pass PTRDIFF_MAX; either changes nothing). Switches: no.
   virtual void release(std::ptrdiff_t n = 1);
 
   // count() is the number of free permits; waiting() the number of waiting greenlets.

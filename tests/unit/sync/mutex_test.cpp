@@ -481,3 +481,72 @@ TEST(mutexes_across_threads, greenlets_of_two_threads_share_a_mutex) {
   other.join();
   EXPECT_EQ(counter, 2L * 3 * per_greenlet);
 }
+
+// The same for a mutex: the waiter was handed the lock; it holds it, and invalid_switch comes
+// out of its next blocking call (before, lock() threw and the mutex stayed locked for ever).
+TEST_F(mutexes, a_waiter_switched_into_by_hand_after_unlock_holds_the_mutex) {
+  mutex m;
+  bool locked = false;
+  bool got_invalid_switch = false;
+  auto t = spawn([&] {
+    std::lock_guard lock(m);
+    locked = true;
+    try {
+      tendril::sleep(0s);
+    } catch (const tendril::invalid_switch&) {
+      got_invalid_switch = true;
+    }
+  });
+  m.lock();
+  tendril::sleep(0s);  // t waits in lock()
+  m.unlock();          // handed to t
+  {
+    tendril::detail::waiter come_back;
+    come_back.wake();
+    t.greenlet().switch_to();
+  }
+  t.join();
+  EXPECT_TRUE(locked);
+  EXPECT_TRUE(got_invalid_switch);
+  EXPECT_TRUE(m.try_lock());
+  m.unlock();
+}
+
+// Retaking the mutex after the wait can never succeed (its holder waits for an event nobody
+// sets): the wait ends with loop_exit, without the lock. Before, the retake ran in a
+// destructor and the exception called std::terminate.
+TEST_F(condition_variables, a_relock_that_can_never_succeed_raises_loop_exit) {
+  mutex m;
+  condition_variable cv;
+  tendril::event never;
+  std::unique_lock lock(m);
+  auto holder = spawn([&] {
+    std::lock_guard g(m);  // takes the mutex once the wait below lets go of it
+    never.wait();
+  });
+  EXPECT_THROW(cv.wait_for(lock, 50ms), tendril::loop_exit);
+  EXPECT_FALSE(lock.owns_lock());
+  never.set();
+  holder.join();
+  EXPECT_TRUE(holder.successful());
+  EXPECT_TRUE(m.try_lock());
+  m.unlock();
+}
+
+TEST_F(condition_variables, a_relock_that_can_never_succeed_in_a_timeout_scope_raises_loop_exit) {
+  mutex m;
+  condition_variable cv;
+  tendril::event never;
+  std::unique_lock lock(m);
+  auto holder = spawn([&] {
+    std::lock_guard g(m);
+    never.wait();
+  });
+  {
+    tendril::timeout t(50ms);
+    EXPECT_THROW(cv.wait(lock), tendril::loop_exit);
+  }
+  EXPECT_FALSE(lock.owns_lock());
+  never.set();
+  holder.join();
+}

@@ -254,14 +254,15 @@ TEST_F(queues, a_putter_timing_out_in_the_same_pass_as_a_get_hands_over_nothing)
 }
 
 // A getter switched into by hand (invalid_switch) after a put had handed it its item: the
-// item goes back to the head of the queue instead of being lost with the failed get().
+// get() returns that item, and invalid_switch comes out of the next blocking call.
 TEST_F(queues, a_getter_switched_into_by_hand_after_a_hand_off_loses_no_item) {
   queue<int> q;
+  std::optional<int> got;
   bool got_invalid_switch = false;
   auto t = spawn([&] {
+    got = q.get();
     try {
-      q.get();
-      ADD_FAILURE() << "get() returned";
+      tendril::sleep(0s);
     } catch (const tendril::invalid_switch&) {
       got_invalid_switch = true;
     }
@@ -275,10 +276,40 @@ TEST_F(queues, a_getter_switched_into_by_hand_after_a_hand_off_loses_no_item) {
     t.greenlet().switch_to();  // by hand, not through the hub
   }
   t.join();
+  EXPECT_EQ(got, std::optional<int>(7));
   EXPECT_TRUE(got_invalid_switch);
-  EXPECT_EQ(q.try_get(), std::optional<int>(7));
   EXPECT_EQ(q.try_get(), std::optional<int>(8));
   EXPECT_TRUE(q.empty());
+}
+
+// A putter switched into by hand after a getter took its item: put() returns (the item was
+// delivered), so a retry cannot deliver it twice, and a joinable_queue counts it once.
+TEST_F(queues, a_putter_switched_into_by_hand_after_its_item_was_taken_reports_it_put) {
+  joinable_queue<int> q(0);
+  bool put = false;
+  bool got_invalid_switch = false;
+  auto t = spawn([&] {
+    q.put(7);
+    put = true;
+    try {
+      tendril::sleep(0s);
+    } catch (const tendril::invalid_switch&) {
+      got_invalid_switch = true;
+    }
+  });
+  tendril::sleep(0s);  // t waits in put()
+  EXPECT_EQ(q.try_get(), std::optional<int>(7));
+  {
+    tendril::detail::waiter come_back;
+    come_back.wake();
+    t.greenlet().switch_to();
+  }
+  t.join();
+  EXPECT_TRUE(put);
+  EXPECT_TRUE(got_invalid_switch);
+  EXPECT_EQ(q.unfinished(), 1u);
+  q.task_done();
+  EXPECT_TRUE(q.join_for(0s));
 }
 
 TEST_F(queues, a_timeout_scope_interrupts_get_and_put) {
@@ -613,4 +644,67 @@ TEST_F(joinable_queues, put_until_and_join_until_end_at_a_time_point) {
   EXPECT_TRUE(plain.put_until(3, std::chrono::steady_clock::now() + 10ms));
   EXPECT_FALSE(plain.put_until(4, std::chrono::steady_clock::now() + 10ms));
   EXPECT_EQ(plain.get_until(std::chrono::steady_clock::now() + 10ms), 3);
+}
+
+// An item counts once the queue accepted it: a put still waiting for room adds nothing, so
+// join() does not wait for a put that then times out (before, it counted at once, and the
+// put's timing out dropped the count without waking join()).
+TEST_F(joinable_queues, a_put_that_times_out_was_never_unfinished) {
+  joinable_queue<int> q(0);
+  bool put = true;
+  auto putter = spawn([&] { put = q.put_for(1, 1s); });
+  tendril::sleep(0s);  // the putter waits for a getter
+  EXPECT_EQ(q.unfinished(), 0u);
+  const std::int64_t start = now_ns();
+  EXPECT_TRUE(q.join_for(5s));
+  EXPECT_LT(now_ns() - start, second_ns);
+  putter.join();
+  EXPECT_FALSE(put);
+  EXPECT_EQ(q.unfinished(), 0u);
+}
+
+TEST_F(joinable_queues, a_killed_put_leaves_nothing_unfinished) {
+  joinable_queue<int> q(1);
+  q.put(0);
+  auto putter = spawn([&] { q.put(1); });
+  tendril::sleep(0s);
+  EXPECT_EQ(q.unfinished(), 1u);
+  putter.kill();
+  EXPECT_EQ(q.unfinished(), 1u);
+  EXPECT_EQ(q.get(), 0);
+  q.task_done();
+  EXPECT_TRUE(q.join_for(0s));
+}
+
+// Items put through a queue<T>& (generic producer code) are counted too.
+TEST_F(joinable_queues, puts_through_a_queue_reference_are_counted) {
+  joinable_queue<int> q;
+  queue<int>& base = q;
+  base.put(1);
+  EXPECT_TRUE(base.try_put(2));
+  EXPECT_TRUE(base.put_for(3, 1s));
+  EXPECT_EQ(q.unfinished(), 3u);
+  EXPECT_FALSE(q.join_for(0s));
+  for (int i = 0; i < 3; ++i) {
+    q.get();
+    q.task_done();
+  }
+  EXPECT_TRUE(q.join_for(0s));
+  EXPECT_THROW(q.task_done(), std::logic_error);
+}
+
+// A waiting putter's item taken by a get counts when it is taken, before the getter can
+// call task_done() on it.
+TEST_F(joinable_queues, an_item_handed_over_by_a_waiting_putter_counts_before_task_done) {
+  joinable_queue<int> q(1);
+  q.put(0);
+  auto putter = spawn([&] { q.put(1); });
+  tendril::sleep(0s);  // waits for room
+  EXPECT_EQ(q.get(), 0);  // room: the putter's item moves into the queue
+  q.task_done();
+  EXPECT_EQ(q.unfinished(), 1u);
+  EXPECT_EQ(q.get(), 1);
+  q.task_done();
+  EXPECT_EQ(q.unfinished(), 0u);
+  putter.join();
 }

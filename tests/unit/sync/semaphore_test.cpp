@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -333,4 +334,54 @@ TEST(semaphores_across_threads, many_tasks_share_permits_released_by_another_thr
   th.join();
   EXPECT_EQ(got, 20);
   EXPECT_EQ(s.count(), 0);
+}
+
+// A waiter switched into by hand (invalid_switch) after release() had handed it its permit:
+// the acquire succeeds with that permit, and invalid_switch comes out of the next blocking
+// call instead (before, the acquire threw and the permit was gone for good).
+TEST_F(semaphores, a_waiter_switched_into_by_hand_after_release_keeps_its_permit) {
+  semaphore s(0);
+  bool acquired = false;
+  bool got_invalid_switch = false;
+  auto t = spawn([&] {
+    s.acquire();
+    acquired = true;
+    try {
+      tendril::sleep(0s);
+    } catch (const tendril::invalid_switch&) {
+      got_invalid_switch = true;
+    }
+    s.release();
+  });
+  tendril::sleep(0s);  // t waits in acquire()
+  s.release();         // the permit is handed to t, which is now on the run queue
+  {
+    tendril::detail::waiter come_back;  // the hub resumes main once t has ended
+    come_back.wake();
+    t.greenlet().switch_to();  // by hand, not through the hub
+  }
+  t.join();
+  EXPECT_TRUE(acquired);
+  EXPECT_TRUE(got_invalid_switch);
+  EXPECT_EQ(s.count(), 1);
+  EXPECT_EQ(s.waiting(), 0u);
+}
+
+TEST_F(semaphores, a_release_past_ptrdiff_max_throws_and_changes_nothing) {
+  semaphore s(1);
+  const auto max = std::numeric_limits<std::ptrdiff_t>::max();
+  try {
+    s.release(max);
+    ADD_FAILURE() << "release(PTRDIFF_MAX) on a count of 1 returned";
+  } catch (const std::overflow_error& e) {
+    EXPECT_TRUE(contains(e.what(), "tendril::semaphore::release")) << e.what();
+  }
+  EXPECT_EQ(s.count(), 1);
+  s.release(max - 1);
+  EXPECT_EQ(s.count(), max);
+
+  bounded_semaphore b(1);
+  EXPECT_THROW(b.release(max), std::logic_error);
+  EXPECT_EQ(b.count(), 1);
+  EXPECT_TRUE(b.try_acquire());
 }
