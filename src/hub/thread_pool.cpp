@@ -18,7 +18,8 @@ struct pool {
   std::condition_variable work;
   pool_job* head = nullptr;
   pool_job* tail = nullptr;
-  std::size_t idle = 0;
+  std::size_t idle = 0;    // workers waiting for a job
+  std::size_t queued = 0;  // jobs in the list, not yet taken by a worker
   std::size_t limit = 10;
   std::atomic<std::size_t> alive{0};
 
@@ -37,6 +38,7 @@ struct pool {
       work.wait(lock, [this] { return head != nullptr; });
       --idle;
       pool_job* job = head;
+      --queued;
       head = job->next;
       if (head == nullptr) tail = nullptr;
       lock.unlock();
@@ -70,13 +72,17 @@ void submit(pool_job& job) {
     p.head = &job;
   }
   p.tail = &job;
-  if (p.idle == 0 && p.alive.load() < p.limit) {
+  ++p.queued;
+  // One idle worker per queued job: several jobs submitted before an idle worker wakes all
+  // see it idle, and each but the first needs another worker (within the limit).
+  if (p.queued > p.idle && p.alive.load() < p.limit) {
     try {
       std::thread([&p] { p.worker(); }).detach();
       p.alive.fetch_add(1);
     } catch (const std::system_error&) {
       if (p.alive.load() == 0) {
         p.head = p.tail = nullptr;
+        p.queued = 0;
         throw;
       }
       // Some threads run: the job waits for one of them.

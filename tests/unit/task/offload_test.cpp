@@ -6,7 +6,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -183,4 +185,27 @@ TEST(offload, a_wait_on_the_pool_is_not_mistaken_for_a_deadlock) {
     return 1;
   });
   EXPECT_EQ(r, 1);
+}
+
+// Calls offloaded at once each get a thread (within the pool's size), also when one thread
+// sits idle from earlier: four calls that wait for each other all meet. Before, every call
+// submitted before the idle thread woke saw it idle and started none, so they ran one after
+// another (and calls that need each other deadlocked).
+TEST(offload, calls_offloaded_at_once_run_at_once_beside_an_idle_thread) {
+  offload([] {});  // one pool thread, idle once this returns
+  std::this_thread::sleep_for(20ms);
+  constexpr int n = 4;
+  std::mutex mu;
+  std::condition_variable cv;
+  int arrived = 0;
+  auto meet = [&] {
+    std::unique_lock lock(mu);
+    ++arrived;
+    cv.notify_all();
+    return cv.wait_for(lock, 10s, [&] { return arrived == n; });
+  };
+  std::vector<task<bool>> calls;
+  for (int i = 0; i < n; ++i) calls.push_back(spawn([&] { return offload(meet); }));
+  tendril::joinall(calls);
+  for (auto& c : calls) EXPECT_TRUE(c.get());
 }
