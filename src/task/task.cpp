@@ -141,6 +141,9 @@ void task_start(greenlet_record* r, std::int64_t deadline_ns) {
   // spawn() passes 0: no need to read the clock (a system call on some machines).
   if (deadline_ns == 0 || deadline_ns <= hub_now_ns()) {
     hub.schedule(t.start);
+  } else if (deadline_ns == forever_ns) {
+    // A delay too long for the clock: the task never starts by itself, and no timer keeps
+    // the hub from raising loop_exit in a wait that nothing else can end (as sleep does).
   } else {
     t.later.deadline_ns = deadline_ns;
     t.later.fire = &start_later;
@@ -256,7 +259,18 @@ void task_base::kill(std::exception_ptr e, bool block) {
     return;
   }
   auto* w = static_cast<detail::waiter*>(r->waiter);
-  if (!(w && w->interrupt(e)) && !r->interrupt) r->interrupt = std::move(e);
+  // A kill already on its way (it ended the wait the task is still parked in, or is pending)
+  // is not doubled: a second greenlet_exit would cut the task's cleanup short at its first
+  // blocking call (killall() of a list naming a task twice, kill(false) then kill()).
+  const bool on_its_way =
+      (w != nullptr && t.kill_sent && w->interrupted_with() == t.kill_sent) || r->interrupt;
+  if (!on_its_way) {
+    if (w && w->interrupt(e)) {
+      t.kill_sent = std::move(e);
+    } else {
+      r->interrupt = std::move(e);
+    }
+  }
   if (block) join();
 }
 

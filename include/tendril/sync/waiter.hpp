@@ -62,6 +62,8 @@ class waiter {
   bool interrupt(std::exception_ptr e) noexcept;
 
   state current_state() const noexcept { return state_.load(std::memory_order_acquire); }
+  // What interrupt() ended the wait with, until the greenlet resumes and raises it. Hub thread.
+  const std::exception_ptr& interrupted_with() const noexcept { return error_; }
   greenlet_record* greenlet() const noexcept { return node_.greenlet; }
 
   // Intrusive links for the wait list of the object waited on, and a word for that object's

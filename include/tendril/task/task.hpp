@@ -49,6 +49,7 @@ struct task_core {
   std::atomic<phase_t> phase{pending};
   std::atomic<bool> entered{false};  // its body began (never, for a task killed before start)
   bool killed = false;               // ended by greenlet_exit (counts as successful, has no value)
+  std::exception_ptr kill_sent;      // the last kill that ended a wait (see task_base::kill)
   bool successful = false;
   std::exception_ptr error;
   waiter_list joiners;

@@ -1141,3 +1141,66 @@ TEST_F(tasks, a_greenlet_exit_thrown_into_a_parked_task_by_hand_ends_it) {
   t.join();
   EXPECT_TRUE(t.successful());
 }
+
+// A spawn_later whose delay is too long for the clock never starts, and arms no timer: a
+// wait that nothing else can end gets loop_exit, as sleep() with such a delay does.
+TEST_F(tasks, spawn_later_beyond_the_clock_does_not_keep_loop_exit_away) {
+  bool ran = false;
+  auto t = tendril::spawn_later(std::chrono::hours::max(), [&] { ran = true; });
+  event never;
+  EXPECT_THROW(never.wait(), tendril::loop_exit);
+  EXPECT_FALSE(t.ready());
+  t.kill();
+  EXPECT_TRUE(t.ready());
+  EXPECT_FALSE(ran);
+}
+
+// A second kill of a task whose first kill has not reached it yet adds nothing: the task's
+// cleanup may block without a second greenlet_exit cutting it short.
+TEST_F(tasks, a_kill_on_its_way_is_not_doubled) {
+  for (int variant = 0; variant < 2; ++variant) {
+    bool cleaned_up = false;
+    int exits = 0;
+    auto t = spawn([&] {
+      try {
+        tendril::sleep(1h);
+      } catch (const greenlet_exit&) {
+        ++exits;
+        tendril::sleep(1s);  // cleanup that blocks
+        cleaned_up = true;
+        throw;
+      }
+    });
+    tendril::sleep(0s);
+    if (variant == 0) {
+      std::vector<task<void>> twice{t, t};
+      tendril::killall(twice);
+    } else {
+      t.kill(false);
+      t.kill();
+    }
+    EXPECT_TRUE(t.ready());
+    EXPECT_TRUE(cleaned_up) << "variant " << variant;
+    EXPECT_EQ(exits, 1);
+    EXPECT_TRUE(t.successful());
+  }
+}
+
+// A kill after a timeout scope's interrupt ended a wait (and was caught) still kills.
+TEST_F(tasks, a_kill_behind_a_timeout_on_its_way_still_kills) {
+  bool went_on = false;
+  auto t = spawn([&] {
+    try {
+      tendril::timeout scope(1s);
+      tendril::sleep(1h);
+    } catch (const tendril::timeout_error&) {
+    }
+    tendril::sleep(1h);  // the kill is raised here
+    went_on = true;
+  });
+  tendril::sleep(0s);
+  tendril::sleep(1s);  // the scope fires: t is on the run queue with timeout_error
+  t.kill();
+  EXPECT_TRUE(t.ready());
+  EXPECT_FALSE(went_on);
+}
