@@ -28,16 +28,22 @@ class group {
   group& operator=(const group&) = delete;
   virtual ~group() = default;
 
-  // add() tracks a task (an ended one is forgotten at once).
-  void add(const task_base& t) {
-    prune();
-    if (!t.ready()) tasks_.push_back(t);
-  }
-  // spawn() spawns f(args...) and adds the task. Switches: no (a pool's may wait).
+  // add() tracks a task (an ended one is forgotten at once). Switches: no (a pool's may
+  // wait for a slot).
+  virtual void add(const task_base& t) { track(t); }
+  // spawn() spawns f(args...) and adds the task. Switches: no (a pool's may wait for a
+  // slot, also when called through a group&).
   template <class F, class... Args>
   auto spawn(F&& f, Args&&... args) {
-    auto t = tendril::spawn(std::forward<F>(f), std::forward<Args>(args)...);
-    add(t);
+    reserve();
+    decltype(tendril::spawn(std::forward<F>(f), std::forward<Args>(args)...)) t;
+    try {
+      t = tendril::spawn(std::forward<F>(f), std::forward<Args>(args)...);
+    } catch (...) {
+      unreserve();
+      throw;
+    }
+    adopt(t);
     return t;
   }
   // size() is the number of tasks that have not ended.
@@ -78,6 +84,21 @@ class group {
   }
 
  protected:
+  // For pool: reserve() takes a slot before spawn() spawns (may wait), unreserve() gives it
+  // back if spawning failed, adopt() tracks a task that has its slot.
+  virtual void reserve() {}
+  virtual void unreserve() noexcept {}
+  virtual void adopt(const task_base& t) { track(t); }
+  void track(const task_base& t) {
+    prune();
+    if (!t.ready()) tasks_.push_back(t);
+  }
+  bool tracks(const task_base& t) const noexcept {
+    for (const task_base& u : tasks_) {
+      if (u.greenlet().record() == t.greenlet().record()) return true;
+    }
+    return false;
+  }
   void prune() {
     std::erase_if(tasks_, [](const task_base& t) { return t.ready(); });
   }
@@ -95,22 +116,24 @@ class group {
 };
 
 // pool(n): a group that never runs more than n tasks at once: spawn() waits for a free slot
-// (first come, first served). A slot is given back when its task ends, however it ends
-// (returned, threw, was killed before or after it started).
+// (first come, first served), and so does add() of a task spawned elsewhere (which counts
+// from then on), also through a group&. A slot is given back when its task ends, however
+// it ends (returned, threw, was killed before or after it started).
 class pool : public group {
  public:
   explicit pool(std::size_t size)
       : size_(size), slots_(std::make_shared<semaphore>(static_cast<std::ptrdiff_t>(size))) {}
 
-  // spawn() waits for a free slot, then spawns. pool(0) has none ever: spawn() throws
-  // std::logic_error at once rather than wait forever (spawn_for() waits and returns an empty
-  // optional). Switches: yes, while the pool is full.
-  template <class F, class... Args>
-  auto spawn(F&& f, Args&&... args) {
-    if (size_ == 0)
-      throw std::logic_error("tendril::pool::spawn: a pool of size 0 can never run a task");
-    slots_->acquire();
-    return start(std::forward<F>(f), std::forward<Args>(args)...);
+  // spawn() (group's) waits for a free slot, then spawns. pool(0) has none ever: spawn()
+  // and add() throw std::logic_error at once rather than wait forever (spawn_for() waits and
+  // returns an empty optional). Switches: yes, while the pool is full.
+  using group::spawn;
+  // add() waits for a free slot for a task spawned elsewhere (one already in the pool, or
+  // ended, takes none). Switches: yes, while the pool is full.
+  void add(const task_base& t) override {
+    if (t.ready() || (prune(), tracks(t))) return;
+    reserve();
+    adopt(t);
   }
   template <class Rep, class Period, class F, class... Args>
   auto spawn_for(std::chrono::duration<Rep, Period> d, F&& f, Args&&... args)
@@ -171,6 +194,21 @@ class pool : public group {
         });
   }
 
+ protected:
+  void reserve() override {
+    if (size_ == 0)
+      throw std::logic_error("tendril::pool: a pool of size 0 can never run a task");
+    slots_->acquire();
+  }
+  void unreserve() noexcept override { slots_->release(); }
+  void adopt(const task_base& t) override {
+    // The slot goes back whenever the task ends (at once if it has); the semaphore outlives
+    // the pool if needed.
+    task_base handle = t;
+    handle.link([slots = slots_] { slots->release(); });
+    track(t);
+  }
+
  private:
   template <class F, class... Args>
   auto start(F&& f, Args&&... args) {
@@ -178,12 +216,10 @@ class pool : public group {
     try {
       t = tendril::spawn(std::forward<F>(f), std::forward<Args>(args)...);
     } catch (...) {
-      slots_->release();
+      unreserve();
       throw;
     }
-    // The slot goes back whenever the task ends; the semaphore outlives the pool if needed.
-    t.link([slots = slots_] { slots->release(); });
-    add(t);
+    adopt(t);
     return t;
   }
 

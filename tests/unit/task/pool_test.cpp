@@ -535,3 +535,50 @@ TEST_F(pools, leaving_imap_unordered_early_leaves_the_running_tasks_unharmed) {
   EXPECT_GE(ended, 3);
   EXPECT_EQ(p.free_count(), 3u);
 }
+
+// spawn() through a group& is the pool's: it waits for a slot (before, group::spawn took
+// none, and a pool(2) ran five at once).
+TEST_F(pools, spawn_through_a_group_reference_waits_for_a_slot) {
+  pool p(2);
+  group& g = p;
+  int running = 0;
+  int peak = 0;
+  for (int i = 0; i < 5; ++i) {
+    g.spawn([&] {
+      peak = std::max(peak, ++running);
+      tendril::sleep(1s);
+      --running;
+    });
+    EXPECT_LE(2 - static_cast<int>(p.free_count()), 2);
+  }
+  g.join();
+  EXPECT_EQ(peak, 2);
+  EXPECT_EQ(p.free_count(), 2u);
+}
+
+// add() of a task spawned elsewhere takes a slot, waiting for one while the pool is full
+// (the task itself may already run: it counts from then on), also through a group&; a task
+// added twice, or ended, takes none.
+TEST_F(pools, add_takes_a_slot_and_waits_for_one_while_the_pool_is_full) {
+  pool p(1);
+  auto first = spawn([] { tendril::sleep(1s); });
+  p.add(first);
+  p.add(first);
+  EXPECT_EQ(p.free_count(), 0u);
+  EXPECT_EQ(p.size(), 1u);
+  auto second = spawn([] { tendril::sleep(5s); });
+  group& g = p;
+  g.add(second);  // waits until first has ended and given its slot back
+  EXPECT_TRUE(first.ready());
+  EXPECT_EQ(p.free_count(), 0u);
+  EXPECT_EQ(p.size(), 1u);
+  second.join();
+  EXPECT_EQ(p.free_count(), 1u);
+  p.add(second);  // ended: takes nothing
+  EXPECT_EQ(p.free_count(), 1u);
+  EXPECT_EQ(p.size(), 0u);
+  pool none(0);
+  auto third = spawn([] {});
+  EXPECT_THROW(none.add(third), std::logic_error);
+  third.join();
+}
