@@ -1,24 +1,40 @@
 // TLS on OpenSSL 3, driven the way tendril drives sockets: OpenSSL never touches the
-// descriptor itself. Its reads and writes go through a BIO of ours that makes one non-blocking
-// system call (recv with MSG_DONTWAIT, send with MSG_DONTWAIT | MSG_NOSIGNAL: no SIGPIPE, and
-// no blocking on io_uring, where sockets stay in blocking mode) and reports EAGAIN as "retry".
-// SSL_read, SSL_write, SSL_do_handshake and SSL_shutdown then return WANT_READ or WANT_WRITE;
-// run() parks the greenlet on the descriptor (fd_table::wait, with the call's deadline, so
-// timeout scopes and kills apply) and calls OpenSSL again.
+// descriptor itself. It reads through a BIO of ours that makes one non-blocking recv
+// (MSG_DONTWAIT: no blocking on io_uring, where sockets stay in blocking mode) and reports
+// EAGAIN as "retry", and it writes into state::out, a buffer the BIO always takes everything
+// into. SSL_read and SSL_do_handshake then return WANT_READ; run() parks the greenlet on the
+// descriptor (with the call's deadline, so timeout scopes and kills apply) and calls OpenSSL
+// again. What OpenSSL wrote goes to the socket after each call (send_out(): send with
+// MSG_DONTWAIT | MSG_NOSIGNAL, so no SIGPIPE either).
 //
-// Two rules of OpenSSL's non-blocking mode shape the rest:
-// 1. After WANT_WRITE, SSL_write must be called again with the same data: its record is
-//    already encrypted and half sent. A send cut short (a timeout, a kill) keeps a copy of that
-//    data in state::pending, and the next send or shutdown finishes it first; with
-//    SSL_MODE_ENABLE_PARTIAL_WRITE each SSL_write is at most one record, so the copy is
-//    small (test: tls.a_send_cut_short_by_a_timeout_is_finished_by_the_next_send).
-// 2. After SSL_ERROR_SSL or SSL_ERROR_SYSCALL the session is dead, and SSL_shutdown must not
-//    be called: state::failed remembers the error and every later call reports it.
+// Why the writes are buffered: one reader and one writer may use a stream at the same time,
+// and OpenSSL 3 writes from SSL_read too (the reply to a TLS 1.3 KeyUpdate that asks for one).
+// If a write could wait, SSL_read would meet the writer's record half sent, and OpenSSL refuses
+// a second write before that one is finished: it fails the session ("bad length"). A BIO that
+// never refuses a write leaves OpenSSL nothing half done between calls; each SSL call runs to
+// its end before another greenlet runs, so OpenSSL sees them one after the other, as with a
+// thread that alternates SSL_read and SSL_write (test:
+// tls.full_duplex_survives_key_updates_the_peer_asks_for).
 //
-// One reader and one writer may use a stream at the same time (each SSL call runs to its end
-// before another greenlet runs, so OpenSSL sees them one after the other, as with a thread
-// that alternates SSL_read and SSL_write). Renegotiation is off, so SSL_write never needs to
-// read.
+// Who sends state::out (one byte stream, sent from its front, so whoever sends keeps the
+// order):
+// 1. send, shutdown and the handshake wait until the socket took all of it, their own bytes
+//    and whatever a reader had added. With SSL_MODE_ENABLE_PARTIAL_WRITE each SSL_write is at
+//    most one record, so out holds at most that plus small messages. A send cut short (a time
+//    limit, a kill) leaves its record there, committed: the next send or shutdown sends it
+//    first, or a waiting reader does (test:
+//    tls.a_send_cut_short_by_a_timeout_is_finished_by_the_next_send).
+// 2. recv never waits for room: the peer may not read until it has written to us, and it may
+//    be waiting for us to read (a peer that alternates SSL_write and SSL_read). It sends what
+//    the socket takes at once; while out is not empty it waits for data or for room, whichever
+//    comes (wait_either()), so those bytes go out even when nobody writes. Only a peer that
+//    makes us answer far more than it reads (out past out_limit) makes it wait for room.
+//
+// After SSL_ERROR_SSL or SSL_ERROR_SYSCALL the session is dead and SSL_shutdown must not be
+// called: state::failed remembers the error and every later call reports it. A send that
+// failed (EPIPE, ECONNRESET) ends sending only: state::send_errno fails every later send,
+// shutdown and handshake the same way, while recv goes on with what the peer had sent.
+// Renegotiation is off.
 #include "tendril/net/tls.hpp"
 
 #include <arpa/inet.h>
@@ -28,6 +44,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -42,6 +59,8 @@
 #include "greenlet/greenlet_record.hpp"
 #include "greenlet/thread_state.hpp"
 #include "io/fd_table.hpp"
+#include "tendril/sync/observer.hpp"
+#include "tendril/sync/waiter.hpp"
 
 namespace tendril::net {
 
@@ -55,12 +74,13 @@ struct tls_stream::state {
   std::string host;      // the name the server's certificate must carry (clients)
   std::string peer;      // the peer's address, for messages
   int bio_errno = 0;     // the errno of the BIO's last failed system call
+  int send_errno = 0;    // a send of out failed: nothing more can go out
   bool bio_eof = false;  // the peer closed the connection
   bool established = false;
   bool close_notify_sent = false;
   std::error_code failed;  // an error that ended the session
   std::string failed_why;
-  std::string pending;   // a send cut short: its data, which the next send must finish first
+  std::string out;       // what OpenSSL wrote and the socket has not taken yet (the top)
   std::string buffered;  // bytes the TCP stream had received before the wrap: read first
   detail::greenlet_record* reader = nullptr;
   detail::greenlet_record* writer = nullptr;
@@ -82,6 +102,10 @@ using state = tls_stream::state;
 // SSL3_RT_MAX_PLAIN_LENGTH: the most one TLS record carries, so the most one send takes.
 constexpr std::size_t max_record = 16384;
 
+// How much of state::out a reader lets pile up before it waits for room: a send's record and
+// the reader's small answers stay far below it.
+constexpr std::size_t out_limit = 4 * max_record;
+
 std::error_code errno_code(int e) { return {e, std::generic_category()}; }
 
 // openssl_errors() empties the thread's OpenSSL error queue into one line.
@@ -100,24 +124,15 @@ std::string openssl_errors() {
 
 state* bio_state(BIO* b) { return static_cast<state*>(BIO_get_data(b)); }
 
+// bio_write() takes everything (see the top): a write OpenSSL would have to retry could meet
+// another greenlet's SSL call. The caller of the SSL call sends it (send_out, flush).
 int bio_write(BIO* b, const char* data, std::size_t len, std::size_t* written) {
   BIO_clear_retry_flags(b);
   state* s = bio_state(b);
   if (s == nullptr) return 0;
-  while (true) {
-    const ssize_t n = ::send(s->sock.native_handle(), data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n >= 0) {
-      *written = static_cast<std::size_t>(n);
-      return 1;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      BIO_set_retry_write(b);
-    } else {
-      s->bio_errno = errno;
-    }
-    return 0;
-  }
+  s->out.append(data, len);
+  *written = len;
+  return 1;
 }
 
 int bio_read(BIO* b, char* data, std::size_t len, std::size_t* read) {
@@ -156,7 +171,7 @@ long bio_ctrl(BIO* b, int cmd, long, void* ptr) {
   state* s = bio_state(b);
   switch (cmd) {
     case BIO_CTRL_FLUSH:
-      return 1;  // nothing is buffered here
+      return 1;  // state::out goes out after the SSL call that wrote it
     case BIO_CTRL_EOF:
       return s != nullptr && s->bio_eof ? 1 : 0;
     case BIO_C_GET_FD: {
@@ -248,34 +263,141 @@ int wait_io(state& s, io_direction d, std::int64_t deadline) {
   return t.wait(*r, d, deadline);
 }
 
+// wait_either() parks until the socket is readable or writable, for a reader that holds bytes
+// for the peer (rule 2 at the top): 0 (try both system calls again), -ETIMEDOUT, or -EBADF
+// when the stream was closed. It watches as poll() does (fd_table::observe), beside a writer
+// that may be waiting for room in fd_table::wait. Throws what interrupts the greenlet.
+int wait_either(state& s, std::int64_t deadline) {
+  if (!s.sock.is_open()) return -EBADF;
+  fd_table& t = fd_table::current();
+  fd_record* r = t.lookup(s.sock.native_handle());
+  if (r == nullptr || !r->open) return -EBADF;
+  if (r->readable || r->writable) {
+    // Readiness that came while nobody waited; the caller makes both system calls, so an
+    // edge taken here is not lost to the writer.
+    r->readable = false;
+    r->writable = false;
+    return 0;
+  }
+  struct watch {
+    detail::observer obs;  // first: notify() is handed its address
+    detail::waiter* w;
+  };
+  detail::waiter w;
+  watch x{{}, &w};
+  x.obs.notify = [](detail::observer* o) noexcept { reinterpret_cast<watch*>(o)->w->wake(); };
+  const std::uint32_t gen = r->gen;
+  if (const int rc = t.observe(*r, POLLIN | POLLOUT, x.obs); rc < 0) return rc;
+  struct unobserve {
+    fd_table& t;
+    fd_record& r;
+    detail::observer& o;
+    ~unobserve() { t.unobserve(r, o); }
+  } guard{t, *r, x.obs};
+  if (!w.wait(deadline)) return -ETIMEDOUT;
+  if (!r->open || r->gen != gen) return -EBADF;  // closed (fd_table::close notified us)
+  return 0;
+}
+
+// send_out() gives the socket what it takes of s.out, without waiting: 0 once out is empty,
+// -EAGAIN when the socket is full, -EBADF for a closed stream, or -errno when a send failed
+// (EPIPE, ECONNRESET): out is then dropped, and every later send_out() fails the same way.
+int send_out(state& s) {
+  if (s.send_errno != 0) return -s.send_errno;
+  while (!s.out.empty()) {
+    if (!s.sock.is_open()) return -EBADF;
+    const ssize_t n =
+        ::send(s.sock.native_handle(), s.out.data(), s.out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      s.out.erase(0, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK) return -EAGAIN;
+    if (errno == EINTR) continue;
+    if (errno == EBADF) return -EBADF;
+    s.send_errno = errno;
+    s.out.clear();
+    return -s.send_errno;
+  }
+  // An idle stream keeps no record-sized buffer (as SSL_MODE_RELEASE_BUFFERS for OpenSSL's).
+  if (s.out.capacity() > 4096) std::string().swap(s.out);
+  return 0;
+}
+
 struct outcome {
   int ssl_error = SSL_ERROR_NONE;  // when OpenSSL failed
   int wait_errno = 0;              // when waiting failed (ETIMEDOUT, EBADF)
-  bool waited = false;
+  int send_errno = 0;              // when sending out failed
+  bool done = false;               // the OpenSSL call itself succeeded (its bytes are in out)
 };
+
+// send_failed() fills in out for fail() after send_out() failed with rc (not -EAGAIN).
+void send_failed(int rc, outcome& out) {
+  if (rc == -EBADF) {
+    out.wait_errno = EBADF;
+  } else {
+    out.send_errno = -rc;
+  }
+}
+
+// flush() waits until the socket took all of s.out (true), or fails (false, out filled in as
+// by run()). Switches: yes. Throws what interrupts the greenlet (out keeps what is left).
+bool flush(state& s, std::int64_t deadline, outcome& out) {
+  while (true) {
+    const int rc = send_out(s);
+    if (rc == 0) return true;
+    if (rc != -EAGAIN) {
+      send_failed(rc, out);
+      return false;
+    }
+    const int w = wait_io(s, io_direction::write, deadline);
+    if (w < 0) {
+      out.wait_errno = -w;
+      return false;
+    }
+  }
+}
+
+// How a call sends what OpenSSL wrote (rules 1 and 2 at the top): wait until the socket took
+// it all (send, shutdown, handshake), or send what it takes and wait for data or room (recv).
+enum class sending { wait, alongside };
 
 // run() calls an OpenSSL operation until it succeeds (true) or fails for another reason than
 // a socket that is not ready (false, with out filled in and OpenSSL's error queue kept for
-// fail()). Switches: yes.
+// fail()). Switches: yes. Throws what interrupts the greenlet.
 template <class Call>
-bool run(state& s, std::int64_t deadline, Call call, outcome& out) {
+bool run(state& s, std::int64_t deadline, Call call, outcome& out, sending how) {
   while (true) {
     if (!s.sock.is_open()) {
       out.wait_errno = EBADF;
       return false;
     }
+    if (how == sending::alongside && s.out.size() >= out_limit && !flush(s, deadline, out)) {
+      return false;
+    }
     ERR_clear_error();
     s.bio_errno = 0;
     const int rc = call();
-    if (rc > 0) return true;
-    const int e = SSL_get_error(s.ssl, rc);
-    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+    const int e = rc > 0 ? SSL_ERROR_NONE : SSL_get_error(s.ssl, rc);
+    // The BIO never asks for a write to be retried, so WANT_WRITE would be a surprise: an
+    // error rather than a wait for room that may never be reported.
+    if (e != SSL_ERROR_NONE && e != SSL_ERROR_WANT_READ) {
+      (void)send_out(s);  // an alert OpenSSL wrote, if the socket takes it
       out.ssl_error = e;
       return false;
     }
-    out.waited = true;
+    out.done = rc > 0;
+    if (how == sending::wait) {
+      if (!flush(s, deadline, out)) return false;
+      if (rc > 0) return true;
+    } else {
+      // A failed send ends sending only (send_errno, for the writers to report): what the
+      // peer sent before may still be there to read, as on a tcp_stream.
+      (void)send_out(s);
+      if (rc > 0) return true;
+    }
     const int w =
-        wait_io(s, e == SSL_ERROR_WANT_READ ? io_direction::read : io_direction::write, deadline);
+        s.out.empty() ? wait_io(s, io_direction::read, deadline) : wait_either(s, deadline);
     if (w < 0) {
       out.wait_errno = -w;
       return false;
@@ -322,7 +444,12 @@ std::error_code fail(state& s, phase p, const outcome& out, std::string* why) {
   std::string reason;
   bool fatal = false;
   const bool handshaking = p == phase::handshake || !s.established;
-  if (out.wait_errno != 0) {
+  if (out.send_errno != 0) {
+    // Not fatal to reading: send_out() keeps failing every later send the same way.
+    ec = errno_code(out.send_errno);
+    reason = std::strerror(out.send_errno);
+    ERR_clear_error();
+  } else if (out.wait_errno != 0) {
     ec = errno_code(out.wait_errno);
     reason = out.wait_errno == ETIMEDOUT ? std::string("timed out")
                                          : std::string(std::strerror(out.wait_errno));
@@ -420,22 +547,11 @@ std::error_code handshake_op(state& s, std::int64_t deadline, std::string* why) 
   if (s.established) return {};
   outcome out;
   auto handshake = [&] { return SSL_do_handshake(s.ssl); };
-  if (run(s, deadline, handshake, out)) {
+  if (run(s, deadline, handshake, out, sending::wait)) {
     s.established = true;
     return {};
   }
   return fail(s, phase::handshake, out, why);
-}
-
-// finish_pending() completes the record a send cut short had started (rule 1 at the top).
-std::error_code finish_pending(state& s, std::int64_t deadline, phase p, std::string* why) {
-  if (s.pending.empty()) return {};
-  std::size_t written = 0;
-  outcome out;
-  auto write = [&] { return SSL_write_ex(s.ssl, s.pending.data(), s.pending.size(), &written); };
-  if (!run(s, deadline, write, out)) return fail(s, p, out, why);
-  s.pending.clear();
-  return {};
 }
 
 std::size_t recv_op(state* sp, void* buf, std::size_t len, std::error_code& ec, std::string* why) {
@@ -458,7 +574,7 @@ std::size_t recv_op(state* sp, void* buf, std::size_t len, std::error_code& ec, 
   std::size_t got = 0;
   outcome out;
   auto read = [&] { return SSL_read_ex(s.ssl, buf, len, &got); };
-  if (run(s, deadline, read, out)) return got;
+  if (run(s, deadline, read, out, sending::alongside)) return got;
   if (out.ssl_error == SSL_ERROR_ZERO_RETURN) {
     ERR_clear_error();
     return 0;  // close_notify: the end of the session
@@ -486,26 +602,22 @@ std::size_t send_op(state* sp, const void* buf, std::size_t len, std::error_code
     if (why != nullptr) *why = message(s, phase::send, "shutdown() ended this side of the session");
     return 0;
   }
-  ec = finish_pending(s, deadline, phase::send, why);
-  if (ec) return 0;
+  // What a send cut short left goes first, so out never holds more than about a record.
+  outcome before;
+  if (!flush(s, deadline, before)) {
+    ec = fail(s, phase::send, before, why);
+    return 0;
+  }
   const std::size_t n = std::min(len, max_record);
   std::size_t written = 0;
   outcome out;
   auto write = [&] { return SSL_write_ex(s.ssl, buf, n, &written); };
-  bool ok;
-  try {
-    ok = run(s, deadline, write, out);
-  } catch (...) {
-    if (out.waited) s.pending.assign(static_cast<const char*>(buf), n);
-    throw;
-  }
-  if (ok) return written;
+  if (run(s, deadline, write, out, sending::wait)) return written;
   ec = fail(s, phase::send, out, why);
-  if (out.waited && out.wait_errno == ETIMEDOUT) {
-    // Those bytes are taken: the record goes out first with the next send. Counting them
+  if (out.done && out.wait_errno == ETIMEDOUT) {
+    // The record is committed: it goes out before anything sent later. Counting its bytes
     // keeps a caller that resends from buf + count from sending them twice.
-    s.pending.assign(static_cast<const char*>(buf), n);
-    return n;
+    return written;
   }
   return 0;
 }
@@ -554,22 +666,26 @@ void shutdown_op(state* sp, std::error_code& ec, std::string* why) {
     if (why != nullptr) *why = message(s, phase::shutdown, "the handshake was not made");
     return;
   }
-  if (s.close_notify_sent) return;
+  if (s.close_notify_sent && s.out.empty() && s.send_errno == 0) return;
   use u(s);
   side_guard g(s, io_direction::write);
   const std::int64_t deadline = s.sock.call_deadline();
-  ec = finish_pending(s, deadline, phase::shutdown, why);
-  if (ec) return;
   outcome out;
+  if (s.close_notify_sent) {
+    // A shutdown cut short: its close_notify is committed, only sending it is left.
+    if (!flush(s, deadline, out)) ec = fail(s, phase::shutdown, out, why);
+    return;
+  }
   auto close_notify = [&] {
     const int rc = SSL_shutdown(s.ssl);
-    // 0: ours is sent, the peer's not yet received; that is all this call waits for.
-    // WANT_READ: ours went out earlier and OpenSSL would now wait for the peer's.
+    // 0: ours is written, the peer's not yet received; that is all this call waits for.
+    // WANT_READ: ours was written earlier and OpenSSL would now wait for the peer's.
     if (rc >= 0 || SSL_get_error(s.ssl, rc) == SSL_ERROR_WANT_READ) return 1;
     return rc;
   };
-  if (run(s, deadline, close_notify, out)) {
-    s.close_notify_sent = true;
+  const bool ok = run(s, deadline, close_notify, out, sending::wait);
+  if (out.done) s.close_notify_sent = true;  // sending more would fail the session
+  if (ok) {
     ERR_clear_error();
     return;
   }

@@ -1,10 +1,16 @@
 // tls_context and tls_stream: our client against `openssl s_server` and our server against
 // `openssl s_client`, both started by the test as child processes on loopback; certificate
 // and host name verification; concurrent sessions, full duplex, timeouts, a peer that goes
-// away mid-write (no SIGPIPE), close_notify and its absence, bad input. The certificates (a
+// away mid-write (no SIGPIPE), close_notify and its absence, bad input; full duplex against a
+// peer in plain blocking OpenSSL (on a thread) that asks for key updates. The certificates (a
 // throwaway CA, a certificate it signs for localhost and 127.0.0.1, a self-signed one) are
 // made at test time with the openssl command, in a temporary directory.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -22,6 +28,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -569,6 +576,191 @@ TEST_F(tls, one_greenlet_reads_while_another_writes) {
   server.get();
   EXPECT_EQ(back.size(), total);
   EXPECT_TRUE(back == data);
+}
+
+namespace {
+
+// key_update_peer: a TLS 1.3 server on a thread of its own, in plain blocking OpenSSL on a
+// loopback socket, for what neither openssl command does. It alternates writing 8 KiB and
+// reading 4 KiB (so it reads slowly and our writer keeps meeting a full socket) and asks for a
+// key update (KeyUpdate with update_requested) every fourth write, until `total` bytes went
+// each way; the bytes are duplex_byte(offset). The destructor ends and joins the thread.
+unsigned char duplex_byte(std::size_t i) { return static_cast<unsigned char>(i * 131 + (i >> 13)); }
+
+class key_update_peer {
+ public:
+  explicit key_update_peer(std::size_t total) : total_(total) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(listener_, 1) != 0 ||
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      const int e = errno;
+      if (listener_ >= 0) ::close(listener_);
+      throw std::system_error(e, std::generic_category(), "key_update_peer: listen");
+    }
+    port = ntohs(a.sin_port);
+    thread_ = std::thread([this] { run(); });
+  }
+  key_update_peer(const key_update_peer&) = delete;
+  key_update_peer& operator=(const key_update_peer&) = delete;
+  ~key_update_peer() {
+    if (thread_.joinable()) {
+      ::shutdown(listener_, SHUT_RDWR);  // a connection that never came ends the accept
+      thread_.join();
+    }
+    ::close(listener_);
+  }
+
+  // join() waits for the thread on the pool: the hub must go on running meanwhile, or on
+  // io_uring the socket our side closed would stay open (a poll in flight holds it).
+  void join() {
+    ::shutdown(listener_, SHUT_RDWR);
+    tendril::offload([this] { thread_.join(); });
+  }
+
+  std::uint16_t port = 0;
+  // Read once join() returned.
+  std::size_t sent = 0;
+  std::size_t got = 0;
+  std::size_t bad = 0;  // bytes received that were not the pattern
+  std::size_t key_updates = 0;
+  std::string error;
+
+ private:
+  void run() {
+    // Writing to a connection our side closed is then EPIPE, not a SIGPIPE for the process.
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+    const int c = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) {
+      error = "accept failed";
+      return;
+    }
+    const timeval limit{30, 0};  // a stalled client fails the test, not hangs it
+    ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+    SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+    SSL* ssl = nullptr;
+    if (ctx != nullptr && SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) == 1 &&
+        SSL_CTX_use_certificate_chain_file(ctx, certs().server_cert.c_str()) == 1 &&
+        SSL_CTX_use_PrivateKey_file(ctx, certs().server_key.c_str(), SSL_FILETYPE_PEM) == 1) {
+      ssl = SSL_new(ctx);
+    }
+    if (ssl == nullptr || SSL_set_fd(ssl, c) != 1 || SSL_accept(ssl) != 1) {
+      error = "handshake failed";
+    } else {
+      exchange(ssl);
+    }
+    ERR_clear_error();
+    if (ssl != nullptr) SSL_free(ssl);
+    if (ctx != nullptr) SSL_CTX_free(ctx);
+    ::close(c);
+  }
+
+  void exchange(SSL* ssl) {
+    std::vector<unsigned char> out(8192);
+    std::vector<unsigned char> in(4096);
+    for (std::size_t round = 0; sent < total_ || got < total_; ++round) {
+      if (sent < total_) {
+        if (round % 4 == 0 && SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) == 1) ++key_updates;
+        const std::size_t n = std::min(out.size(), total_ - sent);
+        for (std::size_t i = 0; i < n; ++i) out[i] = duplex_byte(sent + i);
+        std::size_t w = 0;
+        if (SSL_write_ex(ssl, out.data(), n, &w) != 1) {
+          error = "SSL_write failed after " + std::to_string(sent) + " bytes";
+          return;
+        }
+        sent += w;
+      }
+      if (got < total_) {
+        std::size_t r = 0;
+        if (SSL_read_ex(ssl, in.data(), in.size(), &r) != 1) {
+          error = "SSL_read failed after " + std::to_string(got) + " bytes";
+          return;
+        }
+        for (std::size_t i = 0; i < r; ++i) bad += in[i] != duplex_byte(got + i) ? 1 : 0;
+        got += r;
+      }
+    }
+    // A clean end: close_notify both ways. Closing with our answers to its key updates unread
+    // would reset the connection, and the kernel would drop what this side had not sent yet.
+    SSL_shutdown(ssl);
+    std::size_t r = 0;
+    while (SSL_read_ex(ssl, in.data(), in.size(), &r) == 1) {
+    }
+    if (SSL_get_error(ssl, 0) != SSL_ERROR_ZERO_RETURN) error = "no close_notify at the end";
+  }
+
+  std::size_t total_;
+  int listener_ = -1;
+  std::thread thread_;
+};
+
+}  // namespace
+
+// One reader and one writer on a stream while the peer asks for key updates: the reader's
+// SSL_read answers each with a KeyUpdate of ours, often while the writer is waiting for room
+// with a record half sent. Before, OpenSSL refused that second write ("bad length") and ended
+// the session.
+TEST_F(tls, full_duplex_survives_key_updates_the_peer_asks_for) {
+  const std::size_t total = tendril::test::scaled(8u << 20, 1u << 20);
+  key_update_peer peer(total);
+  net::tls_context cctx = client_context();
+  net::tls_stream s = net::tls_stream::connect("localhost", peer.port, cctx, patience);
+  s.set_timeout(patience);
+  EXPECT_EQ(s.protocol(), "TLSv1.3");
+  std::size_t got = 0;
+  std::size_t bad = 0;
+  auto reader = tendril::spawn([&]() -> std::string {
+    std::vector<unsigned char> buf(20000);
+    try {
+      while (got < total) {
+        const std::size_t n = s.recv(buf.data(), buf.size());
+        if (n == 0) return "the session ended after " + std::to_string(got) + " bytes";
+        for (std::size_t i = 0; i < n; ++i) bad += buf[i] != duplex_byte(got + i) ? 1 : 0;
+        got += n;
+      }
+    } catch (const std::system_error& e) {
+      return e.what();
+    }
+    return {};
+  });
+  auto writer = tendril::spawn([&]() -> std::string {
+    std::vector<unsigned char> data(total);
+    for (std::size_t i = 0; i < total; ++i) data[i] = duplex_byte(i);
+    try {
+      s.send_all(data.data(), data.size());
+    } catch (const std::system_error& e) {
+      return e.what();
+    }
+    return {};
+  });
+  const std::string read_error = reader.get();
+  if (!read_error.empty()) s.close();  // the session is over: wake the writer
+  const std::string write_error = writer.get();
+  std::error_code end_ec;
+  if (read_error.empty() && write_error.empty()) {
+    s.shutdown(end_ec);
+    char c;
+    if (!end_ec && s.recv(&c, 1, end_ec) != 0 && !end_ec) end_ec = net::errc::tls_protocol;
+  }
+  s.close();
+  peer.join();
+  EXPECT_FALSE(end_ec) << end_ec.message();
+  EXPECT_EQ(read_error, "");
+  EXPECT_EQ(write_error, "");
+  EXPECT_EQ(peer.error, "");
+  EXPECT_EQ(got, total);
+  EXPECT_EQ(bad, 0u);
+  EXPECT_EQ(peer.got, total);
+  EXPECT_EQ(peer.bad, 0u);
+  EXPECT_GT(peer.key_updates, 0u);
 }
 
 TEST_F(tls, a_second_reader_at_the_same_time_is_a_logic_error) {
