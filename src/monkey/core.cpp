@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <chrono>
+#include <climits>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -134,6 +136,51 @@ bool make_nonblocking(int fd) noexcept {
   return true;
 }
 
+bool hooks_made_nonblocking(int fd) noexcept {
+  if (!(bits(fd) & we_set_nonblock)) return false;  // no system call on the common path
+  const std::uint8_t b = checked_bits(fd);
+  return (b & we_set_nonblock) && !(b & user_nonblock);
+}
+
+namespace {
+std::int64_t steady_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+std::int64_t plain_deadline(int fd, int optname) noexcept {
+  timeval tv{};
+  socklen_t len = sizeof tv;
+  if (real::get().getsockopt(fd, SOL_SOCKET, optname, &tv, &len) != 0) return forever_ns;
+  if (tv.tv_sec == 0 && tv.tv_usec == 0) return forever_ns;
+  return steady_ns() + static_cast<std::int64_t>(tv.tv_sec) * 1'000'000'000 +
+         static_cast<std::int64_t>(tv.tv_usec) * 1000;
+}
+
+int wait_plain(int fd, short events, std::int64_t deadline_ns) noexcept {
+  while (true) {
+    int ms = -1;
+    if (deadline_ns != forever_ns) {
+      const std::int64_t left = deadline_ns - steady_ns();
+      if (left <= 0) return -ETIMEDOUT;
+      const std::int64_t up = (left + 999'999) / 1'000'000;  // never early
+      ms = up > INT_MAX ? INT_MAX : static_cast<int>(up);
+    }
+    pollfd p{fd, events, 0};
+    const int rc = real::get().poll(&p, 1, ms);
+    if (rc > 0) return (p.revents & POLLNVAL) ? -EBADF : 0;
+    if (rc < 0 && errno != EINTR) return -errno;
+  }
+}
+
+void pause_plain(std::int64_t ns) noexcept {
+  timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  while (real::get().nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
 // --- waiting -------------------------------------------------------------------------------
 
 namespace {
@@ -242,21 +289,22 @@ int wait_many(const pollfd* fds, nfds_t n, std::int64_t deadline_ns) noexcept {
         }
       }
     } guard{t, watches};
-    bool any = false;
     for (nfds_t i = 0; i < n; ++i) {
       if (fds[i].fd < 0) continue;
+      // Only what was asked is armed (events 0 arms nothing: a hang-up, an error or a close
+      // still wake): re-arming POLLIN for a readable descriptor polled for nothing would end
+      // every wait at once. POLLPRI goes to the backend as it is (out-of-band data is not
+      // POLLIN). An observer is notified once, whatever was reported: the caller looks, and
+      // waits again if what it asked for is not there.
       std::uint32_t ev = 0;
-      if (fds[i].events & (POLLIN | POLLPRI | POLLRDHUP)) ev |= POLLIN;
+      if (fds[i].events & (POLLIN | POLLRDHUP)) ev |= POLLIN;
+      if (fds[i].events & POLLPRI) ev |= POLLPRI;
       if (fds[i].events & POLLOUT) ev |= POLLOUT;
       watches[i].w = &w;
       watches[i].obs.notify = [](observer* o) noexcept { reinterpret_cast<watch*>(o)->w->wake(); };
       fd_record& r = borrow_checked(t, fds[i].fd);
-      if (t.observe(r, ev ? ev : POLLIN, watches[i].obs) == 0) {
-        watches[i].r = &r;
-        any = true;
-      }
+      if (t.observe(r, ev, watches[i].obs) == 0) watches[i].r = &r;
     }
-    (void)any;
     return w.wait(deadline_ns) ? 0 : -ETIMEDOUT;
   } catch (const std::bad_alloc&) {
     return -ENOMEM;

@@ -74,6 +74,22 @@ bool caller_nonblocking(int fd) noexcept;
 // caller wants blocking). False if the descriptor is bad.
 bool make_nonblocking(int fd) noexcept;
 
+// hooks_made_nonblocking() is true when O_NONBLOCK is on only because a hook put it there
+// (the caller wants blocking). libc's call on such a descriptor, made where the hooks are off
+// (a thread with no hub, the hub's own loop), would say EAGAIN where the caller expects it to
+// wait: the hooks' inactive path then waits itself (wait_plain()). An fstat when the bit is set.
+bool hooks_made_nonblocking(int fd) noexcept;
+
+// plain_deadline() is the deadline SO_RCVTIMEO or SO_SNDTIMEO of fd sets for a call that
+// starts now, on steady_clock (not the hub clock: no hub is involved), forever_ns if none.
+// wait_plain() blocks the thread in a real poll() until fd is ready for events or the
+// deadline passes: 0, -ETIMEDOUT, or -errno. A signal handler's EINTR waits on (as if
+// SA_RESTART, as the hooks' cooperative waits do).
+std::int64_t plain_deadline(int fd, int optname) noexcept;
+int wait_plain(int fd, short events, std::int64_t deadline_ns) noexcept;
+// pause_plain() blocks the thread for ns nanoseconds (a real nanosleep).
+void pause_plain(std::int64_t ns) noexcept;
+
 // wait_fd() parks the greenlet until fd is ready for d: 0, -ETIMEDOUT (deadline), -EBADF
 // (closed meanwhile), -ECANCELED (a kill or timeout scope: kept pending), -errno.
 int wait_fd(int fd, io_direction d, std::int64_t deadline_ns) noexcept;

@@ -9,7 +9,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 
@@ -35,20 +37,35 @@ std::uint8_t made(bool nonblocking, int type = 0) {
                                    (is_stream ? stream : 0));
 }
 
+// Whether fd is a listening socket (a system call: made once, before the hooks first turn
+// O_NONBLOCK on underneath it).
+bool listening(int fd) {
+  int on = 0;
+  socklen_t len = sizeof on;
+  return real::get().getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on != 0;
+}
+
 // The kernel writes *addrlen only when a connection is taken, so a retry finds it as the
 // caller gave it; the hook never reads it (a bad pointer is the kernel's EFAULT).
-int accept_common(int fd, sockaddr* addr, socklen_t* addrlen, int flags) {
+// h: the greenlet parks (coop), or the thread blocks in a real poll() (plain: the inactive
+// path of a listener the hooks made non-blocking under a caller who wants blocking).
+int accept_common(int fd, sockaddr* addr, socklen_t* addrlen, int flags, bool coop) {
   const int saved = errno;
   const bool caller_nb = caller_nonblocking(fd);
-  if (!caller_nb && !make_nonblocking(fd)) return real::get().accept4(fd, addr, addrlen, flags);
+  // Not a listener (EINVAL, ENOTSOCK...): libc's answer, the descriptor's mode left alone.
+  if (coop && !caller_nb && !(bits(fd) & we_set_nonblock) &&
+      (!listening(fd) || !make_nonblocking(fd)))
+    return real::get().accept4(fd, addr, addrlen, flags);
   std::int64_t deadline = -1;
   while (true) {
     const int c = real::get().accept4(fd, addr, addrlen, flags);
     if (c >= 0) {
       // The new socket has the listener's time limits (the kernel copies them).
       // It has the listener's type too.
-      fresh(c, static_cast<std::uint8_t>((made((flags & SOCK_NONBLOCK) != 0) & ~no_timeouts) |
-                                         (bits(fd) & (no_timeouts | stream))));
+      if (g_patched.load(std::memory_order_relaxed)) {
+        fresh(c, static_cast<std::uint8_t>((made((flags & SOCK_NONBLOCK) != 0) & ~no_timeouts) |
+                                           (bits(fd) & (no_timeouts | stream))));
+      }
       errno = saved;
       return c;
     }
@@ -56,38 +73,40 @@ int accept_common(int fd, sockaddr* addr, socklen_t* addrlen, int flags) {
     if (e == EINTR || e == ECONNABORTED) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) return -1;
     if (caller_nb) return -1;
-    if (deadline == -1) deadline = option_deadline(fd, SO_RCVTIMEO);
-    const int rc = wait_fd(fd, io_direction::read, deadline);
+    int rc;
+    if (coop) {
+      if (deadline == -1) deadline = option_deadline(fd, SO_RCVTIMEO);
+      rc = wait_fd(fd, io_direction::read, deadline);
+    } else {
+      if (deadline == -1) deadline = plain_deadline(fd, SO_RCVTIMEO);
+      rc = wait_plain(fd, POLLIN, deadline);
+    }
     if (rc == -ETIMEDOUT) return fail(EAGAIN);
     if (rc < 0) return fail(-rc);
   }
 }
 
-}  // namespace
-
-extern "C" int accept(int fd, sockaddr* addr, socklen_t* addrlen) {
-  if (!active()) return real::get().accept(fd, addr, addrlen);
-  return accept_common(fd, addr, addrlen, 0);
-}
-
-extern "C" int accept4(int fd, sockaddr* addr, socklen_t* addrlen, int flags) {
-  if (!active()) return real::get().accept4(fd, addr, addrlen, flags);
-  return accept_common(fd, addr, addrlen, flags);
-}
-
-extern "C" int connect(int fd, const sockaddr* addr, socklen_t len) {
-  if (!active() || caller_nonblocking(fd)) return real::get().connect(fd, addr, len);
+// The inactive path of accept: libc's call, and if it would block only because the hooks made
+// the listener non-blocking, the wait libc's blocking accept makes.
+int accept_inactive(int fd, sockaddr* addr, socklen_t* addrlen, int flags) {
   const int saved = errno;
-  if (!make_nonblocking(fd)) return real::get().connect(fd, addr, len);
-  if (real::get().connect(fd, addr, len) == 0) {
-    errno = saved;
-    return 0;
-  }
-  if (errno != EINPROGRESS && errno != EINTR) return -1;
-  const std::int64_t deadline = option_deadline(fd, SO_SNDTIMEO);
+  const int c = real::get().accept4(fd, addr, addrlen, flags);
+  if (c >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK) || !hooks_made_nonblocking(fd)) return c;
+  errno = saved;
+  return accept_common(fd, addr, addrlen, flags, false);
+}
+
+// The wait of a blocking connect under way (EINPROGRESS, or EALREADY from a second call,
+// which Linux's blocking connect waits through too): until the handshake is done, then its
+// outcome (SO_ERROR). Past SO_SNDTIMEO, Linux's blocking connect fails with EINPROGRESS (still
+// under way). Once it is done, one more connect: it moves the socket to "connected" as the
+// kernel's blocking connect does, so that the caller's next connect says EISCONN.
+int connect_wait(int fd, const sockaddr* addr, socklen_t len, int saved, bool coop) {
+  const std::int64_t deadline =
+      coop ? option_deadline(fd, SO_SNDTIMEO) : plain_deadline(fd, SO_SNDTIMEO);
   while (true) {
-    const int rc = wait_fd(fd, io_direction::write, deadline);
-    // Past SO_SNDTIMEO, Linux's blocking connect fails with EINPROGRESS (still under way).
+    const int rc =
+        coop ? wait_fd(fd, io_direction::write, deadline) : wait_plain(fd, POLLOUT, deadline);
     if (rc == -ETIMEDOUT) return fail(EINPROGRESS);
     if (rc < 0) return fail(-rc);
     int err = 0;
@@ -97,11 +116,84 @@ extern "C" int connect(int fd, const sockaddr* addr, socklen_t len) {
     sockaddr_storage peer{};
     socklen_t plen = sizeof peer;
     if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) == 0) {
+      real::get().connect(fd, addr, len);
       errno = saved;
       return 0;
     }
     if (errno != ENOTCONN) return -1;  // else the wake was early: wait again
   }
+}
+
+// An AF_UNIX listener whose queue is full: a non-blocking connect says EAGAIN where libc's
+// blocking one waits for room (the kernel gives no readiness for it). A blocking caller tries
+// again after a short pause that grows (1 ms doubling to 64 ms), within SO_SNDTIMEO (then
+// EAGAIN, as Linux says).
+int connect_unix_full(int fd, const sockaddr* addr, socklen_t len, int saved, bool coop) {
+  const std::int64_t deadline =
+      coop ? option_deadline(fd, SO_SNDTIMEO) : plain_deadline(fd, SO_SNDTIMEO);
+  std::int64_t pause = 1'000'000;
+  while (true) {
+    if (coop) {
+      const std::int64_t now = tendril::detail::hub_now_ns();
+      if (now >= deadline) return fail(EAGAIN);
+      const int rc = sleep_until(deadline - now < pause ? deadline : now + pause);
+      if (rc == -ECANCELED) return fail(ECANCELED);
+    } else {
+      const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count();
+      if (now >= deadline) return fail(EAGAIN);
+      pause_plain(deadline - now < pause ? deadline - now : pause);
+    }
+    pause = std::min<std::int64_t>(pause * 2, 64'000'000);
+    if (real::get().connect(fd, addr, len) == 0) {
+      errno = saved;
+      return 0;
+    }
+    if (errno == EINPROGRESS || errno == EALREADY) return connect_wait(fd, addr, len, saved, coop);
+    if (errno != EAGAIN && errno != EINTR) return -1;
+  }
+}
+
+// After a connect that did not finish at once, for a caller who wants blocking.
+int connect_blocking(int fd, const sockaddr* addr, socklen_t len, int saved, bool coop) {
+  const int e = errno;
+  if (e == EINPROGRESS || e == EALREADY || e == EINTR)
+    return connect_wait(fd, addr, len, saved, coop);
+  if (e == EAGAIN && addr != nullptr && len >= sizeof(sa_family_t) && addr->sa_family == AF_UNIX) {
+    errno = saved;
+    return connect_unix_full(fd, addr, len, saved, coop);
+  }
+  return -1;
+}
+
+}  // namespace
+
+extern "C" int accept(int fd, sockaddr* addr, socklen_t* addrlen) {
+  if (!active()) return accept_inactive(fd, addr, addrlen, 0);
+  return accept_common(fd, addr, addrlen, 0, true);
+}
+
+extern "C" int accept4(int fd, sockaddr* addr, socklen_t* addrlen, int flags) {
+  if (!active()) return accept_inactive(fd, addr, addrlen, flags);
+  return accept_common(fd, addr, addrlen, flags, true);
+}
+
+extern "C" int connect(int fd, const sockaddr* addr, socklen_t len) {
+  const int saved = errno;
+  if (!active()) {
+    if (real::get().connect(fd, addr, len) == 0) return 0;
+    if (errno != EINPROGRESS && errno != EALREADY && errno != EAGAIN) return -1;
+    if (!hooks_made_nonblocking(fd)) return -1;
+    return connect_blocking(fd, addr, len, saved, false);
+  }
+  if (caller_nonblocking(fd)) return real::get().connect(fd, addr, len);
+  if (!make_nonblocking(fd)) return real::get().connect(fd, addr, len);
+  if (real::get().connect(fd, addr, len) == 0) {
+    errno = saved;
+    return 0;
+  }
+  return connect_blocking(fd, addr, len, saved, true);
 }
 
 extern "C" int socket(int domain, int type, int protocol) {
@@ -164,7 +256,8 @@ extern "C" int dup(int fd) {
 
 extern "C" int dup2(int oldfd, int newfd) {
   if (!g_patched.load(std::memory_order_relaxed)) return real::get().dup2(oldfd, newfd);
-  if (oldfd != newfd) closing(newfd);  // newfd is closed first: its waiters get EBADF
+  // Only once the call succeeded: a failed dup2 leaves newfd as it was. share_bits() ends
+  // the record of the file newfd named (its waiters get EBADF) before taking oldfd's bits.
   const int n = real::get().dup2(oldfd, newfd);
   if (n >= 0 && oldfd != newfd) share_bits(oldfd, n);
   return n;
@@ -172,8 +265,7 @@ extern "C" int dup2(int oldfd, int newfd) {
 
 extern "C" int dup3(int oldfd, int newfd, int flags) {
   if (!g_patched.load(std::memory_order_relaxed)) return real::get().dup3(oldfd, newfd, flags);
-  if (oldfd != newfd) closing(newfd);
-  const int n = real::get().dup3(oldfd, newfd, flags);
+  const int n = real::get().dup3(oldfd, newfd, flags);  // as dup2: newfd's record after
   if (n >= 0) share_bits(oldfd, n);
   return n;
 }

@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -493,4 +494,142 @@ TEST_F(hooked_socket, fifty_greenlets_accept_each_of_5000_connections_from_a_thr
   crowd.finish();
   client.join();
   EXPECT_TRUE(done);
+}
+
+// Sockets the hooks made non-blocking underneath (a connect and an accept in a greenlet) still
+// block a thread with no hub, as libc's sockets: the hooks' inactive path waits for them.
+TEST_F(hooked_socket, sockets_connected_and_accepted_in_a_greenlet_block_on_a_plain_thread) {
+  fd_guard l(listening_socket());
+  const std::uint16_t port = local_port(l);
+  fd_guard c, s;
+  spawn([&] {
+    c = fd_guard(connect_to(port));
+    s = fd_guard(::accept(l, nullptr, nullptr));
+  }).join();
+  ASSERT_GE(c.get(), 0);
+  ASSERT_GE(s.get(), 0);
+  ASSERT_TRUE(kernel_nonblocking(c));
+  ASSERT_TRUE(kernel_nonblocking(l));
+  std::atomic<bool> sent{false};
+  ssize_t n = 0;
+  int e = 0, a = -1;
+  on_plain_thread([&] {
+    std::thread peer([&] {
+      std::this_thread::sleep_for(50ms);
+      sent = true;
+      ::send(s, "hi", 2, MSG_DONTWAIT);
+    });
+    char buf[8];
+    errno = 0;
+    n = ::read(c, buf, sizeof buf);
+    e = errno;
+    peer.join();
+    // And an accept waits for a client.
+    std::thread client([&] {
+      std::this_thread::sleep_for(50ms);
+      sent = true;
+      ::close(connect_to(port));
+    });
+    sent = false;
+    a = ::accept(l, nullptr, nullptr);
+    EXPECT_TRUE(sent.load());
+    client.join();
+  });
+  EXPECT_EQ(n, 2);
+  EXPECT_EQ(e, 0);
+  EXPECT_GE(a, 0);
+  if (a >= 0) ::close(a);
+}
+
+TEST_F(hooked_socket, accept_on_a_socket_not_listening_leaves_its_mode_alone) {
+  fd_guard s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int rc = 0, e = 0;
+  spawn([&] {
+    rc = ::accept(s, nullptr, nullptr);
+    e = errno;
+  }).join();
+  EXPECT_EQ(rc, -1);
+  EXPECT_EQ(e, EINVAL);
+  EXPECT_FALSE(kernel_nonblocking(s));
+}
+
+TEST_F(hooked_socket, a_failed_dup2_or_dup3_leaves_the_target_as_it_was) {
+  fd_guard l(listening_socket());
+  fd_guard c;
+  spawn([&] { c = fd_guard(connect_to(local_port(l))); }).join();
+  ASSERT_GE(c.get(), 0);
+  fd_guard s(::accept(l, nullptr, nullptr));
+  int rc2 = 0, e2 = 0, rc3 = 0, e3 = 0;
+  spawn([&] {
+    rc2 = ::dup2(9999, c);  // not open: EBADF
+    e2 = errno;
+    rc3 = ::dup3(9999, c, O_CLOEXEC);
+    e3 = errno;
+  }).join();
+  EXPECT_EQ(rc2, -1);
+  EXPECT_EQ(e2, EBADF);
+  EXPECT_EQ(rc3, -1);
+  EXPECT_EQ(e3, EBADF);
+  // The hooks still know the caller wants blocking: F_GETFL says so, and a read waits.
+  EXPECT_FALSE(caller_nonblocking(c));
+  ssize_t n = 0;
+  const int ticks = blocked_while_others_run(
+      [&] {
+        char buf[4];
+        n = ::read(c, buf, sizeof buf);
+      },
+      [&] { ::send(s, "x", 1, 0); });
+  EXPECT_EQ(ticks, 3);
+  EXPECT_EQ(n, 1);
+}
+
+TEST_F(hooked_socket, a_second_blocking_connect_waits_for_the_handshake_under_way) {
+  full_listener f = make_full_listener();
+  fd_guard c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a = loopback(f.port);
+  int rc1 = 0, e1 = 0, rc2 = 0, e2 = 0, rc3 = 0, e3 = 0;
+  spawn([&] {
+    timeval tv{0, 200'000};
+    ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    rc1 = ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    e1 = errno;
+    // Room in the queue: the SYN the kernel sends again completes the handshake.
+    for (int i = 0; i < 2; ++i) ::close(::accept(f.listener, nullptr, nullptr));
+    timeval longer{60, 0};
+    ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &longer, sizeof longer);
+    rc2 = ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    e2 = errno;
+    rc3 = ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    e3 = errno;
+  }).join();
+  EXPECT_EQ(rc1, -1);
+  EXPECT_EQ(e1, EINPROGRESS);
+  EXPECT_EQ(rc2, 0) << std::strerror(e2);  // not EALREADY at once
+  EXPECT_EQ(rc3, -1);
+  EXPECT_EQ(e3, EISCONN);
+}
+
+TEST_F(hooked_socket, a_blocking_connect_to_a_full_unix_listener_waits_for_room) {
+  const std::string path = "/tmp/tendril_unix_full_" + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  sockaddr_un ua{};
+  ua.sun_family = AF_UNIX;
+  std::strncpy(ua.sun_path, path.c_str(), sizeof ua.sun_path - 1);
+  fd_guard l(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&ua), sizeof ua), 0);
+  ASSERT_EQ(::listen(l, 0), 0);
+  fd_guard c1(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  fd_guard c2(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_EQ(::connect(c1, reinterpret_cast<sockaddr*>(&ua), sizeof ua), 0);  // fills the queue
+  int rc = -1, e = 0;
+  fd_guard taken;
+  const int ticks = blocked_while_others_run(
+      [&] {
+        rc = ::connect(c2, reinterpret_cast<sockaddr*>(&ua), sizeof ua);
+        e = errno;
+      },
+      [&] { taken = fd_guard(::accept(l, nullptr, nullptr)); });
+  ::unlink(path.c_str());
+  EXPECT_EQ(rc, 0) << std::strerror(e);
+  EXPECT_EQ(ticks, 3);
 }
