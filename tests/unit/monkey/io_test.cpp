@@ -159,10 +159,8 @@ TEST_F(hooked_io, each_write_call_waits_for_room_while_a_ticker_runs) {
     tcp_pair p = connected_pair(65536);  // fixed buffers: no autotuning, full stays full
     const std::size_t filled = fill(p.client);
     ASSERT_GT(filled, 0u);
-    // sendto and sendmsg make one call once there is room (docs/monkey.md): a payload that
-    // fits in one go once the peer has read everything; the others send all of a large one.
-    const bool one_call = std::string(wc.name) == "sendto" || std::string(wc.name) == "sendmsg";
-    const std::size_t size = one_call ? 1000 : 300'000;
+    // Every call sends all of a large payload on a blocking stream socket, as libc's.
+    const std::size_t size = 300'000;
     std::string payload(size, 'p');
     ssize_t n = 0;
     const int ticks =
@@ -849,4 +847,72 @@ TEST_F(hooked_io, bytes_that_arrive_as_a_read_after_a_short_read_is_killed_are_n
       EXPECT_EQ(got, "xyz");
     }
   }
+}
+
+TEST_F(hooked_io, msg_waitall_reads_until_the_whole_length_while_a_ticker_runs) {
+  for (const char* name : {"recv", "recvfrom", "recvmsg"}) {
+    SCOPED_TRACE(name);
+    tcp_pair p = connected_pair();
+    ASSERT_EQ(::send(p.client, "hello", 5, 0), 5);
+    char buf[10] = {};
+    ssize_t n = 0;
+    const int ticks = blocked_while_others_run(
+        [&] {
+          if (std::string(name) == "recv") {
+            n = ::recv(p.server, buf, sizeof buf, MSG_WAITALL);
+          } else if (std::string(name) == "recvfrom") {
+            n = ::recvfrom(p.server, buf, sizeof buf, MSG_WAITALL, nullptr, nullptr);
+          } else {
+            iovec io[2] = {{buf, 3}, {buf + 3, 7}};
+            msghdr m{};
+            m.msg_iov = io;
+            m.msg_iovlen = 2;
+            n = ::recvmsg(p.server, &m, MSG_WAITALL);
+          }
+        },
+        [&] { ::send(p.client, "world", 5, 0); });
+    EXPECT_EQ(ticks, 3);
+    EXPECT_EQ(n, 10);
+    EXPECT_EQ(std::string(buf, 10), "helloworld");
+  }
+}
+
+TEST_F(hooked_io, msg_waitall_stops_at_the_end_of_the_stream) {
+  tcp_pair p = connected_pair();
+  ASSERT_EQ(::send(p.client, "abc", 3, 0), 3);
+  char buf[10] = {};
+  ssize_t n = 0;
+  blocked_while_others_run([&] { n = ::recv(p.server, buf, sizeof buf, MSG_WAITALL); },
+                           [&] { ::shutdown(p.client, SHUT_WR); });
+  EXPECT_EQ(n, 3);
+}
+
+// SO_SNDTIMEO bounds a whole blocking send, however many chunks go out meanwhile; a send
+// that then returns a short count leaves errno as it was.
+TEST_F(hooked_io, so_sndtimeo_bounds_a_whole_send_and_a_short_count_keeps_errno) {
+  tcp_pair p = connected_pair(65536);
+  timeval tv{0, 300'000};
+  ASSERT_EQ(::setsockopt(p.client, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
+  const std::size_t size = 64u << 20;
+  std::vector<char> big(size, 'b');
+  bool stop = false;
+  ssize_t n = 0;
+  int err = 0;
+  auto reader = spawn([&] {
+    std::vector<char> buf(65536);
+    while (!stop) {  // 64 KiB every 20 ms: 3 MiB/s, a 64 MiB send would take 20 s
+      tendril::sleep(20ms);
+      ::recv(p.server, buf.data(), buf.size(), MSG_DONTWAIT);
+    }
+  });
+  spawn([&] {
+    errno = ERANGE;
+    n = ::send(p.client, big.data(), big.size(), 0);
+    err = errno;
+    stop = true;
+  }).join();
+  reader.join();
+  EXPECT_GT(n, 0);
+  EXPECT_LT(n, static_cast<ssize_t>(size) / 2);
+  EXPECT_EQ(err, ERANGE);
 }
