@@ -138,6 +138,7 @@ class epoll_backend final : public backend {
     std::uint32_t out = 0;
     if (ev & POLLIN) out |= EPOLLIN;
     if (ev & POLLOUT) out |= EPOLLOUT;
+    if (ev & POLLPRI) out |= EPOLLPRI;
     return out;
   }
   static std::uint32_t from_epoll(std::uint32_t ev) {
@@ -145,6 +146,7 @@ class epoll_backend final : public backend {
     if (ev & EPOLLIN) out |= POLLIN;
     if (ev & EPOLLRDHUP) out |= POLLIN | POLLRDHUP;
     if (ev & EPOLLOUT) out |= POLLOUT;
+    if (ev & EPOLLPRI) out |= POLLPRI;
     if (ev & EPOLLERR) out |= POLLERR | POLLIN | POLLOUT;
     if (ev & EPOLLHUP) out |= POLLHUP | POLLIN | POLLOUT;
     return out;

@@ -166,7 +166,9 @@ void fd_table::on_ready(io_watch* w, std::uint32_t revents) {
 int fd_table::arm(fd_record& r, std::uint32_t ev) {
   if (!r.watched) {
     r.watch.fd = r.fd;
-    r.watch.events = POLLIN | POLLOUT;
+    // POLLPRI too, for the hooks' poll() and select() on out-of-band data; nothing waits for
+    // it but their observers, and it is armed only when asked (rearm()).
+    r.watch.events = POLLIN | POLLOUT | POLLPRI;
     r.watch.ready = &on_ready;
     int rc = io_->watch(r.watch);
     if (rc == -EPERM) {

@@ -7,8 +7,15 @@
 #include <sys/epoll.h>
 #include <sys/select.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "monkey/core.hpp"
@@ -86,26 +93,78 @@ extern "C" int ppoll(pollfd* fds, nfds_t nfds, const timespec* tmo, const sigset
 
 namespace {
 
+// The size of the calling process's descriptor table (/proc/self/status, FDSize), or -1.
+int fd_table_size() {
+  const int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buf[4096];
+  ssize_t got = 0;
+  while (got < static_cast<ssize_t>(sizeof buf) - 1) {
+    const ssize_t n =
+        real::get().read(fd, buf + got, sizeof buf - 1 - static_cast<std::size_t>(got));
+    if (n <= 0) break;
+    got += n;
+  }
+  real::get().close(fd);
+  buf[got > 0 ? got : 0] = '\0';
+  const char* p = std::strstr(buf, "\nFDSize:");
+  return p ? std::atoi(p + 8) : -1;
+}
+
+constexpr int word_bits = static_cast<int>(sizeof(unsigned long) * CHAR_BIT);
+
+// The bits of descriptors [0, nfds) of a caller's set (which the kernel reads as an array of
+// longs, however large the caller made it).
+struct fd_bits {
+  std::vector<unsigned long> words;
+  void take(const fd_set* s, int nfds) {
+    words.assign(static_cast<std::size_t>((nfds + word_bits - 1) / word_bits), 0);
+    if (s) std::memcpy(words.data(), s, words.size() * sizeof(unsigned long));
+  }
+  void give(fd_set* s) const {
+    if (s) std::memcpy(s, words.data(), words.size() * sizeof(unsigned long));
+  }
+  bool has(int fd) const {
+    return (words[static_cast<std::size_t>(fd / word_bits)] >> (fd % word_bits)) & 1UL;
+  }
+};
+
 int select_with(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, std::int64_t deadline,
                 const sigset_t* mask) {
-  if (nfds < 0 || nfds > FD_SETSIZE) return fail(EINVAL);
+  if (nfds < 0) return fail(EINVAL);
+  // The kernel reads no more of the sets than its descriptor table holds (a caller may pass
+  // more than FD_SETSIZE with sets of its own size): the hook looks no further either, and
+  // gives the real call that count, so that it never reads past the copies.
+  if (nfds > FD_SETSIZE) {
+    const int size = fd_table_size();
+    if (size < 0) {  // no /proc: the real call, which blocks the thread
+      timespec left{};
+      if (deadline != forever_ns) {
+        const std::int64_t ns = std::max<std::int64_t>(deadline - hub_now_ns(), 0);
+        left = {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+      }
+      return real::get().pselect(nfds, rd, wr, ex, deadline == forever_ns ? nullptr : &left, mask);
+    }
+    nfds = std::min(nfds, size);
+  }
   // What to wait on, as pollfds; the result comes from the real call on copies of the sets.
+  fd_bits r0, w0, e0;
+  r0.take(rd, nfds);
+  w0.take(wr, nfds);
+  e0.take(ex, nfds);
   std::vector<pollfd> fds;
   for (int fd = 0; fd < nfds; ++fd) {
     short ev = 0;
-    if (rd && FD_ISSET(fd, rd)) ev |= POLLIN;
-    if (wr && FD_ISSET(fd, wr)) ev |= POLLOUT;
-    if (ex && FD_ISSET(fd, ex)) ev |= POLLPRI;
+    if (rd && r0.has(fd)) ev |= POLLIN;
+    if (wr && w0.has(fd)) ev |= POLLOUT;
+    if (ex && e0.has(fd)) ev |= POLLPRI;
     if (ev) fds.push_back({fd, ev, 0});
   }
-  const fd_set r0 = rd ? *rd : fd_set{};
-  const fd_set w0 = wr ? *wr : fd_set{};
-  const fd_set e0 = ex ? *ex : fd_set{};
   const int saved = errno;
   auto look = [&] {
-    if (rd) *rd = r0;
-    if (wr) *wr = w0;
-    if (ex) *ex = e0;
+    r0.give(rd);
+    w0.give(wr);
+    e0.give(ex);
     timespec zero{0, 0};
     return real::get().pselect(nfds, rd, wr, ex, &zero, mask);
   };

@@ -371,3 +371,78 @@ TEST_F(hooked_poll, a_number_reused_behind_the_hooks_back_is_noticed_by_every_th
   }
   for (int fd : {number, new_pipe[1], old_pipe[1]}) EXPECT_EQ(::close(fd), 0);
 }
+
+TEST_F(hooked_poll, poll_for_pollpri_and_select_on_exceptfds_wake_on_out_of_band_data) {
+  for (const char* name : {"poll", "select"}) {
+    SCOPED_TRACE(name);
+    tcp_pair p = connected_pair();
+    int rc = 0;
+    short revents = 0;
+    std::int64_t took = 0;
+    const int ticks = blocked_while_others_run(
+        [&] {
+          const auto start = std::chrono::steady_clock::now();
+          if (std::string(name) == "poll") {
+            pollfd pr{p.server, POLLPRI, 0};
+            rc = ::poll(&pr, 1, 60'000);
+            revents = pr.revents;
+          } else {
+            fd_set ex;
+            FD_ZERO(&ex);
+            FD_SET(p.server, &ex);
+            timeval tv{60, 0};
+            rc = ::select(p.server + 1, nullptr, nullptr, &ex, &tv);
+            revents = FD_ISSET(p.server, &ex) ? POLLPRI : 0;
+          }
+          took = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - start)
+                     .count();
+        },
+        [&] { ::send(p.client, "!", 1, MSG_OOB); });
+    EXPECT_EQ(ticks, 3);
+    EXPECT_EQ(rc, 1);
+    EXPECT_TRUE(revents & POLLPRI);
+    EXPECT_LT(took, 30'000);  // woken by the data, not at the 60 s limit
+  }
+}
+
+TEST_F(hooked_poll, poll_for_no_events_on_a_readable_descriptor_does_not_spin) {
+  tcp_pair p = connected_pair();
+  ASSERT_EQ(::send(p.client, "x", 1, 0), 1);
+  timespec cpu0{}, cpu1{};
+  int rc = -1;
+  spawn([&] {
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
+    pollfd pr{p.server, 0, 0};
+    rc = ::poll(&pr, 1, 500);
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
+  }).join();
+  EXPECT_EQ(rc, 0);
+  const std::int64_t used =
+      (cpu1.tv_sec - cpu0.tv_sec) * 1'000'000'000LL + (cpu1.tv_nsec - cpu0.tv_nsec);
+  EXPECT_LT(used, 250'000'000);  // a spin burns most of the 500 ms
+}
+
+TEST_F(hooked_poll, select_takes_nfds_above_fd_setsize_as_the_kernel_does) {
+  tcp_pair p = connected_pair();
+  fd_set rd[2];  // a set of the caller's own size, larger than FD_SETSIZE
+  std::memset(rd, 0, sizeof rd);
+  FD_SET(p.server, &rd[0]);
+  int rc = -1, e = 0;
+  spawn([&] {
+    timeval tv{0, 50'000};
+    rc = ::select(FD_SETSIZE + 1, rd, nullptr, nullptr, &tv);
+    e = errno;
+  }).join();
+  EXPECT_EQ(rc, 0) << std::strerror(e);
+  ASSERT_EQ(::send(p.client, "x", 1, 0), 1);
+  std::memset(rd, 0, sizeof rd);
+  FD_SET(p.server, &rd[0]);
+  spawn([&] {
+    timeval tv{30, 0};
+    rc = ::select(FD_SETSIZE + 1, rd, nullptr, nullptr, &tv);
+    e = errno;
+  }).join();
+  EXPECT_EQ(rc, 1) << std::strerror(e);
+  EXPECT_TRUE(FD_ISSET(p.server, &rd[0]));
+}
