@@ -6,6 +6,7 @@
 #include <netdb.h>
 
 #include <cerrno>
+#include <vector>
 
 #include "monkey/core.hpp"
 
@@ -52,30 +53,58 @@ extern "C" int getnameinfo(const sockaddr* sa, socklen_t salen, char* host, sock
   return rc;
 }
 
-extern "C" hostent* gethostbyname(const char* name) {
-  if (!active()) return real::get().gethostbyname(name);
+namespace {
+
+// The answer gethostbyname() and gethostbyname2() give a calling thread: theirs, as glibc's
+// static one is the process's, valid until the thread's next call. The lookup itself runs on
+// the pool with gethostbyname_r into storage of the call's own (two greenlets of one thread
+// may look up at once), which then becomes the thread's answer without a switch.
+struct host_answer {
+  hostent h{};
+  std::vector<char> buf;
+};
+thread_local host_answer t_answer;
+
+hostent* lookup_pooled(const char* name, int af, bool with_af) {
+  host_answer mine;
+  mine.buf.resize(1024);
   hostent* out = nullptr;
   int herr = 0;
   auto call = [&] {
-    out = real::get().gethostbyname(name);
-    herr = h_errno;
+    while (true) {
+      const int rc = with_af ? real::get().gethostbyname2_r(name, af, &mine.h, mine.buf.data(),
+                                                            mine.buf.size(), &out, &herr)
+                             : real::get().gethostbyname_r(name, &mine.h, mine.buf.data(),
+                                                           mine.buf.size(), &out, &herr);
+      if (rc != ERANGE || mine.buf.size() >= (std::size_t{1} << 24)) break;
+      try {
+        mine.buf.resize(mine.buf.size() * 2);
+      } catch (...) {
+        out = nullptr;
+        herr = NO_RECOVERY;
+        break;
+      }
+    }
   };
-  run_pooled(call);
+  on_pool([](void* p) { (*static_cast<decltype(call)*>(p))(); }, &call);
   h_errno = herr;
-  return out;
+  if (out == nullptr) return nullptr;
+  // The buffer moves without its bytes moving: the pointers in h stay good.
+  t_answer.buf = std::move(mine.buf);
+  t_answer.h = mine.h;
+  return &t_answer.h;
+}
+
+}  // namespace
+
+extern "C" hostent* gethostbyname(const char* name) {
+  if (!active()) return real::get().gethostbyname(name);
+  return lookup_pooled(name, AF_INET, false);
 }
 
 extern "C" hostent* gethostbyname2(const char* name, int af) {
   if (!active()) return real::get().gethostbyname2(name, af);
-  hostent* out = nullptr;
-  int herr = 0;
-  auto call = [&] {
-    out = real::get().gethostbyname2(name, af);
-    herr = h_errno;
-  };
-  run_pooled(call);
-  h_errno = herr;
-  return out;
+  return lookup_pooled(name, af, true);
 }
 
 extern "C" int gethostbyname_r(const char* name, hostent* ret, char* buf, size_t buflen,

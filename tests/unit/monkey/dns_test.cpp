@@ -178,3 +178,21 @@ TEST_F(hooked_dns, many_greenlets_resolve_at_once) {
     EXPECT_EQ(f, results[0]);
   }
 }
+
+// gethostbyname's answer is the caller's until its thread's next call: greenlets that look up
+// at once each get their own name back, not another's.
+TEST_F(hooked_dns, concurrent_gethostbyname_calls_each_get_their_own_answer) {
+  const char* names[] = {"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"};
+  int wrong = 0;
+  for (int round = 0; round < 40; ++round) {
+    std::vector<tendril::task<void>> tasks;
+    for (int i = 0; i < 4; ++i) {
+      tasks.push_back(spawn([&, i] {
+        hostent* h = (i % 2) ? ::gethostbyname2(names[i], AF_INET) : ::gethostbyname(names[i]);
+        if (h == nullptr || std::strcmp(h->h_name, names[i]) != 0) ++wrong;
+      }));
+    }
+    for (auto& t : tasks) t.join();
+  }
+  EXPECT_EQ(wrong, 0);
+}
