@@ -42,9 +42,12 @@ extern "C" unsigned sleep(unsigned seconds) {
   if (!active()) return real::get().sleep(seconds);
   const int saved = errno;
   const std::int64_t deadline = deadline_after(std::chrono::seconds(seconds));
-  if (sleep_until(deadline) != 0) {
+  if (const int rc = sleep_until(deadline); rc != 0) {
+    // glibc's sleep: errno from its nanosleep (EINTR), and the seconds left rounded to the
+    // nearest (half a second up).
     const std::int64_t left = deadline - hub_now_ns();
-    return left <= 0 ? 0 : static_cast<unsigned>((left + 999'999'999) / 1'000'000'000);
+    errno = -rc;
+    return left <= 0 ? 0 : static_cast<unsigned>((left + 500'000'000) / 1'000'000'000);
   }
   errno = saved;
   return 0;
@@ -61,6 +64,7 @@ extern "C" int usleep(useconds_t usec) {
 
 extern "C" int nanosleep(const timespec* req, timespec* rem) {
   if (!active()) return real::get().nanosleep(req, rem);
+  if (req == nullptr) return fail(EFAULT);  // as the kernel says
   if (!valid(req)) return fail(EINVAL);
   const int saved = errno;
   const std::int64_t deadline = deadline_after(std::chrono::nanoseconds(timespec_ns(*req)));
@@ -77,6 +81,7 @@ extern "C" int clock_nanosleep(clockid_t clock, int flags, const timespec* req, 
       (clock != CLOCK_MONOTONIC && clock != CLOCK_REALTIME && clock != CLOCK_BOOTTIME)) {
     return real::get().clock_nanosleep(clock, flags, req, rem);
   }
+  if (req == nullptr) return EFAULT;
   if (!valid(req)) return EINVAL;
   std::int64_t ns = timespec_ns(*req);
   if (flags & TIMER_ABSTIME) {

@@ -225,11 +225,16 @@ TEST(hooked_sleep_signals, a_signal_handler_ends_each_sleep_early_with_eintr_and
   });
   const std::int64_t start = now_ns();
   unsigned left_s = 0;
+  int sleep_errno = 0;
   int usleep_rc = 0, usleep_errno = 0, nanosleep_rc = 0, nanosleep_errno = 0, clock_rc = 0;
   timespec rem{}, clock_rem{};
   {
     signaller s(pthread_self());
-    spawn([&] { left_s = ::sleep(30); }).join();
+    spawn([&] {
+      errno = 0;
+      left_s = ::sleep(30);
+      sleep_errno = errno;
+    }).join();
     spawn([&] {
       usleep_rc = ::usleep(30'000'000);
       usleep_errno = errno;
@@ -248,6 +253,7 @@ TEST(hooked_sleep_signals, a_signal_handler_ends_each_sleep_early_with_eintr_and
   EXPECT_LT(now_ns() - start, 25 * second_ns);  // each ended long before its 30 s
   EXPECT_GT(left_s, 0u);
   EXPECT_LE(left_s, 30u);
+  EXPECT_EQ(sleep_errno, EINTR);  // glibc's sleep leaves its nanosleep's errno
   EXPECT_EQ(usleep_rc, -1);
   EXPECT_EQ(usleep_errno, EINTR);
   EXPECT_EQ(nanosleep_rc, -1);
@@ -263,4 +269,16 @@ TEST(hooked_sleep_signals, a_signal_handler_ends_each_sleep_early_with_eintr_and
   ::close(p[0]);
   ::close(p[1]);
   ::sigaction(SIGUSR1, &old, nullptr);
+}
+
+TEST_F(hooked_sleep, a_null_request_is_efault_as_in_libc) {
+  int rc = 0, err = 0, clock_rc = 0;
+  spawn([&] {
+    rc = ::nanosleep(nullptr, nullptr);
+    err = errno;
+    clock_rc = ::clock_nanosleep(CLOCK_MONOTONIC, 0, nullptr, nullptr);
+  }).join();
+  EXPECT_EQ(rc, -1);
+  EXPECT_EQ(err, EFAULT);
+  EXPECT_EQ(clock_rc, EFAULT);
 }
