@@ -19,6 +19,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -39,6 +40,9 @@ constexpr std::uintptr_t tag_mask = 3;
 constexpr std::uintptr_t tag_op = 0;
 constexpr std::uintptr_t tag_watch = 1;
 constexpr std::uintptr_t tag_wake = 2;
+// The most one read or write system call moves (Linux's MAX_RW_COUNT: INT_MAX rounded down to a
+// page).
+constexpr std::size_t max_rw_count = 0x7ffff000;
 constexpr std::uintptr_t tag_ignore = 3;
 
 struct watch_slot {
@@ -205,12 +209,15 @@ class uring_backend final : public backend {
 
   void submit(io_op& op) noexcept override {
     io_uring_sqe* s = sqe();
+    // A request's length is 32 bits: 4 GiB would become 0 (a false end of file). The kernel
+    // moves at most 0x7ffff000 bytes a call anyway (MAX_RW_COUNT), and a short count is fine.
+    const auto len = static_cast<unsigned>(std::min<std::size_t>(op.len, max_rw_count));
     switch (op.op) {
       case io_op::code::recv:
-        io_uring_prep_recv(s, op.fd, op.buf, op.len, op.flags);
+        io_uring_prep_recv(s, op.fd, op.buf, len, op.flags);
         break;
       case io_op::code::send:
-        io_uring_prep_send(s, op.fd, op.buf, op.len, op.flags | MSG_NOSIGNAL);
+        io_uring_prep_send(s, op.fd, op.buf, len, op.flags | MSG_NOSIGNAL);
         break;
       case io_op::code::recvmsg:
         io_uring_prep_recvmsg(s, op.fd, op.msg, static_cast<unsigned>(op.flags));
@@ -225,10 +232,10 @@ class uring_backend final : public backend {
         io_uring_prep_connect(s, op.fd, op.addr, op.peerlen);
         break;
       case io_op::code::read:
-        io_uring_prep_read(s, op.fd, op.buf, static_cast<unsigned>(op.len), op.offset);
+        io_uring_prep_read(s, op.fd, op.buf, len, op.offset);
         break;
       case io_op::code::write:
-        io_uring_prep_write(s, op.fd, op.buf, static_cast<unsigned>(op.len), op.offset);
+        io_uring_prep_write(s, op.fd, op.buf, len, op.offset);
         break;
     }
     io_uring_sqe_set_data64(s, reinterpret_cast<std::uintptr_t>(&op) | tag_op);

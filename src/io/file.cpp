@@ -5,8 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdint>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <utility>
 
 #include "io/fd_table.hpp"
@@ -28,24 +33,46 @@ std::error_code errno_code(int e) { return {e, std::generic_category()}; }
 }
 
 struct read_result {
-  std::string data;
+  std::unique_ptr<char[]> data;
+  std::size_t size = 0;
   int err = 0;
 };
 
+// The most one call on the thread pool moves (a short count, as the kernel may give too):
+// its bytes go through a buffer of the job's own.
+// Offsets are off_t: io_uring would take -1 as "the file position".
+constexpr std::uint64_t max_offset = static_cast<std::uint64_t>(INT64_MAX);
+
+constexpr std::size_t pool_chunk = std::size_t{16} << 20;
+
 // On the thread pool: the data goes through a buffer of the job's own, so that a greenlet
-// killed while it waits never leaves a pool thread writing into its frame.
+// killed while it waits never leaves a pool thread writing into its frame. The buffer is no
+// bigger than what is left of a regular file (not the length asked for), and not zeroed.
 read_result pool_read(int fd, std::size_t len, std::uint64_t offset) {
   read_result r;
-  r.data.resize(len);
+  len = std::min(len, pool_chunk);
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    // What is left, and a page more in case the file grows meanwhile (at least one byte, so
+    // that the end of the file is read as such).
+    const std::uint64_t left = (offset < size ? size - offset : 0) + 4096;
+    if (left < len) len = static_cast<std::size_t>(left);
+  }
+  try {
+    r.data.reset(new char[len]);
+  } catch (const std::bad_alloc&) {
+    r.err = ENOMEM;
+    return r;
+  }
   ssize_t n;
   do {
-    n = ::pread(fd, r.data.data(), len, static_cast<off_t>(offset));
+    n = ::pread(fd, r.data.get(), len, static_cast<off_t>(offset));
   } while (n < 0 && errno == EINTR);
   if (n < 0) {
     r.err = errno;
-    r.data.clear();
   } else {
-    r.data.resize(static_cast<std::size_t>(n));
+    r.size = static_cast<std::size_t>(n);
   }
   return r;
 }
@@ -78,8 +105,24 @@ file file::open(std::string_view path, open_mode mode, unsigned perms) {
       break;
   }
   std::string p(path);
-  int fd = ::open(p.c_str(), flags, perms);
+  // O_NONBLOCK so that opening a FIFO does not block the hub until a peer opens it; then
+  // FIFOs and sockets are refused (the net API and the hooks are for them), and the flag is
+  // cleared again for the rest (a character device keeps its usual blocking reads).
+  int fd = ::open(p.c_str(), flags | O_NONBLOCK, perms);
   if (fd < 0) fail("open", p, errno_code(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) ||
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+    const bool not_a_file = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+    const int err = not_a_file ? EINVAL : errno;
+    ::close(fd);
+    if (not_a_file) {
+      throw std::system_error(errno_code(err), "tendril::io: open " + p +
+                                                   ": a FIFO or socket, not a file (use "
+                                                   "tendril::net or the hooks for it)");
+    }
+    fail("open", p, errno_code(err));
+  }
   file f(fd, std::move(p));
   f.append_ = mode == open_mode::append;
   return f;
@@ -115,6 +158,10 @@ std::size_t file::read_at(void* buf, std::size_t len, std::uint64_t offset, std:
     ec = errno_code(EBADF);
     return 0;
   }
+  if (offset > max_offset) {
+    ec = errno_code(EINVAL);  // as pread(2) says for a negative offset
+    return 0;
+  }
   if (len == 0) return 0;
   fd_table& t = fd_table::current();
   if (t.native()) {
@@ -136,8 +183,8 @@ std::size_t file::read_at(void* buf, std::size_t len, std::uint64_t offset, std:
     ec = errno_code(r.err);
     return 0;
   }
-  std::memcpy(buf, r.data.data(), r.data.size());
-  return r.data.size();
+  std::memcpy(buf, r.data.get(), r.size);
+  return r.size;
 }
 
 std::size_t file::write_at(const void* buf, std::size_t len, std::uint64_t offset,
@@ -145,6 +192,10 @@ std::size_t file::write_at(const void* buf, std::size_t len, std::uint64_t offse
   ec.clear();
   if (fd_ < 0) {
     ec = errno_code(EBADF);
+    return 0;
+  }
+  if (offset > max_offset && !append_) {
+    ec = errno_code(EINVAL);
     return 0;
   }
   if (len == 0) return 0;
@@ -160,7 +211,9 @@ std::size_t file::write_at(const void* buf, std::size_t len, std::uint64_t offse
     st.op.offset = append_ ? static_cast<std::uint64_t>(-1) : offset;
     rc = t.run(nullptr, st, tendril::detail::forever_ns);
   } else {
-    rc = offload(pool_write, fd_, std::string(static_cast<const char*>(buf), len), offset, append_);
+    rc = offload(pool_write, fd_,
+                 std::string(static_cast<const char*>(buf), std::min(len, pool_chunk)), offset,
+                 append_);
   }
   if (rc < 0) {
     ec = errno_code(static_cast<int>(-rc));

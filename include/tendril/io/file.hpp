@@ -28,6 +28,8 @@ enum class open_mode {
 class file {
  public:
   file() noexcept = default;
+  // open() refuses a FIFO or a socket (EINVAL): opening a FIFO blocks until its other end
+  // opens, and the net API and the hooks are for those.
   static file open(std::string_view path, open_mode mode = open_mode::read, unsigned perms = 0644);
   file(file&& other) noexcept;
   file& operator=(file&& other) noexcept;
@@ -36,7 +38,9 @@ class file {
   ~file();
 
   // read_at() / write_at() at an offset; read() / write() at the file position (which they
-  // move). read returns 0 at the end of the file.
+  // move). read returns 0 at the end of the file. Like read(2), a call may move fewer bytes
+  // than asked (at most 16 MiB on the thread pool, 0x7ffff000 through io_uring). An offset
+  // above INT64_MAX is EINVAL.
   std::size_t read_at(void* buf, std::size_t len, std::uint64_t offset);
   std::size_t read_at(void* buf, std::size_t len, std::uint64_t offset, std::error_code& ec);
   std::size_t write_at(const void* buf, std::size_t len, std::uint64_t offset);

@@ -4,11 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <system_error>
@@ -361,4 +364,63 @@ TEST(wait_ready, a_closed_descriptor_fails_with_ebadf) {
     EXPECT_TRUE(contains(e.what(), std::to_string(fd))) << e.what();
   }
   EXPECT_THROW(tendril::io::wait_writable(fd), std::system_error);
+}
+
+// A length beyond 32 bits is a short count, never a false end of file: io_uring's request
+// length is 32 bits (4 GiB became 0, 4 GiB + 5 became 5), and the thread pool allocated and
+// zeroed the whole length (bad_alloc for 1 TiB). The buffer is address space only.
+TEST(file, a_read_longer_than_4_gib_reads_what_the_file_has) {
+  temp_dir dir;
+  const std::string path = dir.file("short.txt");
+  tendril::io::write_file(path, "twenty bytes of text");
+  const std::size_t huge = (std::size_t{1} << 40) + 5;  // 1 TiB + 5, never touched
+  void* mem = ::mmap(nullptr, huge, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  auto* buf = static_cast<char*>(mem);
+  file f = file::open(path);
+  for (std::size_t len : {std::size_t{1} << 32, (std::size_t{1} << 32) + 5, huge}) {
+    EXPECT_EQ(f.read_at(buf, len, 0), 20u) << len;
+    EXPECT_EQ(std::string(buf, 20), "twenty bytes of text");
+    EXPECT_EQ(f.read_at(buf, len, 20), 0u) << len;  // the real end of the file
+  }
+  ::munmap(mem, huge);
+}
+
+// Offsets are off_t: one above INT64_MAX is EINVAL on every backend (io_uring took -1 as
+// "the file position" and moved it).
+TEST(file, an_offset_beyond_int64_max_is_einval) {
+  temp_dir dir;
+  const std::string path = dir.file("o.txt");
+  tendril::io::write_file(path, "abc");
+  file f = file::open(path, open_mode::read_write);
+  char c;
+  std::error_code ec;
+  EXPECT_EQ(f.read_at(&c, 1, UINT64_MAX, ec), 0u);
+  EXPECT_EQ(ec, std::errc::invalid_argument);
+  EXPECT_EQ(f.write_at("x", 1, std::uint64_t{1} << 63, ec), 0u);
+  EXPECT_EQ(ec, std::errc::invalid_argument);
+  EXPECT_EQ(f.read(&c, 1), 1u);  // the position did not move
+  EXPECT_EQ(c, 'a');
+  EXPECT_EQ(tendril::io::read_file(path), "abc");
+}
+
+// A FIFO is refused at once (opening it blocked the whole thread until a writer came).
+TEST(file, opening_a_fifo_is_refused_without_blocking) {
+  temp_dir dir;
+  const std::string path = dir.file("fifo");
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  try {
+    file::open(path);
+    ADD_FAILURE() << "open of a FIFO returned";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("FIFO"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
+  // A character device still opens, and reads as usual.
+  file zero = file::open("/dev/zero");
+  char buf[4] = {1, 1, 1, 1};
+  EXPECT_EQ(zero.read(buf, sizeof buf), 4u);
+  EXPECT_EQ(buf[3], 0);
 }
