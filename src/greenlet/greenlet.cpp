@@ -294,6 +294,8 @@ void greenlet_handle_dropped(greenlet_record* r, const void* where) noexcept {
 
 void* greenlet_callable(greenlet_record* g) noexcept { return g->callable; }
 
+void mark_generator_body(greenlet_record* g) noexcept { g->generator_body = true; }
+
 namespace {
 
 [[gnu::noinline]] switch_plan plan_switch_slow(greenlet_record* target, std::any* value) {

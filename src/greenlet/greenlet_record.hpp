@@ -32,6 +32,9 @@ struct greenlet_record : switch_core {
   std::atomic<std::uint32_t> refs{1};
   bool is_root = false;
   bool parked = false;  // in the hub's park() (L2)
+  // A generator's body: it runs for its parent, the consumer (a kill or timeout of the
+  // consumer reaches it, see parked_waiter()).
+  bool generator_body = false;
 
   greenlet_record* first_child = nullptr;
   greenlet_record* next_sibling = nullptr;

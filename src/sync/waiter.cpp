@@ -25,6 +25,17 @@ void raise_pending_interrupt(greenlet_record* g) {
 
 bool pending_for_real(greenlet_record* g) noexcept { return g->interrupt || pending_timeout(g); }
 
+// The greenlet whose pending interrupt a wait of g raises: g's own, else (g a generator's
+// body, which runs for its consumer) its consumer's: a kill or a timeout that came while the
+// consumer was inside next() is raised at the first blocking call made for it.
+greenlet_record* pending_owner(greenlet_record* g) noexcept {
+  for (greenlet_record* r = g; r != nullptr; r = r->parent) {
+    if (has_pending_interrupt(r) && pending_for_real(r)) return r;
+    if (!r->generator_body) break;
+  }
+  return nullptr;
+}
+
 // The hub's way to deliver loop_exit (and anything else) to a parked greenlet.
 bool interrupt_parked(greenlet_record* g, std::exception_ptr e) {
   auto* w = static_cast<waiter*>(g->waiter);
@@ -71,11 +82,22 @@ void waiter::finish_wait() noexcept {
   node_.greenlet->waiter = nullptr;
 }
 
+waiter* parked_waiter(greenlet_record* g) noexcept {
+  if (g->waiter != nullptr) return static_cast<waiter*>(g->waiter);
+  // Inside a generator's next(), not parked: the generator's body may be parked for it.
+  for (greenlet_record* c = g->first_child; c != nullptr; c = c->next_sibling) {
+    if (!c->generator_body) continue;
+    if (waiter* w = parked_waiter(c)) return w;
+  }
+  return nullptr;
+}
+
 bool waiter::wait(std::int64_t deadline_ns) {
   greenlet_record* self = node_.greenlet;
-  if (!shielded_ && has_pending_interrupt(self) && pending_for_real(self)) [[unlikely]] {
+  greenlet_record* owner = nullptr;
+  if (!shielded_ && (owner = pending_owner(self)) != nullptr) [[unlikely]] {
     // Woken already: the interrupt stays pending for the next blocking call.
-    if (transition(cancelled)) raise_pending_interrupt(self);
+    if (transition(cancelled)) raise_pending_interrupt(owner);
   } else if (current_state() == waiting && deadline_ns != forever_ns) {
     if (deadline_ns <= hub_now_ns()) {
       if (transition(timed_out)) return false;

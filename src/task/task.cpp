@@ -258,7 +258,9 @@ void task_base::kill(std::exception_ptr e, bool block) {
     detail::end_unstarted(r, t, std::move(e));
     return;
   }
-  auto* w = static_cast<detail::waiter*>(r->waiter);
+  // The task's own wait, or (switched into a generator's next() or a greenlet it made) the
+  // wait of the greenlet parked for it.
+  detail::waiter* w = detail::parked_waiter(r);
   // A kill already on its way (it ended the wait the task is still parked in, or is pending)
   // is not doubled: a second greenlet_exit would cut the task's cleanup short at its first
   // blocking call (killall() of a list naming a task twice, kill(false) then kill()).

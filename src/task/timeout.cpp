@@ -39,7 +39,8 @@ void timeout::cancel() noexcept {
 void timeout::on_fire(detail::timer_node* t) {
   auto* self = static_cast<timeout*>(t->context);
   self->fired_ = true;
-  auto* w = static_cast<detail::waiter*>(self->owner_->waiter);
+  // Its greenlet's wait, or that of the greenlet parked for it (a generator body it runs).
+  detail::waiter* w = detail::parked_waiter(self->owner_);
   if (w != nullptr && w->interrupt(std::make_exception_ptr(timeout_error(self)))) return;
   // Its greenlet is running or about to: the next blocking call inside the scope raises it.
   self->pending_ = true;

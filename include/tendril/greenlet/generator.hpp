@@ -4,6 +4,7 @@
 #define TENDRIL_GREENLET_GENERATOR_HPP
 
 #include <cstddef>
+#include <exception>
 #include <iterator>
 #include <optional>
 #include <stdexcept>
@@ -22,6 +23,9 @@ namespace detail {
 switch_plan plan_resume(greenlet_record* g);
 switch_plan plan_suspend(greenlet_record* g);
 void complete_bare(bool jumped);
+// mark_generator_body() marks g as a generator's body, which runs for its consumer: a kill
+// or timeout of the consumer reaches a blocking call of the body (L3's parked_waiter()).
+void mark_generator_body(greenlet_record* g) noexcept;
 inline bool generator_is_current(greenlet_record* g) noexcept {
   thread_core* t = t_thread_core;
   return t != nullptr && t->current_ == g;
@@ -79,6 +83,7 @@ class generator {
   struct state {
     std::optional<Y> out;
     std::optional<sent_type> in;
+    std::exception_ptr exit;  // a greenlet_exit that ended the body, for the consumer
   };
 
  public:
@@ -120,11 +125,20 @@ class generator {
       state st;
       void operator()() {
         yielder y(&st, greenlet::current().record());
-        body(y);
+        try {
+          body(y);
+        } catch (const greenlet_exit&) {
+          // Raised at a blocking call of the body by a kill of the consumer, which is inside
+          // next() (the body runs for it): it goes on to the consumer, as it would if the
+          // body ran on the consumer's own stack. At the generator's destruction it is just
+          // the end: no next() is waiting for it.
+          st.exit = std::current_exception();
+        }
       }
     };
     g_ = greenlet(run{std::forward<F>(body), state{}}, stack);
     st_ = &state_of<run>(g_);
+    detail::mark_generator_body(g_.record());
   }
 
   generator(generator&& other) noexcept
@@ -204,7 +218,10 @@ class generator {
   std::optional<Y> resume() {
     if (done()) return std::nullopt;
     detail::resume_generator(g_.record());
-    if (g_.dead()) return std::nullopt;
+    if (g_.dead()) {
+      if (st_->exit) std::rethrow_exception(std::exchange(st_->exit, nullptr));
+      return std::nullopt;
+    }
     std::optional<Y> v = std::move(st_->out);
     st_->out.reset();
     return v;

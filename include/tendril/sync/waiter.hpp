@@ -95,6 +95,10 @@ class waiter {
   std::exception_ptr error_;
 };
 
+// parked_waiter() is the waiter g is parked in; for a greenlet inside a generator's next(),
+// that of the generator's body if it is parked (it runs for g). Null if none is. Hub thread.
+waiter* parked_waiter(greenlet_record* g) noexcept;
+
 // An intrusive FIFO of waiters. Not thread-safe by itself: the owning object guards it.
 class waiter_list {
  public:

@@ -582,3 +582,44 @@ TEST_F(pools, add_takes_a_slot_and_waits_for_one_while_the_pool_is_full) {
   EXPECT_THROW(none.add(third), std::logic_error);
   third.join();
 }
+
+// imap_unordered() is a generator: a timeout scope or a kill of the consumer reaches it while
+// it waits for results (before, neither did until a result came by itself).
+TEST_F(pools, a_timeout_scope_and_a_kill_reach_a_consumer_of_imap_unordered) {
+  pool p(2);
+  std::vector<int> got;
+  bool timed_out = false;
+  try {
+    tendril::timeout scope(1s);
+    for (int r : p.imap_unordered(
+             [](int x) {
+               tendril::sleep(1h);
+               return x;
+             },
+             std::vector<int>{1, 2}))
+      got.push_back(r);
+  } catch (const tendril::timeout_error&) {
+    timed_out = true;
+  }
+  EXPECT_TRUE(timed_out);
+  EXPECT_TRUE(got.empty());
+  p.kill();
+
+  bool consumer_went_on = false;
+  auto consumer = spawn([&] {
+    for (int r : p.imap_unordered(
+             [](int x) {
+               tendril::sleep(1h);
+               return x;
+             },
+             std::vector<int>{1}))
+      got.push_back(r);
+    consumer_went_on = true;
+  });
+  tendril::sleep(1s);
+  consumer.kill();
+  EXPECT_TRUE(consumer.ready());
+  EXPECT_FALSE(consumer_went_on);
+  EXPECT_TRUE(got.empty());
+  p.kill();
+}

@@ -39,6 +39,8 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
+constexpr std::int64_t second_ns = 1'000'000'000;
+
 std::int64_t now_ns() { return tendril::detail::hub_now_ns(); }
 
 // Every test runs on the paused hub clock: a hub with nothing to do but wait for a timer
@@ -1203,4 +1205,96 @@ TEST_F(tasks, a_kill_behind_a_timeout_on_its_way_still_kills) {
   t.kill();
   EXPECT_TRUE(t.ready());
   EXPECT_FALSE(went_on);
+}
+
+// --- a task inside a generator's next() ----------------------------------------------------
+// The generator's body runs on a greenlet of its own, for its consumer: a kill or a timeout
+// of the consumer reaches the body's blocking call and comes out of next(), as it would if
+// the body ran on the consumer's stack (gevent). Before, it stayed pending until the body's
+// wait ended by itself, and a kill then let the task's body finish normally.
+
+TEST_F(tasks, a_kill_reaches_a_task_waiting_inside_a_generator_body) {
+  bool body_unwound = false;
+  bool task_went_on = false;
+  auto t = spawn([&] {
+    tendril::generator<int> g([&](tendril::generator<int>::yielder& y) {
+      struct note {
+        bool& flag;
+        ~note() { flag = true; }
+      } n{body_unwound};
+      tendril::sleep(1h);
+      y.yield(1);
+    });
+    for (int v : g) (void)v;
+    task_went_on = true;
+  });
+  tendril::sleep(1s);
+  const std::int64_t start = now_ns();
+  t.kill();
+  EXPECT_LT(now_ns() - start, second_ns);
+  EXPECT_TRUE(t.ready());
+  EXPECT_TRUE(body_unwound);
+  EXPECT_FALSE(task_went_on);
+  EXPECT_TRUE(t.successful());  // killed with greenlet_exit
+}
+
+TEST_F(tasks, a_kill_with_an_exception_reaches_a_task_inside_nested_generators) {
+  auto t = spawn([&] {
+    tendril::generator<int> outer([](tendril::generator<int>::yielder& y) {
+      tendril::generator<int> inner([](tendril::generator<int>::yielder& yi) {
+        tendril::sleep(1h);
+        yi.yield(1);
+      });
+      for (int v : inner) y.yield(v);
+    });
+    for (int v : outer) (void)v;
+  });
+  tendril::sleep(1s);
+  t.kill(std::make_exception_ptr(some_error("stop")));
+  EXPECT_TRUE(t.ready());
+  EXPECT_FALSE(t.successful());
+  EXPECT_THROW(std::rethrow_exception(t.exception()), some_error);
+}
+
+// A kill that came while the task was not parked is raised at the first blocking call its
+// generator's body makes.
+TEST_F(tasks, a_pending_kill_is_raised_at_the_first_blocking_call_of_a_generator_body) {
+  event go;
+  bool slept = false;
+  auto t = spawn([&] {
+    go.wait();
+    tendril::generator<int> g([&](tendril::generator<int>::yielder& y) {
+      tendril::sleep(1h);
+      slept = true;
+      y.yield(1);
+    });
+    for (int v : g) (void)v;
+  });
+  tendril::sleep(0s);
+  go.set();      // t is woken, not yet running
+  t.kill(false); // pending
+  const std::int64_t start = now_ns();
+  t.join();
+  EXPECT_LT(now_ns() - start, second_ns);
+  EXPECT_FALSE(slept);
+}
+
+TEST_F(tasks, a_timeout_scope_reaches_a_wait_inside_a_generator_body) {
+  const tendril::timeout* source = nullptr;
+  bool went_on = false;
+  const std::int64_t start = now_ns();
+  try {
+    tendril::timeout scope(1s);
+    tendril::generator<int> g([](tendril::generator<int>::yielder& y) {
+      tendril::sleep(1h);
+      y.yield(1);
+    });
+    for (int v : g) (void)v;
+    went_on = true;
+  } catch (const tendril::timeout_error& e) {
+    source = e.source();
+  }
+  EXPECT_NE(source, nullptr);
+  EXPECT_FALSE(went_on);
+  EXPECT_LT(now_ns() - start, 10 * second_ns);
 }
