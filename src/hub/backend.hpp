@@ -52,6 +52,11 @@
 //                   or with its real result if it finished first). The owner must wait for
 //                   that completion before op's memory goes away.
 //   in_flight()     Operations submitted and not yet completed.
+//   release_now()   Hands the kernel at once the cancellations that cancel() and unwatch()
+//                   queued, and lets it finish them, so that the references their requests
+//                   hold on files go now: a socket closed while a poll or an operation was in
+//                   flight then ends at its close, not at the next wait() (the peer sees the
+//                   end even if the thread blocks elsewhere first). May make a system call.
 //
 // What a backend may not do: switch greenlets, allocate inside wait(), call back into the
 // hub except through w.ready and op.complete, report a watch after unwatch().
@@ -113,6 +118,7 @@ class backend {
   }
   virtual void cancel(io_op&) noexcept {}
   virtual std::size_t in_flight() const noexcept { return 0; }
+  virtual void release_now() noexcept {}
 };
 
 // make_backend() is the backend named by TENDRIL_BACKEND (epoll, poll), or the best the

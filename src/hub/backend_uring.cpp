@@ -242,6 +242,17 @@ class uring_backend final : public backend {
     ++in_flight_;
   }
 
+  void release_now() noexcept override {
+    if (io_uring_sq_ready(&ring_) == 0) return;
+    // With DEFER_TASKRUN a cancelled request is finished (and lets go of its file) only when
+    // the task asks for events; the completions wait in the ring for the next wait().
+    if (ring_.flags & IORING_SETUP_DEFER_TASKRUN) {
+      io_uring_submit_and_get_events(&ring_);
+    } else {
+      io_uring_submit(&ring_);
+    }
+  }
+
   void cancel(io_op& op) noexcept override {
     submit_cancel(reinterpret_cast<std::uintptr_t>(&op) | tag_op);
   }

@@ -288,6 +288,9 @@ void fd_table::close(fd_record& r) noexcept {
     io_->unwatch(r.watch);
     r.watched = false;
   }
+  // io_uring: the poll or operation in flight holds the file; let it go now, so that the
+  // socket ends with its close.
+  io_->release_now();
   r.readable = r.writable = false;
   r.reader = r.writer = nullptr;
 }

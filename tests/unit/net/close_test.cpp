@@ -6,6 +6,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -323,4 +325,17 @@ TEST(close, closing_a_socket_nobody_waits_on_frees_its_descriptor) {
     EXPECT_EQ(tendril::test::open_descriptors(), before + 1);
   }
   EXPECT_EQ(tendril::test::open_descriptors(), before);
+}
+
+// A socket that was waited on ends at its close, even if the thread then blocks outside the
+// hub: on io_uring the poll left in flight held the file, so the peer saw the end only once
+// the hub ran again (a peer waited on by a blocking join deadlocked).
+TEST(close, the_peer_sees_the_end_at_close_without_the_hub_running_again) {
+  auto [client, server] = tendril::test::connected_tcp_pair();
+  EXPECT_FALSE(tendril::io::wait_readable_for(server.native_handle(), 20ms));  // leaves a watch
+  server.close();
+  pollfd p{client.native_handle(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);  // a real poll(): the hub does not run
+  char c;
+  EXPECT_EQ(::recv(client.native_handle(), &c, 1, MSG_DONTWAIT), 0);
 }
