@@ -88,8 +88,15 @@ std::int64_t pool_write(int fd, const std::string& data, std::uint64_t offset, b
 
 }  // namespace
 
-file file::open(std::string_view path, open_mode mode, unsigned perms) {
-  int flags = O_CLOEXEC;
+namespace {
+
+// open_file() is the descriptor of path opened for mode, or -errno (EINVAL for a FIFO or a
+// socket, *not_a_file then set). O_NONBLOCK so that opening a FIFO does not block the hub
+// until its other end opens; then FIFOs and sockets are refused (the net API and the hooks
+// are for them), and the flag is cleared again for the rest (a character device keeps its
+// usual blocking reads).
+int open_file(const std::string& p, open_mode mode, unsigned perms, bool* not_a_file) noexcept {
+  int flags = O_CLOEXEC | O_NONBLOCK;
   switch (mode) {
     case open_mode::read:
       flags |= O_RDONLY;
@@ -104,24 +111,60 @@ file file::open(std::string_view path, open_mode mode, unsigned perms) {
       flags |= O_RDWR | O_CREAT;
       break;
   }
-  std::string p(path);
-  // O_NONBLOCK so that opening a FIFO does not block the hub until a peer opens it; then
-  // FIFOs and sockets are refused (the net API and the hooks are for them), and the flag is
-  // cleared again for the rest (a character device keeps its usual blocking reads).
-  int fd = ::open(p.c_str(), flags | O_NONBLOCK, perms);
-  if (fd < 0) fail("open", p, errno_code(errno));
+  const int fd = ::open(p.c_str(), flags, perms);
+  if (fd < 0) return -errno;
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) ||
-      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
-    const bool not_a_file = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
-    const int err = not_a_file ? EINVAL : errno;
+  int err = 0;
+  if (::fstat(fd, &st) != 0) {
+    err = errno;
+  } else if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
+    err = EINVAL;
+    *not_a_file = true;
+  } else if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+    err = errno;
+  }
+  if (err != 0) {
     ::close(fd);
+    return -err;
+  }
+  return fd;
+}
+
+}  // namespace
+
+file file::open(std::string_view path, open_mode mode, unsigned perms) {
+  std::string p(path);
+  bool not_a_file = false;
+  const int fd = open_file(p, mode, perms, &not_a_file);
+  if (fd < 0) {
     if (not_a_file) {
-      throw std::system_error(errno_code(err), "tendril::io: open " + p +
+      throw std::system_error(errno_code(-fd), "tendril::io: open " + p +
                                                    ": a FIFO or socket, not a file (use "
                                                    "tendril::net or the hooks for it)");
     }
-    fail("open", p, errno_code(err));
+    fail("open", p, errno_code(-fd));
+  }
+  file f(fd, std::move(p));
+  f.append_ = mode == open_mode::append;
+  return f;
+}
+
+file file::open(std::string_view path, std::error_code& ec) {
+  return open(path, open_mode::read, 0644, ec);
+}
+
+file file::open(std::string_view path, open_mode mode, std::error_code& ec) {
+  return open(path, mode, 0644, ec);
+}
+
+file file::open(std::string_view path, open_mode mode, unsigned perms, std::error_code& ec) {
+  ec.clear();
+  std::string p(path);
+  bool not_a_file = false;
+  const int fd = open_file(p, mode, perms, &not_a_file);
+  if (fd < 0) {
+    ec = errno_code(-fd);
+    return file();
   }
   file f(fd, std::move(p));
   f.append_ = mode == open_mode::append;
@@ -248,20 +291,45 @@ std::size_t file::write(const void* buf, std::size_t len) {
   return n;
 }
 
-std::uint64_t file::size() const {
+std::size_t file::read(void* buf, std::size_t len, std::error_code& ec) {
+  std::size_t n = read_at(buf, len, pos_, ec);
+  pos_ += n;
+  return n;
+}
+
+std::size_t file::write(const void* buf, std::size_t len, std::error_code& ec) {
+  std::size_t n = write_at(buf, len, pos_, ec);
+  pos_ += n;
+  return n;
+}
+
+std::uint64_t file::size(std::error_code& ec) const {
+  ec.clear();
   struct stat st {};
-  if (fd_ < 0 || ::fstat(fd_, &st) != 0) fail("fstat", path_, errno_code(fd_ < 0 ? EBADF : errno));
+  if (fd_ < 0 || ::fstat(fd_, &st) != 0) {
+    ec = errno_code(fd_ < 0 ? EBADF : errno);
+    return 0;
+  }
   return static_cast<std::uint64_t>(st.st_size);
 }
 
-std::string read_file(std::string_view path) {
-  file f = file::open(path, open_mode::read);
+std::uint64_t file::size() const {
+  std::error_code ec;
+  std::uint64_t n = size(ec);
+  if (ec) fail("fstat", path_, ec);
+  return n;
+}
+
+std::string read_file(std::string_view path, std::error_code& ec) {
+  file f = file::open(path, open_mode::read, ec);
+  if (ec) return {};
   std::string out;
   std::uint64_t off = 0;
   std::size_t chunk = 64 * 1024;
   while (true) {
     out.resize(off + chunk);
-    std::size_t n = f.read_at(out.data() + off, chunk, off);
+    std::size_t n = f.read_at(out.data() + off, chunk, off, ec);
+    if (ec) return {};
     off += n;
     if (n == 0) break;
     if (chunk < (1u << 20)) chunk *= 2;
@@ -270,16 +338,43 @@ std::string read_file(std::string_view path) {
   return out;
 }
 
-void write_file(std::string_view path, std::string_view data) {
-  file f = file::open(path, open_mode::write);
+std::string read_file(std::string_view path) {
+  std::error_code ec;
+  std::string out = read_file(path, ec);
+  if (ec) fail("read", std::string(path), ec);
+  return out;
+}
+
+void write_file(std::string_view path, std::string_view data, std::error_code& ec) {
+  file f = file::open(path, open_mode::write, ec);
+  if (ec) return;
   std::uint64_t off = 0;
-  while (off < data.size()) off += f.write_at(data.data() + off, data.size() - off, off);
+  while (off < data.size()) {
+    const std::size_t n = f.write_at(data.data() + off, data.size() - off, off, ec);
+    if (ec) return;
+    if (n == 0) {  // a regular file that takes nothing: do not loop for ever
+      ec = errno_code(EIO);
+      return;
+    }
+    off += n;
+  }
+}
+
+void write_file(std::string_view path, std::string_view data) {
+  std::error_code ec;
+  write_file(path, data, ec);
+  if (ec) fail("write", std::string(path), ec);
 }
 
 namespace detail {
 
-bool wait_ready(int fd, bool for_read, std::int64_t deadline_ns) {
+bool wait_ready(int fd, bool for_read, std::int64_t deadline_ns, std::error_code* ec) {
+  if (ec) ec->clear();
   auto fail_with = [&](int err) {
+    if (ec) {
+      *ec = errno_code(err);
+      return;
+    }
     throw std::system_error(errno_code(err), "tendril::io::wait_" +
                                                  std::string(for_read ? "readable" : "writable") +
                                                  " (fd " + std::to_string(fd) + ")");
@@ -288,14 +383,24 @@ bool wait_ready(int fd, bool for_read, std::int64_t deadline_ns) {
   // still see it), and a closed one is EBADF on every backend (io_uring's poll would report
   // it as ready). Tests: wait_ready.a_closed_descriptor_fails_with_ebadf,
   // wait_ready.a_zero_time_limit_still_sees_a_ready_descriptor.
+  if (fd < 0) {  // poll() would skip it, and wait forever
+    fail_with(EBADF);
+    return false;
+  }
   pollfd now{fd, static_cast<short>(for_read ? POLLIN : POLLOUT), 0};
   int n;
   do {
     n = ::poll(&now, 1, 0);
   } while (n < 0 && errno == EINTR);
-  if (n < 0) fail_with(errno);
+  if (n < 0) {
+    fail_with(errno);
+    return false;
+  }
   if (n > 0) {
-    if (now.revents & POLLNVAL) fail_with(EBADF);
+    if (now.revents & POLLNVAL) {
+      fail_with(EBADF);
+      return false;
+    }
     return true;
   }
   fd_table& t = fd_table::current();
@@ -314,13 +419,22 @@ bool wait_ready(int fd, bool for_read, std::int64_t deadline_ns) {
       *r, for_read ? tendril::detail::io_direction::read : tendril::detail::io_direction::write,
       deadline_ns);
   if (rc == -ETIMEDOUT) return false;
-  if (rc < 0) fail_with(-rc);
+  if (rc < 0) {
+    fail_with(-rc);
+    return false;
+  }
   return true;
 }
 
 }  // namespace detail
 
-void wait_readable(int fd) { detail::wait_ready(fd, true, tendril::detail::forever_ns); }
-void wait_writable(int fd) { detail::wait_ready(fd, false, tendril::detail::forever_ns); }
+void wait_readable(int fd) { detail::wait_ready(fd, true, tendril::detail::forever_ns, nullptr); }
+void wait_writable(int fd) { detail::wait_ready(fd, false, tendril::detail::forever_ns, nullptr); }
+void wait_readable(int fd, std::error_code& ec) {
+  detail::wait_ready(fd, true, tendril::detail::forever_ns, &ec);
+}
+void wait_writable(int fd, std::error_code& ec) {
+  detail::wait_ready(fd, false, tendril::detail::forever_ns, &ec);
+}
 
 }  // namespace tendril::io

@@ -31,6 +31,10 @@ class file {
   // open() refuses a FIFO or a socket (EINVAL): opening a FIFO blocks until its other end
   // opens, and the net API and the hooks are for those.
   static file open(std::string_view path, open_mode mode = open_mode::read, unsigned perms = 0644);
+  // The error_code twins of open() give an empty file (is_open() false) on failure.
+  static file open(std::string_view path, std::error_code& ec);
+  static file open(std::string_view path, open_mode mode, std::error_code& ec);
+  static file open(std::string_view path, open_mode mode, unsigned perms, std::error_code& ec);
   file(file&& other) noexcept;
   file& operator=(file&& other) noexcept;
   file(const file&) = delete;
@@ -46,9 +50,12 @@ class file {
   std::size_t write_at(const void* buf, std::size_t len, std::uint64_t offset);
   std::size_t write_at(const void* buf, std::size_t len, std::uint64_t offset, std::error_code& ec);
   std::size_t read(void* buf, std::size_t len);
+  std::size_t read(void* buf, std::size_t len, std::error_code& ec);
   std::size_t write(const void* buf, std::size_t len);
+  std::size_t write(const void* buf, std::size_t len, std::error_code& ec);
 
   std::uint64_t size() const;
+  std::uint64_t size(std::error_code& ec) const;
   bool is_open() const noexcept { return fd_ >= 0; }
   int native_handle() const noexcept { return fd_; }
   void close() noexcept;
@@ -63,30 +70,46 @@ class file {
 
 // read_file() is the whole contents of path; write_file() replaces it with data.
 std::string read_file(std::string_view path);
+std::string read_file(std::string_view path, std::error_code& ec);
 void write_file(std::string_view path, std::string_view data);
+void write_file(std::string_view path, std::string_view data, std::error_code& ec);
 
 // wait_readable() / wait_writable() wait until a descriptor that the caller owns is ready
 // (gevent.socket.wait_read): for descriptors that are not tendril sockets, such as a pipe or
 // a terminal. _for forms return false if the time ran out. Switches: yes. Throws
-// std::system_error (EBADF...).
+// std::system_error (EBADF...), or fills the error_code twin's ec.
 void wait_readable(int fd);
 void wait_writable(int fd);
+void wait_readable(int fd, std::error_code& ec);
+void wait_writable(int fd, std::error_code& ec);
 template <class Rep, class Period>
 bool wait_readable_for(int fd, std::chrono::duration<Rep, Period> d);
 template <class Rep, class Period>
 bool wait_writable_for(int fd, std::chrono::duration<Rep, Period> d);
+template <class Rep, class Period>
+bool wait_readable_for(int fd, std::chrono::duration<Rep, Period> d, std::error_code& ec);
+template <class Rep, class Period>
+bool wait_writable_for(int fd, std::chrono::duration<Rep, Period> d, std::error_code& ec);
 
 namespace detail {
-bool wait_ready(int fd, bool for_read, std::int64_t deadline_ns);
+bool wait_ready(int fd, bool for_read, std::int64_t deadline_ns, std::error_code* ec);
 }  // namespace detail
 
 template <class Rep, class Period>
 bool wait_readable_for(int fd, std::chrono::duration<Rep, Period> d) {
-  return detail::wait_ready(fd, true, tendril::detail::deadline_after(d));
+  return detail::wait_ready(fd, true, tendril::detail::deadline_after(d), nullptr);
 }
 template <class Rep, class Period>
 bool wait_writable_for(int fd, std::chrono::duration<Rep, Period> d) {
-  return detail::wait_ready(fd, false, tendril::detail::deadline_after(d));
+  return detail::wait_ready(fd, false, tendril::detail::deadline_after(d), nullptr);
+}
+template <class Rep, class Period>
+bool wait_readable_for(int fd, std::chrono::duration<Rep, Period> d, std::error_code& ec) {
+  return detail::wait_ready(fd, true, tendril::detail::deadline_after(d), &ec);
+}
+template <class Rep, class Period>
+bool wait_writable_for(int fd, std::chrono::duration<Rep, Period> d, std::error_code& ec) {
+  return detail::wait_ready(fd, false, tendril::detail::deadline_after(d), &ec);
 }
 
 }  // namespace tendril::io

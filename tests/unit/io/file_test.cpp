@@ -424,3 +424,49 @@ TEST(file, opening_a_fifo_is_refused_without_blocking) {
   EXPECT_EQ(zero.read(buf, sizeof buf), 4u);
   EXPECT_EQ(buf[3], 0);
 }
+
+// Every throwing call has an error_code twin that reports the failure there instead.
+TEST(file, error_code_twins_report_failures_without_throwing) {
+  temp_dir dir;
+  const std::string missing = dir.file("missing.txt");
+  std::error_code ec;
+  file f = file::open(missing, ec);
+  EXPECT_EQ(ec, std::errc::no_such_file_or_directory);
+  EXPECT_FALSE(f.is_open());
+  f = file::open(dir.file("nodir/x.txt"), open_mode::write, ec);
+  EXPECT_EQ(ec, std::errc::no_such_file_or_directory);
+  char c;
+  EXPECT_EQ(f.read(&c, 1, ec), 0u);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  EXPECT_EQ(f.write("x", 1, ec), 0u);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  EXPECT_EQ(f.size(ec), 0u);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  EXPECT_EQ(tendril::io::read_file(missing, ec), "");
+  EXPECT_EQ(ec, std::errc::no_such_file_or_directory);
+  tendril::io::write_file(dir.file("nodir/y.txt"), "data", ec);
+  EXPECT_EQ(ec, std::errc::no_such_file_or_directory);
+  const std::string fifo = dir.file("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  f = file::open(fifo, open_mode::read, ec);
+  EXPECT_EQ(ec, std::errc::invalid_argument);
+  tendril::io::wait_readable(-1, ec);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+  EXPECT_FALSE(tendril::io::wait_writable_for(-1, 1s, ec));
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+
+  // And on success they clear ec and do what the throwing forms do.
+  const std::string path = dir.file("ok.txt");
+  tendril::io::write_file(path, "hello", ec);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(tendril::io::read_file(path, ec), "hello");
+  EXPECT_FALSE(ec);
+  f = file::open(path, open_mode::read_write, ec);
+  ASSERT_FALSE(ec);
+  EXPECT_EQ(f.size(ec), 5u);
+  EXPECT_EQ(f.read(&c, 1, ec), 1u);
+  EXPECT_EQ(c, 'h');
+  EXPECT_EQ(f.write("E", 1, ec), 1u);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(tendril::io::read_file(path), "hEllo");
+}
