@@ -55,8 +55,10 @@ extern "C" int getnameinfo(const sockaddr* sa, socklen_t salen, char* host, sock
 
 namespace {
 
-// The answer gethostbyname() and gethostbyname2() give a calling thread: theirs, as glibc's
-// static one is the process's, valid until the thread's next call. The lookup itself runs on
+// The answers gethostbyname() and gethostbyname2() give a calling thread: theirs, as glibc's
+// static ones are the process's, each valid until the thread's next call of the same function
+// (glibc keeps one buffer per function, so gethostbyname2 does not spoil gethostbyname's
+// answer; dns_test gethostbyname_answer_survives_gethostbyname2). The lookup itself runs on
 // the pool with gethostbyname_r into storage of the call's own (two greenlets of one thread
 // may look up at once), which then becomes the thread's answer without a switch.
 struct host_answer {
@@ -64,6 +66,7 @@ struct host_answer {
   std::vector<char> buf;
 };
 thread_local host_answer t_answer;
+thread_local host_answer t_answer2;
 
 hostent* lookup_pooled(const char* name, int af, bool with_af) {
   host_answer mine;
@@ -90,9 +93,10 @@ hostent* lookup_pooled(const char* name, int af, bool with_af) {
   h_errno = herr;
   if (out == nullptr) return nullptr;
   // The buffer moves without its bytes moving: the pointers in h stay good.
-  t_answer.buf = std::move(mine.buf);
-  t_answer.h = mine.h;
-  return &t_answer.h;
+  host_answer& answer = with_af ? t_answer2 : t_answer;
+  answer.buf = std::move(mine.buf);
+  answer.h = mine.h;
+  return &answer.h;
 }
 
 }  // namespace

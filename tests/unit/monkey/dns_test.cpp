@@ -196,3 +196,29 @@ TEST_F(hooked_dns, concurrent_gethostbyname_calls_each_get_their_own_answer) {
   }
   EXPECT_EQ(wrong, 0);
 }
+
+// glibc keeps one static answer per function: gethostbyname's answer, and the storage its
+// pointers reach, stays good across a gethostbyname2 call (and the other way round).
+TEST_F(hooked_dns, gethostbyname_answer_survives_gethostbyname2) {
+  auto run = [] {
+    std::vector<std::string> seen;
+    hostent* a = ::gethostbyname("127.0.0.1");
+    const char* a_name = a ? a->h_name : nullptr;
+    hostent* b = ::gethostbyname2("127.0.0.2", AF_INET);
+    seen.push_back(a_name ? a_name : "null");
+    seen.push_back(a ? a->h_name : "null");
+    seen.push_back(b ? b->h_name : "null");
+    hostent* c = ::gethostbyname("127.0.0.3");
+    seen.push_back(b ? b->h_name : "null");
+    seen.push_back(c ? c->h_name : "null");
+    return seen;
+  };
+  std::vector<std::string> libc;
+  on_plain_thread([&] { libc = run(); });
+  const std::vector<std::string> expected = {"127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.2",
+                                             "127.0.0.3"};
+  EXPECT_EQ(libc, expected);
+  std::vector<std::string> hooked;
+  spawn([&] { hooked = run(); }).join();
+  EXPECT_EQ(hooked, expected);
+}
