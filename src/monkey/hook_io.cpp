@@ -106,9 +106,15 @@ ssize_t read_on(int fd, std::size_t len, int flags, Read read_some, how h, std::
         fd, io_direction::read, flags, [&](int f) { return read_some(0, f); }, tried, deadline, h);
   }
   const int f = flags & ~MSG_WAITALL;
-  bool first = done == 0;
+  bool stream = false;  // known to be a stream socket
   while (done < len) {
-    if (!first && (h == how::coop && caller_nonblocking(fd))) break;
+    if (done > 0) {
+      // A datagram (or a record) is one message: MSG_WAITALL does not join them, whichever
+      // call read the first (io_test msg_waitall_reads_one_datagram_or_record).
+      if (!stream && !is_stream(fd)) break;
+      stream = true;
+      if (h == how::coop && caller_nonblocking(fd)) break;
+    }
     const ssize_t n = on_socket_at(
         fd, io_direction::read, f, [&](int g) { return read_some(done, g); }, tried, deadline, h);
     tried = false;
@@ -118,9 +124,6 @@ ssize_t read_on(int fd, std::size_t len, int flags, Read read_some, how h, std::
     }
     if (n == 0) break;
     done += static_cast<std::size_t>(n);
-    // A datagram (or a record) is one message: MSG_WAITALL does not join them.
-    if (first && done < len && !is_stream(fd)) break;
-    first = false;
   }
   errno = saved;
   return static_cast<ssize_t>(done);

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -915,4 +916,93 @@ TEST_F(hooked_io, so_sndtimeo_bounds_a_whole_send_and_a_short_count_keeps_errno)
   EXPECT_GT(n, 0);
   EXPECT_LT(n, static_cast<ssize_t>(size) / 2);
   EXPECT_EQ(err, ERANGE);
+}
+
+namespace {
+
+// Two connected message sockets (UDP on loopback, or AF_UNIX SOCK_SEQPACKET) made under the
+// hooks: `reader`'s connect() was hooked, so the hooks made it non-blocking underneath and a
+// thread with no hub takes their inactive path on it.
+struct message_pair {
+  fd_guard reader;
+  fd_guard writer;
+};
+
+message_pair message_pair_made_by_the_hooks(int type) {
+  message_pair p;
+  spawn([&] {
+    if (type == SOCK_DGRAM) {
+      p.writer = fd_guard(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+      p.reader = fd_guard(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+      sockaddr_in any = loopback(0);
+      ASSERT_EQ(::bind(p.writer, reinterpret_cast<sockaddr*>(&any), sizeof any), 0);
+      ASSERT_EQ(::bind(p.reader, reinterpret_cast<sockaddr*>(&any), sizeof any), 0);
+      sockaddr_in w = loopback(local_port(p.writer));
+      sockaddr_in r = loopback(local_port(p.reader));
+      ASSERT_EQ(::connect(p.reader, reinterpret_cast<sockaddr*>(&w), sizeof w), 0);
+      ASSERT_EQ(::connect(p.writer, reinterpret_cast<sockaddr*>(&r), sizeof r), 0);
+    } else {
+      fd_guard l(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+      sockaddr_un a{};
+      a.sun_family = AF_UNIX;
+      // The family alone: the kernel picks an abstract name.
+      ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(sa_family_t)), 0);
+      ASSERT_EQ(::listen(l, 1), 0);
+      socklen_t len = sizeof a;
+      ASSERT_EQ(::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len), 0);
+      p.reader = fd_guard(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+      ASSERT_EQ(::connect(p.reader, reinterpret_cast<sockaddr*>(&a), len), 0);
+      p.writer = fd_guard(::accept4(l, nullptr, nullptr, SOCK_CLOEXEC));
+      ASSERT_GE(p.writer.get(), 0);
+    }
+  }).join();
+  return p;
+}
+
+}  // namespace
+
+// MSG_WAITALL does not join datagrams or records: each call reads one, as the kernel's, in a
+// greenlet and on a thread with no hub (the inactive path), whichever of recv, recvfrom and
+// recvmsg made the first read.
+TEST_F(hooked_io, msg_waitall_reads_one_datagram_or_record) {
+  for (int type : {SOCK_DGRAM, SOCK_SEQPACKET}) {
+    message_pair p = message_pair_made_by_the_hooks(type);
+    ASSERT_GE(p.reader.get(), 0);
+    ASSERT_TRUE(kernel_nonblocking(p.reader));
+    timeval tv{0, 200'000};  // a joining read stops here instead of hanging
+    ASSERT_EQ(::setsockopt(p.reader, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    for (const char* name : {"recv", "recvfrom", "recvmsg"}) {
+      for (bool hooked : {true, false}) {
+        SCOPED_TRACE(std::string(type == SOCK_DGRAM ? "udp " : "seqpacket ") + name +
+                     (hooked ? " in a greenlet" : " with no hub"));
+        ASSERT_EQ(::send(p.writer, "abc", 3, 0), 3);
+        ASSERT_EQ(::send(p.writer, "defg", 4, 0), 4);
+        std::vector<std::string> got;
+        auto read_two = [&] {
+          for (int i = 0; i < 2; ++i) {
+            char buf[100] = {};
+            ssize_t n;
+            if (std::string(name) == "recv") {
+              n = ::recv(p.reader, buf, sizeof buf, MSG_WAITALL);
+            } else if (std::string(name) == "recvfrom") {
+              n = ::recvfrom(p.reader, buf, sizeof buf, MSG_WAITALL, nullptr, nullptr);
+            } else {
+              iovec io[2] = {{buf, 2}, {buf + 2, sizeof buf - 2}};
+              msghdr m{};
+              m.msg_iov = io;
+              m.msg_iovlen = 2;
+              n = ::recvmsg(p.reader, &m, MSG_WAITALL);
+            }
+            got.push_back(n < 0 ? "error" : std::string(buf, static_cast<std::size_t>(n)));
+          }
+        };
+        if (hooked) {
+          spawn(read_two).join();
+        } else {
+          on_plain_thread(read_two);
+        }
+        EXPECT_EQ(got, (std::vector<std::string>{"abc", "defg"}));
+      }
+    }
+  }
 }
