@@ -96,11 +96,11 @@ bool wants_all(int flags) { return (flags & MSG_WAITALL) && !(flags & (MSG_DONTW
 // stream, an error or SO_RCVTIMEO (one limit for the whole call): then what was read, errno
 // untouched, if anything was. read_some(done, flags) reads into what is left after done bytes.
 // done, tried: what the caller's own first call gave (bytes; it would have blocked).
+// deadline: as for would_block(); the caller's first call may have begun the limit already.
 template <class Read>
 ssize_t read_on(int fd, std::size_t len, int flags, Read read_some, how h, std::size_t done = 0,
-                bool tried = false) {
+                bool tried = false, std::int64_t deadline = -1) {
   const int saved = errno;
-  std::int64_t deadline = -1;
   if (!wants_all(flags)) {
     return on_socket_at(
         fd, io_direction::read, flags, [&](int f) { return read_some(0, f); }, tried, deadline, h);
@@ -176,11 +176,11 @@ void mark_other(int fd) { set_bits(fd, static_cast<std::uint8_t>(bits(fd) | not_
 // stops it after some bytes went out (errno then as it was: the count is the answer). One
 // time limit for the whole call, as in Linux. send_some(done, flags) sends what is left after
 // done bytes. done, tried: what the caller's own first call sent (it would have blocked).
+// deadline: as for read_on().
 template <class Send>
 ssize_t send_everything(int fd, std::size_t total, int flags, Send send_some, how h = how::coop,
-                        std::size_t done = 0, bool tried = false) {
+                        std::size_t done = 0, bool tried = false, std::int64_t deadline = -1) {
   const int saved = errno;
-  std::int64_t deadline = -1;
   while (true) {
     const ssize_t n = on_socket_at(
         fd, io_direction::write, flags, [&](int f) { return send_some(done, f); }, tried, deadline,
@@ -460,26 +460,29 @@ ssize_t recvmsg_on(int fd, msghdr* msg, int flags, how h) {
     return real::get().recvmsg(fd, &m, f);
   };
   const int saved = errno;
-  // The first call: one read, whatever MSG_WAITALL says; the rest follows below.
+  // The first call: one read, whatever MSG_WAITALL says; the rest follows below, within the
+  // same SO_RCVTIMEO limit (io_test so_rcvtimeo_bounds_a_whole_msg_waitall_recvmsg).
   const int once = wants_all(flags) ? flags & ~MSG_WAITALL : flags;
+  std::int64_t deadline = -1;
+  auto first = [&](int f) { return some(0, f); };
   ssize_t n;
   if (h == how::plain) {
     n = some(0, flags);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !(flags & MSG_DONTWAIT) &&
         hooks_made_nonblocking(fd)) {
       errno = saved;
-      n = read_on(fd, 0, once, some, how::plain, 0, true);
+      n = on_socket_at(fd, io_direction::read, once, first, true, deadline, how::plain);
     } else if (n <= 0 || !wants_all(flags) || !hooks_made_nonblocking(fd)) {
       return n;
     }
   } else {
-    n = read_on(fd, 0, once, some, how::coop);
+    n = on_socket_at(fd, io_direction::read, once, first, false, deadline, how::coop);
   }
   if (n <= 0 || !wants_all(flags)) return n;
   const std::size_t len = total_of(msg->msg_iov, static_cast<int>(msg->msg_iovlen));
   if (static_cast<std::size_t>(n) >= len) return n;
   errno = saved;
-  return read_on(fd, len, flags, some, h, static_cast<std::size_t>(n));
+  return read_on(fd, len, flags, some, h, static_cast<std::size_t>(n), false, deadline);
 }
 
 // sendmsg() for either path: as send, everything for a blocking caller (a stream socket is
@@ -497,12 +500,18 @@ ssize_t sendmsg_on(int fd, const msghdr* msg, int flags, how h) {
   auto total = [&] { return total_of(msg->msg_iov, static_cast<int>(msg->msg_iovlen)); };
   if (h == how::plain) return inactive_send(fd, flags, some, total);
   const int saved = errno;
-  const ssize_t n = on_socket(fd, io_direction::write, flags, [&](int f) { return some(0, f); });
+  // One SO_SNDTIMEO limit for the first call and the rest (io_test
+  // so_sndtimeo_bounds_a_whole_sendmsg).
+  std::int64_t deadline = -1;
+  const ssize_t n = on_socket_at(
+      fd, io_direction::write, flags, [&](int f) { return some(0, f); }, false, deadline,
+      how::coop);
   if (n <= 0 || (flags & MSG_DONTWAIT) || caller_nonblocking(fd)) return n;
   const std::size_t all = total();
   if (static_cast<std::size_t>(n) >= all) return n;
   errno = saved;
-  return send_everything(fd, all, flags, some, how::coop, static_cast<std::size_t>(n));
+  return send_everything(fd, all, flags, some, how::coop, static_cast<std::size_t>(n), false,
+                         deadline);
 }
 
 }  // namespace

@@ -1006,3 +1006,81 @@ TEST_F(hooked_io, msg_waitall_reads_one_datagram_or_record) {
     }
   }
 }
+
+// One SO_RCVTIMEO limit bounds a whole MSG_WAITALL recvmsg, its first read and the reads
+// after it: bytes that came in the middle do not start the limit again (on the paused clock).
+TEST_F(hooked_io, so_rcvtimeo_bounds_a_whole_msg_waitall_recvmsg) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  fd_guard reader(sv[0]);
+  fd_guard writer(sv[1]);
+  timeval tv{1, 0};
+  ASSERT_EQ(::setsockopt(reader, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+  tendril::detail::test_clock::pause();
+  const std::int64_t start = tendril::detail::hub_now_ns();
+  auto late = spawn([&] {
+    tendril::sleep(600ms);
+    EXPECT_EQ(::send(writer, "x", 1, 0), 1);
+  });
+  ssize_t n = 0;
+  int err = 0;
+  std::int64_t took = 0;
+  spawn([&] {
+    char buf[10];
+    iovec io{buf, sizeof buf};
+    msghdr m{};
+    m.msg_iov = &io;
+    m.msg_iovlen = 1;
+    errno = ERANGE;
+    n = ::recvmsg(reader, &m, MSG_WAITALL);
+    err = errno;
+    took = tendril::detail::hub_now_ns() - start;
+  }).join();
+  late.join();
+  tendril::detail::test_clock::resume();
+  EXPECT_EQ(n, 1);
+  EXPECT_EQ(err, ERANGE);
+  EXPECT_GE(took, 1'000'000'000);
+  EXPECT_LT(took, 1'500'000'000);  // not 1.6 s: the limit from the start, not from the byte
+}
+
+// One SO_SNDTIMEO limit bounds a whole sendmsg, its first call and the ones after it (on the
+// paused clock).
+TEST_F(hooked_io, so_sndtimeo_bounds_a_whole_sendmsg) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  fd_guard sender(sv[0]);
+  fd_guard peer(sv[1]);
+  fill(sender);
+  timeval tv{1, 0};
+  ASSERT_EQ(::setsockopt(sender, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
+  tendril::detail::test_clock::pause();
+  const std::int64_t start = tendril::detail::hub_now_ns();
+  auto drain = spawn([&] {
+    tendril::sleep(600ms);
+    std::vector<char> buf(65536);
+    while (::recv(peer, buf.data(), buf.size(), MSG_DONTWAIT) > 0) {
+    }
+  });
+  std::vector<char> big(16u << 20, 'm');
+  ssize_t n = 0;
+  int err = 0;
+  std::int64_t took = 0;
+  spawn([&] {
+    iovec io{big.data(), big.size()};
+    msghdr m{};
+    m.msg_iov = &io;
+    m.msg_iovlen = 1;
+    errno = ERANGE;
+    n = ::sendmsg(sender, &m, 0);
+    err = errno;
+    took = tendril::detail::hub_now_ns() - start;
+  }).join();
+  drain.join();
+  tendril::detail::test_clock::resume();
+  EXPECT_GT(n, 0);
+  EXPECT_LT(n, static_cast<ssize_t>(big.size()));
+  EXPECT_EQ(err, ERANGE);
+  EXPECT_GE(took, 1'000'000'000);
+  EXPECT_LT(took, 1'500'000'000);  // not 1.6 s
+}
