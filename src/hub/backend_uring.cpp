@@ -124,7 +124,11 @@ class uring_backend final : public backend {
     w.backend_data = slot;
     w.slot = w.fd;
     ++watches_;
-    slot->want = w.events;
+    // Reading and writing only: POLLPRI is armed when asked (rearm()). A poll left asking for
+    // it alone once the others were reported would complete at once, every pass, as soon as
+    // the peer shuts its side (io_uring reports POLLRDHUP whatever the mask), and the hub
+    // would never sleep (test: tcp.an_idle_socket_whose_peer_shut_its_side_costs_no_cpu).
+    slot->want = w.events & (POLLIN | POLLOUT);
     submit_poll(slot);
     return 0;
   }

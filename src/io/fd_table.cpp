@@ -177,6 +177,8 @@ int fd_table::arm(fd_record& r, std::uint32_t ev) {
     }
     if (rc < 0) return rc;
     r.watched = true;
+    // A watch starts with reading and writing (on io_uring); anything more is asked for.
+    if (ev & ~(POLLIN | POLLOUT)) io_->rearm(r.watch, ev);
   } else {
     io_->rearm(r.watch, ev);
   }
