@@ -126,11 +126,19 @@ state* bio_state(BIO* b) { return static_cast<state*>(BIO_get_data(b)); }
 
 // bio_write() takes everything (see the top): a write OpenSSL would have to retry could meet
 // another greenlet's SSL call. The caller of the SSL call sends it (send_out, flush).
+// Out of memory: no exception may cross OpenSSL's C frames; the SSL call fails instead, and
+// fail() reports ENOMEM from bio_errno.
 int bio_write(BIO* b, const char* data, std::size_t len, std::size_t* written) {
   BIO_clear_retry_flags(b);
   state* s = bio_state(b);
   if (s == nullptr) return 0;
-  s->out.append(data, len);
+  try {
+    s->out.append(data, len);
+  } catch (...) {  // std::bad_alloc, std::length_error
+    s->bio_errno = ENOMEM;
+    *written = 0;
+    return 0;
+  }
   *written = len;
   return 1;
 }
@@ -299,11 +307,20 @@ int wait_either(state& s, std::int64_t deadline) {
   return 0;
 }
 
+// Drops what can never go out (sending failed for good), so that a reader then waits for data
+// only: a socket shut for writing or broken is always writable, and wait_either() would spin
+// (test: tls.a_reader_after_sending_failed_waits_without_spinning).
+void drop_out(state& s) { std::string().swap(s.out); }
+
 // send_out() gives the socket what it takes of s.out, without waiting: 0 once out is empty,
 // -EAGAIN when the socket is full, -EBADF for a closed stream, or -errno when a send failed
-// (EPIPE, ECONNRESET): out is then dropped, and every later send_out() fails the same way.
+// (EPIPE, ECONNRESET): out is then dropped, and every later send_out() fails the same way,
+// dropping what OpenSSL wrote since (a reader's answer to a key update, an alert).
 int send_out(state& s) {
-  if (s.send_errno != 0) return -s.send_errno;
+  if (s.send_errno != 0) {
+    drop_out(s);
+    return -s.send_errno;
+  }
   while (!s.out.empty()) {
     if (!s.sock.is_open()) return -EBADF;
     const ssize_t n =
@@ -316,7 +333,7 @@ int send_out(state& s) {
     if (errno == EINTR) continue;
     if (errno == EBADF) return -EBADF;
     s.send_errno = errno;
-    s.out.clear();
+    drop_out(s);
     return -s.send_errno;
   }
   // An idle stream keeps no record-sized buffer (as SSL_MODE_RELEASE_BUFFERS for OpenSSL's).
@@ -678,13 +695,16 @@ void shutdown_op(state* sp, std::error_code& ec, std::string* why) {
   }
   auto close_notify = [&] {
     const int rc = SSL_shutdown(s.ssl);
+    // Noted before the flush, which a timeout scope or a kill may cut short: from here on
+    // sending more would fail the session (test:
+    // tls.a_shutdown_cut_short_by_a_timeout_scope_ends_only_this_side).
+    if (SSL_get_shutdown(s.ssl) & SSL_SENT_SHUTDOWN) s.close_notify_sent = true;
     // 0: ours is written, the peer's not yet received; that is all this call waits for.
     // WANT_READ: ours was written earlier and OpenSSL would now wait for the peer's.
     if (rc >= 0 || SSL_get_error(s.ssl, rc) == SSL_ERROR_WANT_READ) return 1;
     return rc;
   };
   const bool ok = run(s, deadline, close_notify, out, sending::wait);
-  if (out.done) s.close_notify_sent = true;  // sending more would fail the session
   if (ok) {
     ERR_clear_error();
     return;

@@ -15,6 +15,7 @@
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -996,6 +997,104 @@ TEST_F(tls, destroying_a_stream_wakes_its_waiting_reader_with_ebadf) {
   tendril::sleep(20ms);
   s.reset();
   EXPECT_EQ(reader.get(), std::errc::bad_file_descriptor);
+  done.set();
+  server.get();
+}
+
+// A shutdown that a timeout scope cuts short while it waits for room has committed its
+// close_notify: a later send fails with EPIPE, this side only, and recv goes on reading what
+// the peer sends (the rest of ours goes out meanwhile).
+TEST_F(tls, a_shutdown_cut_short_by_a_timeout_scope_ends_only_this_side) {
+  net::tcp_listener l = net::listen("127.0.0.1", 0);
+  const int small = 4096;  // small buffers fill fast
+  ::setsockopt(l.native_handle(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  net::tls_context sctx = server_context();
+  tendril::event go;
+  std::size_t drained = 0;
+  auto server = serve_one(l, sctx, [&](net::tls_stream& s) {
+    go.wait();  // read nothing until the client's shutdown was cut short
+    char buf[65536];
+    while (std::size_t n = s.recv(buf, sizeof buf)) drained += n;
+    s.send_all("reply");
+    s.shutdown();
+  });
+  net::tls_context cctx = client_context();
+  net::tls_stream s =
+      net::tls_stream::connect("127.0.0.1", l.local_address().port(), cctx, patience);
+  ::setsockopt(s.socket().native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  s.set_timeout(100ms);
+  const std::string chunk(16384, 'x');
+  std::size_t sent = 0;
+  std::error_code ec;
+  while (sent < (std::size_t{1} << 30)) {
+    sent += s.send(chunk.data(), chunk.size(), ec);
+    if (ec) break;
+  }
+  ASSERT_EQ(ec, std::errc::timed_out);
+  s.clear_timeout();
+  bool cut_short = false;
+  try {
+    tendril::timeout t(100ms);
+    s.shutdown();
+  } catch (const tendril::timeout_error&) {
+    cut_short = true;
+  }
+  ASSERT_TRUE(cut_short);
+  go.set();
+  s.set_timeout(patience);
+  s.send("y", 1, ec);
+  EXPECT_EQ(ec, std::errc::broken_pipe) << ec.message();
+  EXPECT_EQ(s.recv_exact(5), "reply");
+  char c;
+  EXPECT_EQ(s.recv(&c, 1), 0u);
+  server.get();
+  EXPECT_EQ(drained, sent);
+}
+
+namespace {
+
+double thread_cpu_seconds() {
+  timespec t{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+}
+
+}  // namespace
+
+// Once sending failed for good, what OpenSSL writes while reading (here its answer to a key
+// update) can never go out: a reader waits for data only, not for room on a socket shut for
+// writing, which is always "writable" (on io_uring it spun until its time limit).
+TEST_F(tls, a_reader_after_sending_failed_waits_without_spinning) {
+  net::tcp_listener l = net::listen("127.0.0.1", 0);
+  net::tls_context sctx = server_context();
+  tendril::event go;
+  tendril::event done;
+  auto server = serve_one(l, sctx, [&](net::tls_stream& s) {
+    go.wait();
+    EXPECT_EQ(SSL_key_update(s.native_handle(), SSL_KEY_UPDATE_REQUESTED), 1);
+    s.send_all("hello");
+    done.wait();
+  });
+  net::tls_context cctx = client_context();
+  net::tls_stream s =
+      net::tls_stream::connect("127.0.0.1", l.local_address().port(), cctx, patience);
+  s.set_timeout(patience);
+  s.socket().shutdown(net::shutdown_type::send);
+  std::error_code ec;
+  s.send("a", 1, ec);
+  ASSERT_EQ(ec, std::errc::broken_pipe) << ec.message();
+  go.set();
+  EXPECT_EQ(s.recv_exact(5), "hello");
+  s.set_timeout(1s);
+  const double cpu0 = thread_cpu_seconds();
+  const auto wall0 = std::chrono::steady_clock::now();
+  char buf[16];
+  s.recv(buf, sizeof buf, ec);
+  const double cpu = thread_cpu_seconds() - cpu0;
+  const std::chrono::duration<double> wall = std::chrono::steady_clock::now() - wall0;
+  EXPECT_EQ(ec, std::errc::timed_out) << ec.message();
+  EXPECT_GE(wall.count(), 0.9);
+  EXPECT_LT(cpu, wall.count() / 2) << "cpu " << cpu << " s in a wait of " << wall.count() << " s";
   done.set();
   server.get();
 }
