@@ -39,8 +39,8 @@ std::int64_t deadline_after(std::chrono::duration<Rep, Period> d) noexcept {
 template <class Clock, class Duration>
 std::int64_t deadline_at(std::chrono::time_point<Clock, Duration> tp) noexcept {
   using ld_ns = std::chrono::duration<long double, std::nano>;
-  const long double left = ld_ns(tp.time_since_epoch()).count() -
-                           ld_ns(Clock::now().time_since_epoch()).count();
+  const long double left =
+      ld_ns(tp.time_since_epoch()).count() - ld_ns(Clock::now().time_since_epoch()).count();
   if (!(left > 0)) return hub_now_ns();
   return deadline_after(ld_ns(left));
 }

@@ -196,8 +196,7 @@ class pool : public group {
 
  protected:
   void reserve() override {
-    if (size_ == 0)
-      throw std::logic_error("tendril::pool: a pool of size 0 can never run a task");
+    if (size_ == 0) throw std::logic_error("tendril::pool: a pool of size 0 can never run a task");
     slots_->acquire();
   }
   void unreserve() noexcept override { slots_->release(); }

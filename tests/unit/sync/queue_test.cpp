@@ -699,7 +699,7 @@ TEST_F(joinable_queues, an_item_handed_over_by_a_waiting_putter_counts_before_ta
   joinable_queue<int> q(1);
   q.put(0);
   auto putter = spawn([&] { q.put(1); });
-  tendril::sleep(0s);  // waits for room
+  tendril::sleep(0s);     // waits for room
   EXPECT_EQ(q.get(), 0);  // room: the putter's item moves into the queue
   q.task_done();
   EXPECT_EQ(q.unfinished(), 1u);

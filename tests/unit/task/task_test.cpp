@@ -1271,8 +1271,8 @@ TEST_F(tasks, a_pending_kill_is_raised_at_the_first_blocking_call_of_a_generator
     for (int v : g) (void)v;
   });
   tendril::sleep(0s);
-  go.set();      // t is woken, not yet running
-  t.kill(false); // pending
+  go.set();       // t is woken, not yet running
+  t.kill(false);  // pending
   const std::int64_t start = now_ns();
   t.join();
   EXPECT_LT(now_ns() - start, second_ns);
