@@ -36,15 +36,7 @@ class group {
   template <class F, class... Args>
   auto spawn(F&& f, Args&&... args) {
     reserve();
-    decltype(tendril::spawn(std::forward<F>(f), std::forward<Args>(args)...)) t;
-    try {
-      t = tendril::spawn(std::forward<F>(f), std::forward<Args>(args)...);
-    } catch (...) {
-      unreserve();
-      throw;
-    }
-    adopt(t);
-    return t;
+    return spawn_reserved(std::forward<F>(f), std::forward<Args>(args)...);
   }
   // size() is the number of tasks that have not ended.
   std::size_t size() {
@@ -89,6 +81,20 @@ class group {
   virtual void reserve() {}
   virtual void unreserve() noexcept {}
   virtual void adopt(const task_base& t) { track(t); }
+  // spawn_reserved() spawns once reserve() succeeded, giving the reservation back if that
+  // fails.
+  template <class F, class... Args>
+  auto spawn_reserved(F&& f, Args&&... args) {
+    decltype(tendril::spawn(std::forward<F>(f), std::forward<Args>(args)...)) t;
+    try {
+      t = tendril::spawn(std::forward<F>(f), std::forward<Args>(args)...);
+    } catch (...) {
+      unreserve();
+      throw;
+    }
+    adopt(t);
+    return t;
+  }
   void track(const task_base& t) {
     prune();
     if (!t.ready()) tasks_.push_back(t);
@@ -139,7 +145,7 @@ class pool : public group {
   auto spawn_for(std::chrono::duration<Rep, Period> d, F&& f, Args&&... args)
       -> std::optional<decltype(this->spawn(std::forward<F>(f), std::forward<Args>(args)...))> {
     if (!slots_->try_acquire_for(d)) return std::nullopt;
-    return start(std::forward<F>(f), std::forward<Args>(args)...);
+    return spawn_reserved(std::forward<F>(f), std::forward<Args>(args)...);
   }
 
   // free_count() is the number of free slots.
@@ -209,19 +215,6 @@ class pool : public group {
   }
 
  private:
-  template <class F, class... Args>
-  auto start(F&& f, Args&&... args) {
-    decltype(tendril::spawn(std::forward<F>(f), std::forward<Args>(args)...)) t;
-    try {
-      t = tendril::spawn(std::forward<F>(f), std::forward<Args>(args)...);
-    } catch (...) {
-      unreserve();
-      throw;
-    }
-    adopt(t);
-    return t;
-  }
-
   std::size_t size_;
   std::shared_ptr<semaphore> slots_;
 };
