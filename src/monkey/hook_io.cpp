@@ -448,16 +448,27 @@ extern "C" ssize_t recvfrom(int fd, void* buf, size_t len, int flags, sockaddr* 
 
 namespace {
 
+// msg_rest is the data of msg past its first `done` bytes, as a message of its own: no
+// address and no ancillary data (they went with the first call).
+struct msg_rest {
+  msg_rest(const msghdr* msg, std::size_t done)
+      : iov(advance(msg->msg_iov, static_cast<int>(msg->msg_iovlen), done)) {
+    m.msg_iov = iov.data();
+    m.msg_iovlen = iov.size();
+  }
+  msg_rest(const msg_rest&) = delete;
+  msg_rest& operator=(const msg_rest&) = delete;
+  std::vector<iovec> iov;
+  msghdr m{};
+};
+
 // recvmsg() for either path: the iovec array is read (for MSG_WAITALL) only once the kernel
 // has accepted it.
 ssize_t recvmsg_on(int fd, msghdr* msg, int flags, how h) {
   auto some = [&](std::size_t done, int f) {
     if (done == 0) return real::get().recvmsg(fd, msg, f);
-    std::vector<iovec> rest = advance(msg->msg_iov, static_cast<int>(msg->msg_iovlen), done);
-    msghdr m{};
-    m.msg_iov = rest.data();
-    m.msg_iovlen = rest.size();
-    return real::get().recvmsg(fd, &m, f);
+    msg_rest rest(msg, done);
+    return real::get().recvmsg(fd, &rest.m, f);
   };
   const int saved = errno;
   // The first call: one read, whatever MSG_WAITALL says; the rest follows below, within the
@@ -491,11 +502,8 @@ ssize_t recvmsg_on(int fd, msghdr* msg, int flags, how h) {
 ssize_t sendmsg_on(int fd, const msghdr* msg, int flags, how h) {
   auto some = [&](std::size_t done, int f) {
     if (done == 0) return real::get().sendmsg(fd, msg, f);
-    std::vector<iovec> rest = advance(msg->msg_iov, static_cast<int>(msg->msg_iovlen), done);
-    msghdr m{};
-    m.msg_iov = rest.data();
-    m.msg_iovlen = rest.size();
-    return real::get().sendmsg(fd, &m, f);
+    msg_rest rest(msg, done);
+    return real::get().sendmsg(fd, &rest.m, f);
   };
   auto total = [&] { return total_of(msg->msg_iov, static_cast<int>(msg->msg_iovlen)); };
   if (h == how::plain) return inactive_send(fd, flags, some, total);

@@ -112,26 +112,28 @@ bool waiter::wait(std::int64_t deadline_ns) {
   // take it off the run queue by resuming it.
   if (cross_thread_) hub_->add_cross_thread_waits(1);
   self->waiter = this;
+  // Switched in by someone else (invalid_switch) or parked on the hub itself: end the wait
+  // here, taking the node back if a wake got it scheduled meanwhile. True if a waker had
+  // claimed the wait first.
+  auto end_here = [this] {
+    const bool claimed = !transition(cancelled) && current_state() == woken;
+    if (node_.queued()) hub_->unschedule(node_);
+    finish_wait();
+    return claimed;
+  };
   try {
     hub_->park();
   } catch (const invalid_switch&) {
-    if (!transition(cancelled) && current_state() == woken) {
+    if (end_here()) {
       // The wake came first and may have handed this greenlet something (a permit, a lock,
       // an item taken from its put): the wait succeeded. The intruder's error is raised at
       // the next blocking call instead, as a lost interrupt is (unless a kill is pending).
-      if (node_.queued()) hub_->unschedule(node_);
-      finish_wait();
       if (!self->interrupt) self->interrupt = std::current_exception();
       return true;
     }
-    if (node_.queued()) hub_->unschedule(node_);
-    finish_wait();
     throw;
   } catch (...) {
-    // Switched in by someone else (invalid_switch) or parked on the hub itself: end the wait
-    // here, and take the node back if a wake got it scheduled meanwhile.
-    if (!transition(cancelled) && node_.queued()) hub_->unschedule(node_);
-    finish_wait();
+    end_here();
     throw;
   }
   finish_wait();
