@@ -1,7 +1,8 @@
 // The io_uring backend (through liburing). Operations complete natively: submit() queues an
 // SQE, and every wait() submits what was queued and reaps completions in the same system
 // call, so a hub serving many sockets pays one io_uring_enter per pass. Watches are one-shot
-// IORING_OP_POLL_ADD requests, re-submitted by rearm(); they live in a slot the backend owns,
+// IORING_OP_POLL_ADD requests, re-submitted by rearm() (multishot where a one-shot poll would
+// complete at once every pass, see dispatch()); they live in a slot the backend owns,
 // so that a poll still in flight when its watch goes away completes into the slot, not into
 // freed memory. Cross-thread wake-ups come through an eventfd under a multishot poll.
 //
@@ -49,6 +50,7 @@ struct watch_slot {
   io_watch* w;             // null once unwatched
   std::uint32_t want = 0;  // events asked for and not reported since
   bool poll_pending = false;
+  bool multishot = false;  // the poll in flight (or the next one) is multishot
   std::uint32_t pending_mask = 0;
   // Among the orphans (unwatched while their poll was in flight), until that poll completes.
   watch_slot* prev = nullptr;
@@ -322,7 +324,11 @@ class uring_backend final : public backend {
 
   void submit_poll(watch_slot* slot) noexcept {
     io_uring_sqe* s = sqe();
-    io_uring_prep_poll_add(s, slot->w->fd, slot->want);
+    if (slot->multishot) {
+      io_uring_prep_poll_multishot(s, slot->w->fd, slot->want);
+    } else {
+      io_uring_prep_poll_add(s, slot->w->fd, slot->want);
+    }
     io_uring_sqe_set_data64(s, reinterpret_cast<std::uintptr_t>(slot) | tag_watch);
     slot->poll_pending = true;
     slot->pending_mask = slot->want;
@@ -351,8 +357,11 @@ class uring_backend final : public backend {
     }
     if (tag == tag_watch) {
       auto* slot = reinterpret_cast<watch_slot*>(data & ~tag_mask);
-      slot->poll_pending = false;
+      // A multishot poll stays in flight while its completions say "more".
+      slot->poll_pending = slot->multishot && (flags & IORING_CQE_F_MORE);
+      if (!slot->poll_pending) slot->multishot = false;
       if (slot->w == nullptr) {
+        if (slot->poll_pending) return 0;  // its cancellation's completion comes later
         (slot->prev ? slot->prev->next : orphans_) = slot->next;
         if (slot->next) slot->next->prev = slot->prev;
         delete slot;  // unwatched while its poll was in flight
@@ -360,13 +369,15 @@ class uring_backend final : public backend {
       }
       if (res < 0) {
         if (res == -ECANCELED) {
-          if (slot->want) submit_poll(slot);  // cancelled to widen the mask
+          if (slot->want && !slot->poll_pending) submit_poll(slot);  // cancelled to widen the mask
           return 0;
         }
         res = POLLERR;
       }
+      if (slot->want == 0) return 0;  // a multishot poll being cancelled: nothing is waited for
       io_watch* w = slot->w;
-      const auto revents = static_cast<std::uint32_t>(res) & (w->events | POLLERR | POLLHUP);
+      const auto got = static_cast<std::uint32_t>(res);
+      const auto revents = got & (slot->want | POLLERR | POLLHUP);
       // A hang-up or an error is reported once, as epoll's edge does: polling on for what is
       // still wanted would complete at once, every pass (a pipe whose writer is gone polls
       // POLLHUP without POLLIN), and the hub would never sleep. The owner rearm()s if it
@@ -376,7 +387,17 @@ class uring_backend final : public backend {
       } else {
         slot->want &= ~revents;
       }
-      if (slot->want) submit_poll(slot);  // still waiting for the other direction
+      if (slot->want == 0) {
+        if (slot->poll_pending) submit_cancel(reinterpret_cast<std::uintptr_t>(slot) | tag_watch);
+      } else if (!slot->poll_pending) {
+        // Still waiting for the other direction. A poll that completed with nothing asked for
+        // came for POLLRDHUP, which io_uring polls whatever the mask: once the peer shut its
+        // side, a one-shot poll for room (or POLLPRI) alone would complete at once, every pass.
+        // A multishot poll completes only when the socket wakes its waiters (test:
+        // wait_ready.waiting_for_room_on_a_socket_whose_peer_shut_its_side_costs_no_cpu).
+        if (revents == 0) slot->multishot = true;
+        submit_poll(slot);
+      }
       if (revents == 0) return 0;
       w->ready(w, revents);
       return 1;

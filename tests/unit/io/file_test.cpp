@@ -6,12 +6,14 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <ctime>
 #include <filesystem>
 #include <string>
 #include <system_error>
@@ -336,6 +338,42 @@ TEST(wait_ready, wait_writable_on_a_full_pipe_returns_once_it_is_drained) {
   tendril::io::wait_writable(p.write_end);
   EXPECT_GT(::write(p.write_end, "z", 1), 0);
   drainer.get();
+}
+
+// io_uring polls POLLRDHUP whatever the mask: once the peer shut its side, a poll for room
+// alone completed at once, every pass, and the hub spun until the time limit. The wait costs
+// no CPU, and room made later still ends it.
+TEST(wait_ready, waiting_for_room_on_a_socket_whose_peer_shut_its_side_costs_no_cpu) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+  char block[4096] = {};
+  while (::send(sv[0], block, sizeof block, MSG_DONTWAIT) > 0) {
+  }
+  ASSERT_EQ(::shutdown(sv[1], SHUT_WR), 0);
+  timespec t0{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+  const auto wall0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(tendril::io::wait_writable_for(sv[0], 500ms));
+  const std::chrono::duration<double> wall = std::chrono::steady_clock::now() - wall0;
+  timespec t1{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+  const double cpu = static_cast<double>(t1.tv_sec - t0.tv_sec) +
+                     static_cast<double>(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  EXPECT_GE(wall.count(), 0.45);
+  EXPECT_LT(cpu, wall.count() / 10) << "cpu " << cpu << " s in a wait of " << wall.count() << " s";
+  // Room made while the wait is parked ends it; then the same descriptor waits for reading.
+  auto drainer = spawn([&] {
+    tendril::sleep(20ms);
+    while (::recv(sv[1], block, sizeof block, MSG_DONTWAIT) > 0) {
+    }
+  });
+  tendril::timeout guard(10s);
+  tendril::io::wait_writable(sv[0]);
+  drainer.get();
+  EXPECT_TRUE(tendril::io::wait_readable_for(sv[0], 1s));  // end of stream
+  EXPECT_EQ(::recv(sv[0], block, sizeof block, MSG_DONTWAIT), 0);
+  ::close(sv[0]);
+  ::close(sv[1]);
 }
 
 TEST(wait_ready, the_same_descriptor_can_be_waited_on_again_and_again) {
