@@ -324,10 +324,15 @@ class uring_backend final : public backend {
 
   void submit_poll(watch_slot* slot) noexcept {
     io_uring_sqe* s = sqe();
+    // io_uring matches a wake-up against the mask without POLLPRI, so a poll for POLLPRI
+    // alone is never woken when out-of-band data arrives (Linux 6.18; poll() and epoll are).
+    // TCP's wake-up for it also says POLLRDBAND, which is asked for with it and not reported
+    // (test: hooked_poll.exceptfds_on_a_socket_already_waited_on_wakes_on_out_of_band_data).
+    const std::uint32_t mask = slot->want & POLLPRI ? slot->want | POLLRDBAND : slot->want;
     if (slot->multishot) {
-      io_uring_prep_poll_multishot(s, slot->w->fd, slot->want);
+      io_uring_prep_poll_multishot(s, slot->w->fd, mask);
     } else {
-      io_uring_prep_poll_add(s, slot->w->fd, slot->want);
+      io_uring_prep_poll_add(s, slot->w->fd, mask);
     }
     io_uring_sqe_set_data64(s, reinterpret_cast<std::uintptr_t>(slot) | tag_watch);
     slot->poll_pending = true;

@@ -406,6 +406,48 @@ TEST_F(hooked_poll, poll_for_pollpri_and_select_on_exceptfds_wake_on_out_of_band
   }
 }
 
+// The same on a socket that greenlets already waited on for reading and writing: its watch
+// exists, and POLLPRI is added to it.
+TEST_F(hooked_poll, exceptfds_on_a_socket_already_waited_on_wakes_on_out_of_band_data) {
+  for (const char* name : {"poll", "select"}) {
+    SCOPED_TRACE(name);
+    tcp_pair p = connected_pair();
+    char c = 0;
+    ssize_t got = -1;
+    ASSERT_EQ(blocked_while_others_run([&] { got = ::recv(p.server, &c, 1, 0); },
+                                       [&] { ::send(p.client, "x", 1, 0); }),
+              3);
+    ASSERT_EQ(got, 1);
+    int rc = 0;
+    short revents = 0;
+    std::int64_t took = 0;
+    const int ticks = blocked_while_others_run(
+        [&] {
+          const auto start = std::chrono::steady_clock::now();
+          if (std::string(name) == "poll") {
+            pollfd pr{p.server, POLLPRI, 0};
+            rc = ::poll(&pr, 1, 60'000);
+            revents = pr.revents;
+          } else {
+            fd_set ex;
+            FD_ZERO(&ex);
+            FD_SET(p.server, &ex);
+            timeval tv{60, 0};
+            rc = ::select(p.server + 1, nullptr, nullptr, &ex, &tv);
+            revents = FD_ISSET(p.server, &ex) ? POLLPRI : 0;
+          }
+          took = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - start)
+                     .count();
+        },
+        [&] { ::send(p.client, "!", 1, MSG_OOB); });
+    EXPECT_EQ(ticks, 3);
+    EXPECT_EQ(rc, 1);
+    EXPECT_TRUE(revents & POLLPRI);
+    EXPECT_LT(took, 30'000);  // woken by the data, not at the 60 s limit
+  }
+}
+
 TEST_F(hooked_poll, poll_for_no_events_on_a_readable_descriptor_does_not_spin) {
   tcp_pair p = connected_pair();
   ASSERT_EQ(::send(p.client, "x", 1, 0), 1);
