@@ -83,7 +83,10 @@ class generator {
   struct state {
     std::optional<Y> out;
     std::optional<sent_type> in;
-    std::exception_ptr exit;  // a greenlet_exit that ended the body, for the consumer
+    // Where a greenlet_exit that ended the body goes for the consumer: the generator's exit_
+    // (null once the generator is gone). Not here: the state is destroyed with the body's
+    // callable when the body ends, before next() looks.
+    std::exception_ptr* exit = nullptr;
   };
 
  public:
@@ -132,26 +135,36 @@ class generator {
           // next() (the body runs for it): it goes on to the consumer, as it would if the
           // body ran on the consumer's own stack. At the generator's destruction it is just
           // the end: no next() is waiting for it.
-          st.exit = std::current_exception();
+          if (st.exit) *st.exit = std::current_exception();
         }
       }
     };
     g_ = greenlet(run{std::forward<F>(body), state{}}, stack);
     st_ = &state_of<run>(g_);
+    st_->exit = &exit_;
     detail::mark_generator_body(g_.record());
   }
 
   generator(generator&& other) noexcept
-      : g_(std::move(other.g_)), st_(std::exchange(other.st_, nullptr)) {}
+      : exit_(std::move(other.exit_)),
+        g_(std::move(other.g_)),
+        st_(std::exchange(other.st_, nullptr)) {
+    if (!done()) st_->exit = &exit_;
+  }
   generator& operator=(generator&& other) noexcept {
-    g_ = std::move(other.g_);
-    st_ = std::exchange(other.st_, nullptr);
+    if (this != &other) {
+      detach();  // the old body, unwound here, has no consumer left
+      g_ = std::move(other.g_);
+      st_ = std::exchange(other.st_, nullptr);
+      exit_ = std::move(other.exit_);
+      if (!done()) st_->exit = &exit_;
+    }
     return *this;
   }
   generator(const generator&) = delete;
   generator& operator=(const generator&) = delete;
   // ~generator() unwinds an unfinished body (greenlet_exit is raised at its yield).
-  ~generator() = default;
+  ~generator() { detach(); }
 
   // next() resumes the body until it yields (returning the value) or ends (returning an
   // empty optional, also on every later call). An exception thrown by the body comes out
@@ -219,7 +232,7 @@ class generator {
     if (done()) return std::nullopt;
     detail::resume_generator(g_.record());
     if (g_.dead()) {
-      if (st_->exit) std::rethrow_exception(std::exchange(st_->exit, nullptr));
+      if (exit_) std::rethrow_exception(std::exchange(exit_, nullptr));
       return std::nullopt;
     }
     std::optional<Y> v = std::move(st_->out);
@@ -232,6 +245,11 @@ class generator {
     return resume();
   }
 
+  void detach() noexcept {
+    if (!done()) st_->exit = nullptr;
+  }
+
+  std::exception_ptr exit_;  // before g_: a body unwound by g_'s destruction may write it
   greenlet g_;
   state* st_ = nullptr;
   std::optional<Y> current_;

@@ -300,6 +300,39 @@ TEST(generator, destroying_an_unfinished_generator_unwinds_its_body) {
   EXPECT_EQ(trace, (std::vector<std::string>{"greenlet_exit at yield", "local"}));
 }
 
+// A greenlet_exit that ends the body comes out of next(), the very object thrown. It was
+// kept in the body's state, which is destroyed with the body: next() rethrew a freed
+// exception (valgrind and ASan saw it), and a task killed inside next() corrupted the heap.
+TEST(generator, a_greenlet_exit_that_ends_the_body_comes_out_of_next_intact) {
+  struct farewell : greenlet_exit {
+    std::string why = std::string(200, 'w');
+  };
+  generator<int> g([](auto& y) {
+    y.yield(1);
+    throw farewell{};
+  });
+  EXPECT_EQ(g.next(), 1);
+  try {
+    g.next();
+    ADD_FAILURE() << "next() returned";
+  } catch (const farewell& f) {
+    EXPECT_EQ(f.why, std::string(200, 'w'));
+  }
+  EXPECT_TRUE(g.done());
+  EXPECT_EQ(g.next(), std::nullopt);
+  // Moved while suspended, the body's exit still reaches the generator it moved to.
+  generator<int> a([](auto& y) {
+    y.yield(1);
+    throw farewell{};
+  });
+  EXPECT_EQ(a.next(), 1);
+  generator<int> b(std::move(a));
+  generator<int> c([](auto& y) { y.yield(0); });
+  EXPECT_EQ(c.next(), 0);
+  c = std::move(b);  // unwinds c's own body
+  EXPECT_THROW(c.next(), farewell);
+}
+
 TEST(generator, leaving_a_range_for_early_unwinds_a_temporary_generator) {
   std::vector<std::string> trace;
   auto make = [&] {
