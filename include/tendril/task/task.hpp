@@ -286,38 +286,56 @@ auto spawn_later(std::chrono::duration<Rep, Period> d, F&& f, Args&&... args) {
   return task<R>(tendril::greenlet(r, tendril::greenlet::adopt_t{}));
 }
 
-// joinall() waits for every task (a pack of tasks, or a range of them). Switches: yes.
+// joinall() waits for every task (a pack of tasks, or a range of them, which may be a
+// temporary). Switches: yes.
 template <class... Tasks, class = std::enable_if_t<(std::is_base_of_v<task_base, Tasks> && ...)>>
 void joinall(Tasks&... tasks) {
   (tasks.join(), ...);
 }
 template <class Range, class = decltype(std::begin(std::declval<Range&>()))>
-void joinall(Range& tasks) {
+void joinall(Range&& tasks) {
   for (auto& t : tasks) t.join();
 }
 
-// joinall_for() waits at most d for all of them and returns those that ended, in order;
+// joinall_for() waits at most d for all of them (a pack or a range) and returns those that
+// ended, in order: for a pack of tasks of different result types, as task_base handles.
 // joinall_until() waits until tp.
-template <class Range>
-auto joinall_deadline(std::int64_t deadline_ns, Range& tasks) {
+template <class Range, class = decltype(std::begin(std::declval<Range&>()))>
+auto joinall_deadline(std::int64_t deadline_ns, Range&& tasks) {
   std::vector<std::decay_t<decltype(*std::begin(tasks))>> done;
   for (auto& t : tasks) {
     if (t.join_deadline(deadline_ns)) done.push_back(t);
   }
   return done;
 }
-template <class Rep, class Period, class Range>
-auto joinall_for(std::chrono::duration<Rep, Period> d, Range& tasks) {
-  return joinall_deadline(detail::deadline_after(d), tasks);
+template <class First, class... Rest,
+          class = std::enable_if_t<std::is_base_of_v<task_base, First> &&
+                                   (std::is_base_of_v<task_base, Rest> && ...)>>
+auto joinall_deadline(std::int64_t deadline_ns, First& first, Rest&... rest) {
+  using T = std::conditional_t<(std::is_same_v<First, Rest> && ...), First, task_base>;
+  std::vector<T> done;
+  auto one = [&](auto& t) {
+    if (t.join_deadline(deadline_ns)) done.push_back(t);
+  };
+  one(first);
+  (one(rest), ...);
+  return done;
 }
-template <class Clock, class Duration, class Range>
-auto joinall_until(std::chrono::time_point<Clock, Duration> tp, Range& tasks) {
-  return joinall_deadline(detail::deadline_at(tp), tasks);
+template <class Rep, class Period, class... Tasks>
+auto joinall_for(std::chrono::duration<Rep, Period> d, Tasks&&... tasks)
+    -> decltype(joinall_deadline(0, std::forward<Tasks>(tasks)...)) {
+  return joinall_deadline(detail::deadline_after(d), std::forward<Tasks>(tasks)...);
+}
+template <class Clock, class Duration, class... Tasks>
+auto joinall_until(std::chrono::time_point<Clock, Duration> tp, Tasks&&... tasks)
+    -> decltype(joinall_deadline(0, std::forward<Tasks>(tasks)...)) {
+  return joinall_deadline(detail::deadline_at(tp), std::forward<Tasks>(tasks)...);
 }
 
-// killall() kills every task, then (with block) waits for all of them.
-template <class Range>
-void killall(Range& tasks, bool block = true) {
+// killall() kills every task of a range (which may be a temporary), then (with block) waits
+// for all of them.
+template <class Range, class = decltype(std::begin(std::declval<Range&>()))>
+void killall(Range&& tasks, bool block = true) {
   for (auto& t : tasks) t.kill(false);
   if (block) {
     for (auto& t : tasks) t.join();

@@ -337,6 +337,37 @@ TEST_F(tasks, joinall_for_returns_the_finished_subset_in_order) {
   for (auto& t : all) EXPECT_TRUE(t.ready());
 }
 
+// joinall_for() took only a range held in a variable: a pack of tasks and a temporary range
+// did not compile.
+TEST_F(tasks, joinall_for_takes_a_pack_of_tasks_and_a_temporary_range) {
+  auto quick = spawn([] {
+    tendril::sleep(1s);
+    return 1;
+  });
+  auto slow = spawn([] {
+    tendril::sleep(20s);
+    return 2;
+  });
+  auto done = tendril::joinall_for(5s, quick, slow);
+  static_assert(std::is_same_v<decltype(done), std::vector<task<int>>>);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_TRUE(done[0] == quick);
+  EXPECT_EQ(done[0].get(), 1);
+
+  // Tasks of different result types come back as task_base handles, in order.
+  auto plain = spawn([] { tendril::sleep(1s); });
+  auto mixed = tendril::joinall_until(std::chrono::steady_clock::now() + 5s, slow, plain);
+  static_assert(std::is_same_v<decltype(mixed), std::vector<tendril::task_base>>);
+  ASSERT_EQ(mixed.size(), 1u);
+  EXPECT_TRUE(mixed[0] == plain);
+
+  auto temporary = tendril::joinall_for(30s, std::vector<task<int>>{slow, quick});
+  ASSERT_EQ(temporary.size(), 2u);
+  EXPECT_TRUE(temporary[0] == slow);
+  tendril::killall(std::vector<task<int>>{slow});
+  tendril::joinall(std::vector<task<void>>{plain});
+}
+
 TEST_F(tasks, killall_kills_every_task_and_waits_for_them) {
   int unwound = 0;
   struct counts {
