@@ -69,17 +69,23 @@ bool read_line(int fd, std::string& buffer, std::string& line) {
 
 }  // namespace
 
+// The chatty lines are flushed one by one: into a pipe or a file they would otherwise wait in
+// stdio's buffer, and Ctrl-C (which ends the server) would lose them.
 void serve_echo(net::tcp_stream& conn, const net::address& peer, bool chatty) {
-  if (chatty)
+  if (chatty) {
     std::printf("[%s] %s connected\n", this_greenlet::name().c_str(), peer.to_string().c_str());
+    std::fflush(stdout);
+  }
   char buf[4096];
   while (std::size_t n = conn.recv(buf, sizeof buf)) {
     for (std::size_t i = 0; i < n; ++i)
       buf[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(buf[i])));
     conn.send_all(buf, n);
   }
-  if (chatty)
+  if (chatty) {
     std::printf("[%s] %s disconnected\n", this_greenlet::name().c_str(), peer.to_string().c_str());
+    std::fflush(stdout);
+  }
 }
 
 int echo_server(const args& a) {
