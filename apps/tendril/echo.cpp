@@ -3,10 +3,12 @@
 // replies, "q" quits).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <stdexcept>
 #include <string>
 
@@ -67,6 +69,35 @@ bool read_line(int fd, std::string& buffer, std::string& line) {
   }
 }
 
+// send_and_print() sends one line and prints its echo as it comes back, both at once: a line
+// larger than what the two sockets buffer would otherwise leave both ends blocked in send.
+void send_and_print(net::tcp_stream& s, const std::string& line) {
+  std::exception_ptr send_failed;
+  // The sender keeps its error for this function to throw, rather than have the hub report it.
+  task<void> sender = spawn([&] {
+    try {
+      s.send_all(line);
+    } catch (const std::exception&) {
+      send_failed = std::current_exception();
+    }
+  });
+  try {
+    char chunk[16384];
+    for (std::size_t left = line.size(); left > 0;) {
+      const std::size_t n = s.recv(chunk, std::min(left, sizeof chunk));
+      if (n == 0) throw std::runtime_error("the server closed the connection before the echo");
+      std::fwrite(chunk, 1, n, stdout);
+      left -= n;
+    }
+  } catch (...) {
+    sender.kill();
+    throw;
+  }
+  sender.join();
+  if (send_failed) std::rethrow_exception(send_failed);
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 // The chatty lines are flushed one by one: into a pipe or a file they would otherwise wait in
@@ -110,10 +141,7 @@ int echo_client(const args& a) {
   while (read_line(STDIN_FILENO, buffer, line)) {
     if (line == "q") break;
     line += '\n';
-    s.send_all(line);
-    std::string reply = s.recv_exact(line.size());
-    std::printf("%s", reply.c_str());
-    std::fflush(stdout);
+    send_and_print(s, line);
   }
   return 0;
 }

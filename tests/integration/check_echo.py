@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs `tendril echo-server` and `tendril echo-client` against each other on loopback: lines
-echoed upper-cased, and the server's lines about each connection when its output is a pipe.
-Every run is bounded: a hang fails the check."""
+echoed upper-cased, a line larger than both sockets' buffers, bytes after a NUL, and the
+server's lines about each connection when its output is a pipe. Every run is bounded: a hang
+fails the check."""
 import os
 import re
 import select
@@ -80,6 +81,19 @@ def main():
             line = server.line(10)
             expect(line is not None and re.match(rf"^\[Greenlet-\d+\] 127\.0\.0\.1:\d+ {what}$", line),
                    f"server line for '{what}': {line!r}")
+
+        # The client sent the whole line before reading any of its echo: beyond what the two
+        # sockets buffer, both ends blocked in send for good.
+        size = 8 << 20
+        run = client(server.port, b"a" * size + b"\n")
+        out = replies(run)
+        expect(len(out) == size + 1 and out == b"A" * size + b"\n",
+               f"long line: {len(out)} bytes back of {size + 1}")
+
+        # The reply was printed with printf("%s"): cut at the first NUL.
+        run = client(server.port, b"a\0b\x01c\nnext\n")
+        expect(replies(run) == b"A\0B\x01C\nNEXT\n", f"binary line: {run.stdout!r}")
+
     finally:
         server.stop()
     print("check_echo: ok")
