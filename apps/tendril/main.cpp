@@ -1,5 +1,8 @@
 // tendril: the command. `tendril tour` replays the seed's examples; `tendril help` lists
 // the rest.
+#include <fcntl.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -79,6 +82,19 @@ int help(const tendril::app::args& a) {
   return 0;
 }
 
+// standard_descriptors_open() opens /dev/null on each of descriptors 0-2 that is closed; false
+// if it cannot. A socket opened later would otherwise take the closed number: echo-client would
+// read its own connection as its input (`<&-`) or send its output to the server (`>&-`). So a
+// closed input reads as empty, and closed output goes nowhere.
+bool standard_descriptors_open() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    // open() takes the lowest free number, which is fd: those below it are open by now.
+    if (::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -94,6 +110,14 @@ int main(int argc, char** argv) {
       // --help or -h first: the command's usage (`tendril run -- PROGRAM --help` passes it on).
       if (c.usage != nullptr && !rest.empty() && (rest[0] == "--help" || rest[0] == "-h"))
         return usage_of(c);
+      // run hands its descriptors to the program as they are.
+      if (c.run != &tendril::app::run && !standard_descriptors_open()) {
+        std::fprintf(stderr,
+                     "tendril %s: cannot open /dev/null in place of a closed standard "
+                     "descriptor\n",
+                     c.name);
+        return 1;
+      }
       try {
         return c.run(rest);
       } catch (const std::exception& e) {

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Runs `tendril echo-server` and `tendril echo-client` against each other on loopback: lines
-echoed upper-cased, a line larger than both sockets' buffers, bytes after a NUL, and the
-server's lines about each connection when its output is a pipe. Every run is bounded: a hang
-fails the check."""
+echoed upper-cased, a line larger than both sockets' buffers, bytes after a NUL, a client whose
+standard input is closed, and the server's lines about each connection when its output is a
+pipe. Every run is bounded: a hang fails the check."""
 import os
 import re
 import select
@@ -94,6 +94,10 @@ def main():
         run = client(server.port, b"a\0b\x01c\nnext\n")
         expect(replies(run) == b"A\0B\x01C\nNEXT\n", f"binary line: {run.stdout!r}")
 
+        # With standard input closed, the connection became descriptor 0 and the client
+        # waited for its own input there. Now a closed input is an empty one.
+        run = client(server.port, None, 10, stdin=None, preexec_fn=lambda: os.close(0))
+        expect(replies(run) == b"", f"closed input: {run.stdout!r}")
     finally:
         server.stop()
     print("check_echo: ok")
