@@ -4,7 +4,9 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <mutex>
 #include <stdexcept>
@@ -97,7 +99,8 @@ int crawl_command(const args& a) {
         throw std::invalid_argument("--timeout wants seconds, more than 0 and at most 86400: '" +
                                     a[i] + "'");
       }
-      timeout_ms = static_cast<long>(s * 1000);
+      // At least 1 ms: 0 would mean no limit to libcurl (fetch() sets none).
+      timeout_ms = std::max(1L, std::lround(s * 1000));
     } else if (!a[i].empty() && a[i][0] == '-') {
       throw std::invalid_argument("unknown option '" + a[i] +
                                   "' (tendril crawl [--timeout S] [URL...])");
