@@ -14,6 +14,7 @@
 
 #include "command.hpp"
 #include "echo.hpp"
+#include "lab_args.hpp"
 #include "tendril/io/file.hpp"
 #include "tendril/net/server.hpp"
 #include "tendril/tendril.hpp"
@@ -33,11 +34,7 @@ endpoint parse(const args& a, const char* usage) {
       if (a[i] == "--host") {
         e.host = a[++i];
       } else {
-        char* end = nullptr;
-        long p = std::strtol(a[++i].c_str(), &end, 10);
-        if (*end != '\0' || p < 0 || p > 65535)
-          throw std::invalid_argument("bad port '" + a[i] + "'");
-        e.port = static_cast<std::uint16_t>(p);
+        e.port = static_cast<std::uint16_t>(parse_count("--port", a[++i], 0, 65535));
       }
     } else {
       throw std::invalid_argument(std::string("unknown argument '") + a[i] + "' (" + usage + ")");

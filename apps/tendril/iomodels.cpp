@@ -98,6 +98,8 @@ settings parse(const args& a) {
     if (i + 1 >= a.size()) throw std::invalid_argument(k + " needs a value (" + usage + ")");
     const std::string& v = a[++i];
     if (k == "--out") {
+      // An empty name would leave the report unwritten, which is what no --out means.
+      if (v.empty()) throw std::invalid_argument("--out needs a folder name, not an empty one");
       s.out_dir = v;
     } else if (k == "--models") {
       for (const auto& name : split_list(v)) {

@@ -1,4 +1,5 @@
-// Argument parsing shared by the lab's commands (`tendril load`, `tendril iomodels`).
+// Argument parsing shared by the lab's commands (`tendril load`, `tendril iomodels`) and the
+// echo pair's.
 #ifndef TENDRIL_APPS_TENDRIL_LAB_ARGS_HPP
 #define TENDRIL_APPS_TENDRIL_LAB_ARGS_HPP
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string>
 
 #include "command.hpp"
@@ -20,7 +21,8 @@ struct command {
   int (*run)(const tendril::app::args&);
 };
 
-int version(const tendril::app::args&) {
+int version(const tendril::app::args& a) {
+  if (!a.empty()) throw std::invalid_argument("unknown argument '" + a[0] + "' (tendril version)");
   std::printf("tendril %s\n", TENDRIL_VERSION_STRING);
   return 0;
 }
@@ -31,10 +33,10 @@ const command commands[] = {
     {"tour", "tour [--quick]",
      "replay the seed's examples: generators, greenlets, gevent, sockets (--quick: shorter sleeps)",
      &tendril::app::tour},
-    {"echo-server", "echo-server [--port P]",
+    {"echo-server", "echo-server [--host H] [--port P]",
      "the seed's socket server: one greenlet per connection, replies upper-cased",
      &tendril::app::echo_server},
-    {"echo-client", "echo-client [--port P]",
+    {"echo-client", "echo-client [--host H] [--port P]",
      "the seed's client: sends each line read, prints the reply; q quits",
      &tendril::app::echo_client},
     {"crawl", "crawl [--timeout S] [URL...]",

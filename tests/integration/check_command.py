@@ -14,8 +14,11 @@ def expect(cond, what):
         sys.exit(1)
 
 
-def run(*args):
-    return subprocess.run([TENDRIL, *args], capture_output=True, text=True, timeout=30)
+def run(*args, seconds=30):
+    try:
+        return subprocess.run([TENDRIL, *args], capture_output=True, text=True, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        expect(False, f"{' '.join(args)}: still running after {seconds} s")
 
 
 def main():
@@ -25,6 +28,8 @@ def main():
     for name in ("tour", "echo-server", "echo-client", "crawl", "iomodels", "load", "run", "version"):
         expect(name in names, f"help lists no '{name}': {listing.stdout}")
     expect("serve-model" not in names, "help lists the hidden serve-model")
+    for name in ("echo-server", "echo-client"):
+        expect(f"  {name} [--host H] [--port P] " in listing.stdout, f"help: {name}'s --host")
     for flag in ("--help", "-h"):
         same = run(flag)
         expect(same.returncode == 0 and same.stdout == listing.stdout, f"tendril {flag}: {same.stdout}")
@@ -47,6 +52,15 @@ def main():
     version = run("version")
     expect(version.returncode == 0 and re.match(r"^tendril \d+\.\d+\.\d+", version.stdout),
            f"version: {version.stdout}")
+    # Values that were taken for something else: an empty port was port 0 (the server started
+    # on a free port), an empty --out no report at all, and version ignored what followed it.
+    for form, message in ((("echo-server", "--port", ""), "bad value '' for --port"),
+                          (("echo-client", "--port", ""), "bad value '' for --port"),
+                          (("iomodels", "--out", "", "--bogus"), "--out needs a folder name"),
+                          (("version", "extra"), "unknown argument 'extra' (tendril version)")):
+        bad = run(*form, seconds=10)
+        expect(bad.returncode == 1 and message in bad.stderr,
+               f"{' '.join(form)}: {bad.returncode} {bad.stdout} {bad.stderr}")
     print("check_command: ok")
 
 
