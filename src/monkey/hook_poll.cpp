@@ -1,7 +1,7 @@
-// Hooks: poll, ppoll, select, pselect, epoll_wait, epoll_pwait. A look without waiting
-// first; if nothing is ready, the greenlet waits on every descriptor at once (or, for epoll,
-// on the epoll descriptor itself, which is readable when it has events) within the caller's
-// time limit, then looks again. A signal mask (ppoll, pselect, epoll_pwait) applies to the
+// Hooks: poll, ppoll, select, pselect, epoll_wait, epoll_pwait, epoll_pwait2. A look without
+// waiting first; if nothing is ready, the greenlet waits on every descriptor at once (or, for
+// epoll, on the epoll descriptor itself, which is readable when it has events) within the caller's
+// time limit, then looks again. A signal mask (ppoll, pselect, epoll_pwait*) applies to the
 // final look only: a greenlet cannot change the mask of a thread other greenlets share.
 #include <poll.h>
 #include <sys/epoll.h>
@@ -236,4 +236,15 @@ extern "C" int epoll_pwait(int epfd, epoll_event* events, int maxevents, int tim
   if (!active() || timeout == 0)
     return real::get().epoll_pwait(epfd, events, maxevents, timeout, mask);
   return epoll_with(epfd, events, maxevents, deadline_ms(timeout), mask);
+}
+
+// glibc 2.35's epoll_pwait2 (a timespec; null waits for ever). Declared here: older headers
+// lack it, and a libc without it leaves real::get().epoll_pwait2 null.
+extern "C" int epoll_pwait2(int epfd, epoll_event* events, int maxevents, const timespec* timeout,
+                            const sigset_t* mask) {
+  const auto real_pwait2 = real::get().epoll_pwait2;
+  if (real_pwait2 == nullptr) return fail(ENOSYS);
+  if (!active() || bad_ts(timeout) || (timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0))
+    return real_pwait2(epfd, events, maxevents, timeout, mask);
+  return epoll_with(epfd, events, maxevents, deadline_ts(timeout), mask);
 }

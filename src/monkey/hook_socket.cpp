@@ -1,5 +1,5 @@
 // Hooks: accept and connect (which block), and the bookkeeping calls that keep the hooks'
-// view of each descriptor right: creation, close, dup, fcntl, ioctl(FIONBIO).
+// view of each descriptor right: creation, close, dup, fcntl (and fcntl64), ioctl(FIONBIO).
 //
 // accept and connect have no per-call "don't wait" flag, so the hooks turn O_NONBLOCK on
 // underneath a blocking listener or connecting socket, and remember that the caller wants
@@ -270,16 +270,17 @@ extern "C" int dup3(int oldfd, int newfd, int flags) {
   return n;
 }
 
-extern "C" int fcntl(int fd, int cmd, ...) {
-  va_list ap;
-  va_start(ap, cmd);
-  void* arg = va_arg(ap, void*);  // an int or a pointer: the same register either way
-  va_end(ap);
-  if (!g_patched.load(std::memory_order_relaxed)) return real::get().fcntl(fd, cmd, arg);
+namespace {
+
+// fcntl and fcntl64 share this: glibc's <fcntl.h> names fcntl64 where a program is built with
+// _FILE_OFFSET_BITS=64 (Meson's default), so both must keep the caller's O_NONBLOCK view.
+// real_fcntl is the libc function the caller named.
+int fcntl_common(int (*real_fcntl)(int, int, ...), int fd, int cmd, void* arg) {
+  if (!g_patched.load(std::memory_order_relaxed)) return real_fcntl(fd, cmd, arg);
   const std::uint8_t b = (cmd == F_GETFL || cmd == F_SETFL) ? checked_bits(fd) : bits(fd);
   switch (cmd) {
     case F_GETFL: {
-      int fl = real::get().fcntl(fd, cmd);
+      int fl = real_fcntl(fd, cmd);
       if (fl < 0 || !(b & we_set_nonblock)) return fl;
       if (!(fl & O_NONBLOCK)) {
         // Stale bits: the number was closed where no hook saw it and now names another file.
@@ -293,7 +294,7 @@ extern "C" int fcntl(int fd, int cmd, ...) {
       const auto want = static_cast<int>(reinterpret_cast<std::intptr_t>(arg));
       // The hooks need O_NONBLOCK on underneath where they set it: keep it there. Either way,
       // remember what the caller asked.
-      const int rc = real::get().fcntl(fd, cmd, (b & we_set_nonblock) ? want | O_NONBLOCK : want);
+      const int rc = real_fcntl(fd, cmd, (b & we_set_nonblock) ? want | O_NONBLOCK : want);
       if (rc == 0) {
         set_bits(fd, static_cast<std::uint8_t>((b & ~user_nonblock) | mode_known |
                                                ((want & O_NONBLOCK) ? user_nonblock : 0)));
@@ -302,13 +303,31 @@ extern "C" int fcntl(int fd, int cmd, ...) {
     }
     case F_DUPFD:
     case F_DUPFD_CLOEXEC: {
-      const int n = real::get().fcntl(fd, cmd, arg);
+      const int n = real_fcntl(fd, cmd, arg);
       if (n >= 0) share_bits(fd, n);
       return n;
     }
     default:
-      return real::get().fcntl(fd, cmd, arg);
+      return real_fcntl(fd, cmd, arg);
   }
+}
+
+}  // namespace
+
+extern "C" int fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void* arg = va_arg(ap, void*);  // an int or a pointer: the same register either way
+  va_end(ap);
+  return fcntl_common(real::get().fcntl, fd, cmd, arg);
+}
+
+extern "C" int fcntl64(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  return fcntl_common(real::get().fcntl64, fd, cmd, arg);
 }
 
 extern "C" int ioctl(int fd, unsigned long request, ...) {

@@ -19,6 +19,12 @@ void find(F& slot, const char* name) {
   }
 }
 
+// A function that an older libc lacks (then nothing linked against it calls the hook either).
+template <class F>
+void find_optional(F& slot, const char* name) {
+  slot = reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
+}
+
 functions load() {
   functions f{};
   find(f.sleep, "sleep");
@@ -44,6 +50,7 @@ functions load() {
   find(f.pselect, "pselect");
   find(f.epoll_wait, "epoll_wait");
   find(f.epoll_pwait, "epoll_pwait");
+  find_optional(f.epoll_pwait2, "epoll_pwait2");  // glibc 2.35
   find(f.getaddrinfo, "getaddrinfo");
   find(f.getnameinfo, "getnameinfo");
   find(f.gethostbyname, "gethostbyname");
@@ -60,6 +67,8 @@ functions load() {
   find(f.dup2, "dup2");
   find(f.dup3, "dup3");
   find(f.fcntl, "fcntl");
+  find_optional(f.fcntl64, "fcntl64");  // glibc 2.28; the same function on 64-bit systems
+  if (f.fcntl64 == nullptr) f.fcntl64 = f.fcntl;
   find(f.ioctl, "ioctl");
   find(f.setsockopt, "setsockopt");
   find(f.getsockopt, "getsockopt");

@@ -41,6 +41,7 @@ struct functions {
   int (*pselect)(int, fd_set*, fd_set*, fd_set*, const timespec*, const sigset_t*);
   int (*epoll_wait)(int, epoll_event*, int, int);
   int (*epoll_pwait)(int, epoll_event*, int, int, const sigset_t*);
+  int (*epoll_pwait2)(int, epoll_event*, int, const timespec*, const sigset_t*);  // or nullptr
   int (*getaddrinfo)(const char*, const char*, const addrinfo*, addrinfo**);
   int (*getnameinfo)(const sockaddr*, socklen_t, char*, socklen_t, char*, socklen_t, int);
   hostent* (*gethostbyname)(const char*);
@@ -57,6 +58,7 @@ struct functions {
   int (*dup2)(int, int);
   int (*dup3)(int, int, int);
   int (*fcntl)(int, int, ...);
+  int (*fcntl64)(int, int, ...);
   int (*ioctl)(int, unsigned long, ...);
   int (*setsockopt)(int, int, int, const void*, socklen_t);
   int (*getsockopt)(int, int, int, void*, socklen_t*);

@@ -1,8 +1,8 @@
-// poll, ppoll, select, pselect, epoll_wait and epoll_pwait under the hooks, on loopback TCP:
-// inside a greenlet each waits for readiness while a ticker greenlet keeps running and reports
-// what libc would (revents, the sets, the events); its own time limit ends it with 0 (on the
-// paused test clock), select leaves the time not slept in its timeval as Linux does; several
-// greenlets waiting on one descriptor all wake; outside any hub each call is libc's.
+// poll, ppoll, select, pselect, epoll_wait, epoll_pwait and epoll_pwait2 under the hooks, on
+// loopback TCP: inside a greenlet each waits for readiness while a ticker greenlet keeps running
+// and reports what libc would (revents, the sets, the events); its own time limit ends it with 0
+// (on the paused test clock), select leaves the time not slept in its timeval as Linux does;
+// several greenlets waiting on one descriptor all wake; outside any hub each call is libc's.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -47,7 +47,9 @@ struct poll_call {
 
 timespec to_ts(int ms) { return {ms / 1000, (ms % 1000) * 1'000'000L}; }
 
-int epoll_on(int fd, bool with_mask, int timeout_ms) {
+enum class epoll_call { wait, pwait, pwait2 };
+
+int epoll_on(int fd, epoll_call how, int timeout_ms) {
   fd_guard ep(::epoll_create1(EPOLL_CLOEXEC));
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -56,8 +58,19 @@ int epoll_on(int fd, bool with_mask, int timeout_ms) {
   epoll_event out[4] = {};
   sigset_t mask;
   sigemptyset(&mask);
-  const int n = with_mask ? ::epoll_pwait(ep, out, 4, timeout_ms, &mask)
-                          : ::epoll_wait(ep, out, 4, timeout_ms);
+  const timespec ts = to_ts(timeout_ms);
+  int n = -1;
+  switch (how) {
+    case epoll_call::wait:
+      n = ::epoll_wait(ep, out, 4, timeout_ms);
+      break;
+    case epoll_call::pwait:
+      n = ::epoll_pwait(ep, out, 4, timeout_ms, &mask);
+      break;
+    case epoll_call::pwait2:
+      n = ::epoll_pwait2(ep, out, 4, timeout_ms < 0 ? nullptr : &ts, &mask);
+      break;
+  }
   if (n > 0) {
     EXPECT_EQ(out[0].data.u32, 4242u);
     EXPECT_TRUE(out[0].events & EPOLLIN);
@@ -115,8 +128,11 @@ std::vector<poll_call> poll_calls() {
          }
          return n;
        }},
-      {"epoll_wait", [](int fd, int ms) { return epoll_on(fd, false, ms); }},
-      {"epoll_pwait", [](int fd, int ms) { return epoll_on(fd, true, ms); }},
+      {"epoll_wait", [](int fd, int ms) { return epoll_on(fd, epoll_call::wait, ms); }},
+      {"epoll_pwait", [](int fd, int ms) { return epoll_on(fd, epoll_call::pwait, ms); }},
+      // Not hooked before: it blocked the thread, the ticker stopped (and with no time limit
+      // the test hung).
+      {"epoll_pwait2", [](int fd, int ms) { return epoll_on(fd, epoll_call::pwait2, ms); }},
   };
 }
 
@@ -237,7 +253,7 @@ TEST_F(hooked_poll, several_greenlets_polling_one_descriptor_all_wake) {
         pollfd f{p.server, POLLIN, 0};
         results.push_back(::poll(&f, 1, -1));
       } else {
-        results.push_back(epoll_on(p.server, false, -1));
+        results.push_back(epoll_on(p.server, epoll_call::wait, -1));
       }
     }));
   }

@@ -6,7 +6,8 @@
 // EAGAIN, a connect past SO_SNDTIMEO fails with EINPROGRESS (a listener whose queue is full
 // drops the SYN; both on the paused test clock); a refused connect fails with ECONNREFUSED,
 // never a stale EINPROGRESS; close() and dup2() over a listener wake its acceptors with EBADF;
-// and 50 greenlets accepting on one listener take each of 5,000 connections exactly once.
+// 50 greenlets accepting on one listener take each of 5,000 connections exactly once; and
+// fcntl64 (fcntl under _FILE_OFFSET_BITS=64) keeps the same view as fcntl.
 #include <gtest/gtest.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -632,4 +633,44 @@ TEST_F(hooked_socket, a_blocking_connect_to_a_full_unix_listener_waits_for_room)
   ::unlink(path.c_str());
   EXPECT_EQ(rc, 0) << std::strerror(e);
   EXPECT_EQ(ticks, 3);
+}
+
+// fcntl64 is what <fcntl.h> calls fcntl under _FILE_OFFSET_BITS=64 (Meson's default, and
+// libglib, libgio, libsystemd here). It was not hooked: F_GETFL reported the O_NONBLOCK the
+// hooks set underneath, and a caller's F_SETFL was not recorded, so recv parked (for ever).
+TEST_F(hooked_socket, fcntl64_reports_and_records_the_callers_o_nonblock_as_fcntl_does) {
+  fd_guard l(listening_socket());
+  const std::uint16_t port = local_port(l);
+  int a = -1;
+  fd_guard client;
+  EXPECT_EQ(blocked_while_others_run([&] { a = ::accept(l, nullptr, nullptr); },
+                                     [&] { client = fd_guard(connect_to(port)); }),
+            3);
+  fd_guard accepted(a);
+  ASSERT_TRUE(kernel_nonblocking(l));
+  EXPECT_EQ(::fcntl64(l, F_GETFL) & O_NONBLOCK, 0);
+
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  fd_guard s0(sv[0]), s1(sv[1]);
+  ASSERT_EQ(::fcntl64(s0, F_SETFL, ::fcntl64(s0, F_GETFL) | O_NONBLOCK), 0);
+  EXPECT_TRUE(caller_nonblocking(s0));
+  int err = 0;
+  EXPECT_EQ(switches_during([&] {
+              tendril::timeout limit(2s);  // bounds the wait the bug made
+              char b[4];
+              EXPECT_EQ(::recv(s0, b, sizeof b, 0), -1);
+              err = errno;
+            }),
+            0);
+  EXPECT_EQ(err, EAGAIN);
+  // And back to blocking, through fcntl64 too: a recv waits for the peer.
+  ASSERT_EQ(::fcntl64(s0, F_SETFL, ::fcntl64(s0, F_GETFL) & ~O_NONBLOCK), 0);
+  EXPECT_EQ(::fcntl64(s0, F_GETFL) & O_NONBLOCK, 0);
+  char b[4] = {};
+  ssize_t n = -2;
+  EXPECT_EQ(blocked_while_others_run([&] { n = ::recv(s0, b, sizeof b, 0); },
+                                     [&] { ASSERT_EQ(::send(s1, "x", 1, 0), 1); }),
+            3);
+  EXPECT_EQ(n, 1);
 }
