@@ -1,20 +1,41 @@
 #include "monkey/real.hpp"
 
 #include <dlfcn.h>
+#if __has_include(<gnu/lib-names.h>)
+#include <gnu/lib-names.h>
+#endif
 
 #include <cstdio>
 #include <cstdlib>
 
+#ifndef LIBC_SO
+#define LIBC_SO "libc.so.6"
+#endif
+
 namespace tendril::detail::real {
 namespace {
 
+// The C library itself, for names RTLD_NEXT cannot reach: preloaded into a program that does
+// not link libtendril.so (or into the child a hooked program starts, which inherits
+// LD_PRELOAD), libtendril.so comes after libc in the lookup order, so nothing follows it.
+void* libc_handle() {
+  static void* const h = dlopen(LIBC_SO, RTLD_LAZY | RTLD_NOLOAD);
+  return h;
+}
+
+// The next definition of name after tendril's, else libc's own; nullptr if neither has it.
+void* lookup(const char* name) {
+  if (void* p = dlsym(RTLD_NEXT, name)) return p;
+  void* libc = libc_handle();
+  return libc ? dlsym(libc, name) : nullptr;
+}
+
 template <class F>
 void find(F& slot, const char* name) {
-  slot = reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
+  slot = reinterpret_cast<F>(lookup(name));
   if (slot == nullptr) {
     // Without the real function nothing sensible can be done: say which and stop.
-    std::fprintf(stderr, "tendril: the libc function '%s' cannot be found (dlsym RTLD_NEXT)\n",
-                 name);
+    std::fprintf(stderr, "tendril: the libc function '%s' cannot be found (dlsym)\n", name);
     std::abort();
   }
 }
@@ -22,7 +43,7 @@ void find(F& slot, const char* name) {
 // A function that an older libc lacks (then nothing linked against it calls the hook either).
 template <class F>
 void find_optional(F& slot, const char* name) {
-  slot = reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
+  slot = reinterpret_cast<F>(lookup(name));
 }
 
 functions load() {

@@ -1,5 +1,6 @@
-// The libc functions the hooks stand in for, found once with dlsym(RTLD_NEXT): what a hook
-// calls when it is not active, and what it calls to do the actual work when it is.
+// The libc functions the hooks stand in for, found once with dlsym(RTLD_NEXT) (else in libc
+// itself): what a hook calls when it is not active, and what it calls to do the actual work
+// when it is.
 #ifndef TENDRIL_SRC_MONKEY_REAL_HPP
 #define TENDRIL_SRC_MONKEY_REAL_HPP
 

@@ -1,8 +1,10 @@
 // `tendril run -- PROGRAM`: a program that links libtendril.so and never calls patch_all()
 // (tests/monkey/preload_helper.cpp) gets the hooks from the preloaded libtendril_preload.so.
 // Run directly, its two greenlets' plain usleep(300 ms) calls take turns (0.6 s); under
-// `tendril run` they overlap (0.3 s). And the command's own failures: a program that is not
-// there (127, as a shell says), no program at all (2, usage).
+// `tendril run` they overlap (0.3 s). A program that does not link libtendril.so, and a child
+// that a hooked program starts (it inherits the preload), run as they would without it. And
+// the command's own failures: a program that is not there (127, as a shell says), no program
+// at all (2, usage).
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -92,6 +94,28 @@ TEST_F(preload, under_tendril_run_the_hooks_are_on_and_the_sleeps_overlap) {
   EXPECT_GE(rep.elapsed, 0.29) << r.output;
   EXPECT_LT(rep.elapsed, 0.55) << r.output;
   EXPECT_EQ(rep.args, "one|two words");
+}
+
+// The preloaded libtendril.so comes after libc in the lookup order of a program that does not
+// link it, so dlsym(RTLD_NEXT) found no libc function and the preload aborted the program
+// (status 134) before its main.
+TEST_F(preload, tendril_run_of_a_program_that_does_not_link_tendril_runs_it_unchanged) {
+  const auto r = tendril::test::run_program(
+      {command_, "run", "--", "/bin/sh", "-c", "sleep 0.1; /bin/echo child ok; echo done"},
+      environment());
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output, "child ok\ndone\n");
+}
+
+// The same, for the /bin/sh that std::system() starts from a hooked program: it inherits
+// LD_PRELOAD, and died.
+TEST_F(preload, under_tendril_run_a_child_started_with_system_runs_unchanged) {
+  const auto r = tendril::test::run_program(
+      {command_, "run", "--", helper_, "system", "/bin/echo child ok"}, environment());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(parse(r.output).patched, 1) << r.output;
+  EXPECT_NE(r.output.find("child ok\n"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("system=0\n"), std::string::npos) << r.output;
 }
 
 TEST_F(preload, tendril_run_of_a_missing_program_exits_127_with_a_message) {
