@@ -1,10 +1,12 @@
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <system_error>
 
 #include "hub/clock.hpp"
@@ -36,6 +38,14 @@ thread_local bool t_hub_gone = false;
 constexpr std::int64_t recheck_ns = 250'000'000;
 
 std::string quoted_name(greenlet_record* r) { return "'" + record_name(r) + "'"; }
+
+// A backend whose wait fails fails again on every pass (a closed epoll descriptor, a ring
+// another process owns): the loop would spin without end, waking nothing.
+[[noreturn]] void backend_wait_failed(const char* backend, int err) noexcept {
+  std::fprintf(stderr, "tendril: the hub's %s backend cannot wait: %s\n", backend,
+               std::strerror(err));
+  std::abort();
+}
 
 // The number of threads of this process, from /proc (0 if it cannot be read).
 int process_threads() {
@@ -75,6 +85,10 @@ hub_impl& hub_impl::make_for_this_thread() {
     std::abort();
   }
   thread_state::get();  // first, so that it outlives the hub (thread_locals end in reverse)
+  // Whether or not the hooks are on: a forked child must never run the parent's greenlets,
+  // nor share its epoll instance or io_uring ring.
+  static std::once_flag at_fork;
+  std::call_once(at_fork, [] { pthread_atfork(nullptr, nullptr, &hub_impl::forget_after_fork); });
   thread_local holder h;
   h.h = new hub_impl();
   t_holder_h_ = &h.h;
@@ -87,6 +101,15 @@ void hub_impl::forget_after_fork() noexcept {
   // that will never run here) is abandoned, not destroyed; a new one starts on first use.
   if (t_holder_h_) *t_holder_h_ = nullptr;
   t_hub_ = nullptr;
+  thread_pool::forget_after_fork();
+  // The greenlet that forked ends into the thread's root (its parent may be the old hub).
+  if (thread_state* ts = thread_state::peek()) {
+    greenlet_record* cur = ts->current();
+    if (cur != ts->root()) {
+      unlink_child(cur);
+      link_child(ts->root(), cur);
+    }
+  }
 }
 
 hub_impl::hub_impl() : ts_(&thread_state::get()), facade_(this), io_(make_backend()) {
@@ -358,6 +381,7 @@ void hub_impl::loop() {
 
 int hub_impl::wait_io(std::chrono::nanoseconds timeout) noexcept {
   const int n = io_->wait(timeout);
+  if (n < 0 && n != -EINTR) backend_wait_failed(io_->name(), -n);
   if (n == -EINTR) {
     signal_watch* w = signal_watches_;
     signal_watches_ = nullptr;

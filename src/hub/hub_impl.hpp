@@ -91,7 +91,9 @@ class hub_impl {
     return h ? *h : make_for_this_thread();
   }
   static hub_impl* peek() noexcept { return t_hub_; }
-  // forget_after_fork() leaves the parent's hub behind in a forked child (see monkey).
+  // forget_after_fork() leaves the parent's hub and thread pool behind in a forked child;
+  // the greenlet that forked then ends into the root. A pthread_atfork child handler,
+  // registered when the process's first hub is made.
   static void forget_after_fork() noexcept;
 
   tendril::hub& facade() noexcept { return facade_; }

@@ -1,9 +1,11 @@
 #include "io/fd_table.hpp"
 
 #include <poll.h>
+#include <pthread.h>
 
 #include <cerrno>
 #include <cstddef>
+#include <mutex>
 
 #include "greenlet/greenlet_record.hpp"
 #include "hub/hub_impl.hpp"
@@ -65,6 +67,9 @@ fd_table& fd_table::current() {
   if (fd_table* t = t_table) return *t;
   if (t_table_gone) throw std::logic_error("tendril: cooperative I/O during thread exit");
   hub_impl& hub = hub_impl::current();  // first, so that the hub outlives the table
+  // A forked child starts with no records: they name the parent's watches, in its backend.
+  static std::once_flag at_fork;
+  std::call_once(at_fork, [] { pthread_atfork(nullptr, nullptr, &fd_table::forget_after_fork); });
   thread_local table_holder holder;
   t_holder = &holder;
   holder.t = new fd_table(hub);

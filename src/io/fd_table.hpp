@@ -70,7 +70,8 @@ class fd_table {
   // current() is the calling thread's table, made on first use (it starts the hub).
   static fd_table& current();
   static fd_table* peek() noexcept;
-  // forget_after_fork() abandons the parent's table in a forked child.
+  // forget_after_fork() abandons the parent's table in a forked child (a pthread_atfork child
+  // handler, registered when the process's first table is made).
   static void forget_after_fork() noexcept;
 
   // open() starts a new life for descriptor fd (just created or accepted): a fresh

@@ -1,14 +1,7 @@
 #include "tendril/monkey/monkey.hpp"
 
-#include <pthread.h>
-
 #include <mutex>
 
-#include "greenlet/greenlet_record.hpp"
-#include "greenlet/thread_state.hpp"
-#include "hub/hub_impl.hpp"
-#include "hub/thread_pool.hpp"
-#include "io/fd_table.hpp"
 #include "monkey/core.hpp"
 
 // The link anchor: patch_all() refers to one symbol of every hook file, so that a static
@@ -21,25 +14,6 @@ extern "C" char tendril_hook_anchor_dns;
 extern "C" char tendril_hook_anchor_chk;
 
 namespace tendril::monkey {
-namespace {
-
-// The child of a fork runs only the greenlet that forked: the parent's hub, descriptor table
-// and pool are left behind, and a fresh hub starts on first use. The greenlet that forked now
-// ends into the thread's root (its parent may have been the parent's hub).
-void after_fork_child() {
-  detail::hub_impl::forget_after_fork();
-  detail::fd_table::forget_after_fork();
-  detail::thread_pool::forget_after_fork();
-  if (detail::thread_state* ts = detail::thread_state::peek()) {
-    detail::greenlet_record* cur = ts->current();
-    if (cur != ts->root()) {
-      detail::unlink_child(cur);
-      detail::link_child(ts->root(), cur);
-    }
-  }
-}
-
-}  // namespace
 
 void patch_all() {
   // Kept by the compiler ([[gnu::used]]: without it the array was optimised away), so that
@@ -53,7 +27,6 @@ void patch_all() {
   static std::once_flag once;
   std::call_once(once, [] {
     detail::real::get();  // resolve every real function now, not inside a hook
-    pthread_atfork(nullptr, nullptr, &after_fork_child);
     detail::monkey::g_patched.store(true, std::memory_order_release);
   });
 }

@@ -3,10 +3,12 @@
 // time in the order they became ready, takes wakes from other threads, raises loop_exit
 // instead of hanging (and only then), refuses switches that bypass it (invalid_switch) and
 // blocking on itself (blocking_switch_out); one hub per thread, which unwinds its tasks when
-// the thread ends; and the thread pool beside it.
+// the thread ends; the thread pool beside it; and a forked child's fresh hub and pool.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -835,4 +837,105 @@ TEST(hub, thread_pool_starts_no_more_threads_than_its_size) {
   EXPECT_LE(tendril::detail::thread_pool::workers(), limit);
   EXPECT_LE(s.most_running, static_cast<int>(limit));
   EXPECT_GE(s.most_running, 1);
+}
+
+// --- fork ----------------------------------------------------------------------------------
+
+namespace {
+
+// The report a forked child wrote to `from` (the parent's end of a pipe) until it exited, and
+// its exit status (-1 if it had to be killed: still running after 30 s). Blocks the thread.
+struct child_outcome {
+  std::string report;
+  int status = -1;
+};
+
+child_outcome wait_for_child(pid_t pid, int from) {
+  child_outcome out;
+  const auto give_up = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < give_up) {
+    pollfd p{from, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[256];
+    const ssize_t n = ::read(from, buf, sizeof buf);
+    if (n <= 0) break;
+    out.report.append(buf, static_cast<std::size_t>(n));
+  }
+  int st = 0;
+  while (::waitpid(pid, &st, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() >= give_up) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &st, 0);
+      return out;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  out.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return out;
+}
+
+void say(int fd, const std::string& s) {
+  for (std::size_t done = 0; done < s.size();) {
+    const ssize_t n = ::write(fd, s.data() + done, s.size() - done);
+    if (n <= 0) return;
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+}  // namespace
+
+// Only monkey::patch_all() made a forked child forget the parent's hub: without it the
+// parent's tasks ran on in the child, which shared the parent's epoll instance or io_uring
+// ring (whose wait then failed for ever there, the loop spinning) and its idle pool threads.
+TEST(hub, a_child_forked_without_the_hooks_starts_with_a_fresh_hub_and_none_of_the_parents_tasks) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t parent = ::getpid();
+  bool stop = false;
+  auto ticker = spawn([&] {
+    while (!stop) {
+      if (::getpid() != parent) say(fds[1], "the parent's ticker ran in the child\n");
+      tendril::sleep(1ms);
+    }
+  });
+  {  // the pool has an idle thread when the process forks
+    pool_run s;
+    counted_job j;
+    j.run = &run_counted;
+    j.run_state = &s;
+    tendril::detail::thread_pool::submit(j);
+    std::unique_lock lock(s.mu);
+    ASSERT_TRUE(s.cv.wait_for(lock, 60s, [&] { return s.done == 1; }));
+  }
+  tendril::sleep(3ms);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string r = hub_impl::peek() == nullptr ? "no hub\n" : "the parent's hub\n";
+    tendril::sleep(30ms);  // the parent's ticker had many turns here, had it come along
+    int ran = 0;
+    auto t = spawn([&] {
+      tendril::sleep(1ms);
+      ran = 1;
+    });
+    t.join();
+    r += "task=" + std::to_string(ran) + "\n";
+    pool_run s;
+    counted_job j;
+    j.run = &run_counted;
+    j.run_state = &s;
+    tendril::detail::thread_pool::submit(j);
+    std::unique_lock lock(s.mu);
+    r += s.cv.wait_for(lock, 10s, [&] { return s.done == 1; }) ? "pool job ran\n" : "pool stuck\n";
+    say(fds[1], r);
+    ::_exit(0);
+  }
+  ASSERT_GT(pid, 0);
+  ::close(fds[1]);
+  const child_outcome c = wait_for_child(pid, fds[0]);
+  ::close(fds[0]);
+  stop = true;
+  ticker.join();
+  EXPECT_EQ(c.status, 0);
+  EXPECT_EQ(c.report, "no hub\ntask=1\npool job ran\n");
 }

@@ -2,13 +2,16 @@
 // time limits (set_timeout and timeout scopes), connect refused and connect time limits,
 // half-close both ways, a peer that resets mid-transfer, one reader and one writer at a
 // time, and bad input (addresses, a port in use, closed and unconnected sockets, empty
-// buffers, negative time limits). Modelled on gevent's test__socket.py and
-// test__socket_timeout.py.
+// buffers, negative time limits); a forked child's sockets. Modelled on gevent's
+// test__socket.py and test__socket_timeout.py.
 #include <gtest/gtest.h>
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstddef>
@@ -18,6 +21,7 @@
 #include <system_error>
 #include <vector>
 
+#include "io/fd_table.hpp"
 #include "net_test_support.hpp"
 #include "tendril/tendril.hpp"
 
@@ -715,4 +719,77 @@ TEST(tcp, every_throwing_call_has_a_twin_that_reports_instead) {
   EXPECT_EQ(ec, std::errc::bad_file_descriptor);
   EXPECT_EQ(s.send_all(std::string_view("yz"), ec), 0u);
   EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+}
+
+// --- fork -------------------------------------------------------------------------------------
+
+// Without monkey::patch_all() a forked child kept the parent's hub and descriptor records:
+// its sockets were watched in the epoll instance or io_uring ring it shared with the parent,
+// whose own waits took their events (epoll), or whose waits failed for ever (io_uring).
+TEST(tcp, a_child_forked_without_the_hooks_has_no_descriptor_records_and_its_sockets_work) {
+  // The parent waits on a socket of its own when it forks, and goes on waiting after.
+  tcp_listener parent_listener = tendril::net::listen("127.0.0.1", 0);
+  auto parent_accept = spawn([&] { return parent_listener.accept(); });
+  tendril::sleep(1ms);
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string r = tendril::detail::fd_table::peek() ? "the parent's records\n" : "no records\n";
+    try {
+      timeout limit(10s);
+      tcp_listener l = tendril::net::listen("127.0.0.1", 0);
+      auto server = spawn([&] {
+        tcp_stream conn = l.accept();
+        char buf[64];
+        while (std::size_t n = conn.recv(buf, sizeof buf)) conn.send_all(buf, n);
+      });
+      tcp_stream c = tendril::net::connect("127.0.0.1", l.local_address().port());
+      tendril::sleep(5ms);
+      c.send_all(std::string("hello"));
+      r += "echo=" + c.recv_exact(5) + "\n";
+      c.shutdown(shutdown_type::send);
+      server.get();
+    } catch (const timeout_error&) {
+      r += "timed out\n";
+    } catch (const std::exception& e) {
+      r += std::string("error: ") + e.what() + "\n";
+    }
+    [[maybe_unused]] ssize_t n = ::write(fds[1], r.data(), r.size());
+    ::_exit(0);
+  }
+  ASSERT_GT(pid, 0);
+  ::close(fds[1]);
+  // The parent's hub runs meanwhile (its waits are what took the child's events).
+  std::string report;
+  int status = -1;
+  const auto give_up = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < give_up) {
+    tendril::sleep(2ms);
+    pollfd p{fds[0], POLLIN, 0};
+    if (::poll(&p, 1, 0) > 0) {
+      char buf[256];
+      const ssize_t n = ::read(fds[0], buf, sizeof buf);
+      if (n > 0) report.append(buf, static_cast<std::size_t>(n));
+    }
+    int st = 0;
+    if (::waitpid(pid, &st, WNOHANG) == pid) {
+      status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      break;
+    }
+  }
+  if (status == -1) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+  char buf[256];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+    report.append(buf, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(report, "no records\necho=hello\n");
+  // And the parent's own wait was not disturbed.
+  tcp_stream c = tendril::net::connect("127.0.0.1", parent_listener.local_address().port());
+  EXPECT_EQ(parent_accept.get().peer_address(), c.local_address());
 }
