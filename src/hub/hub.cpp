@@ -381,7 +381,8 @@ void hub_impl::loop() {
 
 int hub_impl::wait_io(std::chrono::nanoseconds timeout) noexcept {
   const int n = io_->wait(timeout);
-  if (n < 0 && n != -EINTR) backend_wait_failed(io_->name(), -n);
+  // Short of kernel memory (poll's ENOMEM) or resources, a wait is tried again: those pass.
+  if (n < 0 && n != -EINTR && n != -ENOMEM && n != -EAGAIN) backend_wait_failed(io_->name(), -n);
   if (n == -EINTR) {
     signal_watch* w = signal_watches_;
     signal_watches_ = nullptr;
