@@ -415,11 +415,25 @@ void hub_impl::unwatch_signals(signal_watch& w) noexcept {
 
 void hub_impl::drain_children() noexcept {
   // The thread is ending: ask every child (task) to stop, then let the loop run until they
-  // have unwound, or until nothing could move any more.
-  for (hub_child* c = children_.next; c != &children_;) {
-    hub_child* next = c->next;
-    c->shutdown(c);
-    c = next;
+  // have unwound, or until nothing could move any more. Asking one may end others or add new
+  // ones (a task that never started ends at once and runs its links here): each child leaves
+  // the list before it is asked, so the walk never follows a node that changed under it
+  // (hub_test's an_ending_thread_whose_unstarted_task_kills_another_in_a_link_stops_both).
+  hub_child asked;
+  asked.next = asked.prev = &asked;
+  while (children_.next != &children_) {
+    hub_child& c = *children_.next;
+    disown(c);
+    c.prev = asked.prev;
+    c.next = &asked;
+    asked.prev->next = &c;
+    asked.prev = &c;
+    c.shutdown(&c);
+  }
+  while (asked.next != &asked) {
+    hub_child& c = *asked.next;
+    disown(c);
+    adopt(c);
   }
   if (children_.next == &children_ || ts_->current() != ts_->root()) return;
   draining_ = true;

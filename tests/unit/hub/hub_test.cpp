@@ -746,6 +746,25 @@ TEST(hub, hub_of_an_ending_thread_unwinds_the_tasks_still_parked_there) {
   EXPECT_EQ(token.use_count(), 1);
 }
 
+TEST(hub, an_ending_thread_whose_unstarted_task_kills_another_in_a_link_stops_both) {
+  // The hub walked its children by saving each one's next before asking it to stop; the link
+  // killed that next one, which left the list, and the walk followed a null pointer.
+  bool a_ran = false;
+  bool b_ran = false;
+  bool link_ran = false;
+  on_new_thread([&] {
+    auto a = spawn([&] { a_ran = true; });
+    auto b = spawn([&] { b_ran = true; });
+    a.link([&, b]() mutable {
+      link_ran = true;
+      b.kill(false);
+    });
+  });
+  EXPECT_TRUE(link_ran);
+  EXPECT_FALSE(a_ran);
+  EXPECT_FALSE(b_ran);
+}
+
 // --- the thread pool -----------------------------------------------------------------------
 
 namespace {
