@@ -448,8 +448,12 @@ void hub_impl::set_error_handler(tendril::hub::error_handler h) { on_error_ = st
 
 void hub_impl::report_task_error(const std::string& task_name, std::exception_ptr error) noexcept {
   if (on_error_) {
+    // A copy: the handler may replace itself, or block while another greenlet replaces it,
+    // and must not be destroyed under its own feet (task_test's
+    // an_error_handler_replaced_while_it_runs_keeps_its_state_until_it_returns).
     try {
-      on_error_(task_name, error);
+      const tendril::hub::error_handler handler = on_error_;
+      handler(task_name, error);
       return;
     } catch (...) {
       std::fprintf(stderr, "tendril: the hub's error handler threw while reporting task '%s'\n",

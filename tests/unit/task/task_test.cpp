@@ -641,6 +641,41 @@ TEST_F(tasks, the_default_error_handler_prints_the_task_name_and_the_error) {
   EXPECT_TRUE(contains(err, "tendril: task 'noisy' failed: printed on stderr")) << err;
 }
 
+TEST_F(tasks, an_error_handler_replaced_while_it_runs_keeps_its_state_until_it_returns) {
+  // The hub called its handler in place: a handler that replaced itself (one-shot), or that
+  // blocked while another task replaced it, ran on in a destroyed closure.
+  auto state = std::make_shared<int>(1);
+  std::weak_ptr<int> watch = state;
+  bool alive_after_replacing_itself = false;
+  tendril::hub::current().set_error_handler(
+      [state, &watch, &alive_after_replacing_itself](const std::string&, std::exception_ptr) {
+        tendril::hub::current().set_error_handler({});
+        alive_after_replacing_itself = !watch.expired();
+      });
+  state.reset();
+  spawn([] { throw some_error("first"); }).join();
+  EXPECT_TRUE(alive_after_replacing_itself);
+
+  state = std::make_shared<int>(2);
+  watch = state;
+  bool alive_after_being_replaced = false;
+  tendril::hub::current().set_error_handler(
+      [state, &watch, &alive_after_being_replaced](const std::string&, std::exception_ptr) {
+        tendril::sleep(10ms);
+        alive_after_being_replaced = !watch.expired();
+      });
+  state.reset();
+  auto bad = spawn([] { throw some_error("second"); });
+  auto replacer = spawn([] {
+    tendril::sleep(1ms);
+    tendril::hub::current().set_error_handler({});
+  });
+  tendril::joinall(bad, replacer);
+  tendril::sleep(20ms);
+  EXPECT_TRUE(alive_after_being_replaced);
+  EXPECT_TRUE(watch.expired());
+}
+
 TEST_F(tasks, an_empty_error_handler_restores_the_default) {
   int calls = 0;
   tendril::hub::current().set_error_handler(
