@@ -266,7 +266,11 @@ void hub_impl::resume(greenlet_record* g) {
   } catch (...) {
     // Only a greenlet whose parent is the hub and that is not a task (tasks catch
     // everything) can raise into the hub: report it like a failed task.
-    report_task_error("a greenlet whose parent is the hub", std::current_exception());
+    try {
+      report_task_error("a greenlet whose parent is the hub", std::current_exception());
+    } catch (const greenlet_exit&) {
+      // A handler on the hub cannot have been killed (it cannot block): it threw this itself.
+    }
   }
 }
 
@@ -446,7 +450,7 @@ void hub_impl::drain_children() noexcept {
 
 void hub_impl::set_error_handler(tendril::hub::error_handler h) { on_error_ = std::move(h); }
 
-void hub_impl::report_task_error(const std::string& task_name, std::exception_ptr error) noexcept {
+void hub_impl::report_task_error(const std::string& task_name, std::exception_ptr error) {
   if (on_error_) {
     // A copy: the handler may replace itself, or block while another greenlet replaces it,
     // and must not be destroyed under its own feet (task_test's
@@ -455,6 +459,8 @@ void hub_impl::report_task_error(const std::string& task_name, std::exception_pt
       const tendril::hub::error_handler handler = on_error_;
       handler(task_name, error);
       return;
+    } catch (const greenlet_exit&) {
+      throw;
     } catch (...) {
       std::fprintf(stderr, "tendril: the hub's error handler threw while reporting task '%s'\n",
                    task_name.c_str());

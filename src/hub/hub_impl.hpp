@@ -139,8 +139,9 @@ class hub_impl {
 
   void set_error_handler(tendril::hub::error_handler h);
   // report_task_error() calls the error handler (on the greenlet that failed, or on the hub
-  // for a greenlet that is not a task).
-  void report_task_error(const std::string& task_name, std::exception_ptr error) noexcept;
+  // for a greenlet that is not a task). It throws only a greenlet_exit that ended the handler
+  // (it may block, and its greenlet be killed meanwhile).
+  void report_task_error(const std::string& task_name, std::exception_ptr error);
 
   // watch_signals() / unwatch_signals(): see signal_watch. Hub's thread.
   void watch_signals(signal_watch& w) noexcept;

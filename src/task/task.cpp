@@ -30,7 +30,11 @@ void start_later(timer_node* t) {
 void release_self(task_core& t) noexcept { tendril::greenlet gone = std::move(t.self); }
 
 // Called by the hub once a task's greenlet has died and switched back to it.
-void reap(greenlet_record* r) { release_self(task_of(r)); }
+void reap(greenlet_record* r) {
+  task_core& t = task_of(r);
+  if (hub_impl* hub = hub_impl::peek()) hub->disown(t.child);
+  release_self(t);
+}
 
 bool is_exit(const std::exception_ptr& e) {
   if (!e) return true;
@@ -49,6 +53,7 @@ void end_unstarted(greenlet_record* r, task_core& t, std::exception_ptr e) noexc
   if (hub) {
     hub->unschedule(t.start);
     hub->cancel_timer(t.later);
+    hub->disown(t.child);  // it has no greenlet left to unwind
   }
   greenlet_discard_unstarted(r);
   if (is_exit(e)) {
@@ -66,11 +71,12 @@ void shutdown_child(hub_child* c) {
   task_core* t = core_of_child(c);
   greenlet_record* r = t->self.record();
   const task_core::phase_t phase = t->phase.load(std::memory_order_relaxed);
-  if (r == nullptr || phase == task_core::done) return;
+  if (r == nullptr) return;
   if (phase == task_core::pending) {
     end_unstarted(r, *t, nullptr);
     return;
   }
+  // Running, or ended and still in the error handler or a link (see task_leave()).
   auto e = std::make_exception_ptr(greenlet_exit{});
   auto* w = static_cast<waiter*>(r->waiter);
   if (!(w && w->interrupt(e)) && !r->interrupt) r->interrupt = e;
@@ -161,23 +167,43 @@ bool task_enter(task_core& t) noexcept {
 
 void task_leave(task_core& t) noexcept {
   t.phase.store(task_core::done, std::memory_order_release);
-  if (hub_impl* hub = hub_impl::peek()) hub->disown(t.child);
   while (waiter* w = t.joiners.pop_front()) w->wake();
   t.observers.notify_all();
   greenlet_record* r = t.self.record();
+  // The error handler and the links may block: the task stays among the hub's children until
+  // its greenlet is dead (reap()), so that the end of its thread unwinds them too (hub_test's
+  // an_ending_thread_unwinds_a_task_blocked_in_its_error_handler_or_a_link). A greenlet_exit
+  // that cuts one short stays pending while the rest run, so that none of them blocks again.
+  greenlet_record* self = thread_state::get().current();
+  std::exception_ptr exit;
+  auto keep_exit_pending = [&] {
+    if (exit && !self->interrupt) self->interrupt = exit;
+  };
   if (t.error && r) {
-    hub_impl::current().report_task_error(record_name(r), t.error);
+    try {
+      hub_impl::current().report_task_error(record_name(r), t.error);
+    } catch (const greenlet_exit&) {
+      exit = std::current_exception();
+    }
   }
   // Links run in the order they were added; one that throws is reported and the rest run.
   std::vector<std::function<void()>> links = std::move(t.links);
   t.links.clear();
   for (auto& f : links) {
+    keep_exit_pending();
     try {
       f();
+    } catch (const greenlet_exit&) {
+      exit = std::current_exception();
     } catch (...) {
       std::fprintf(stderr, "tendril: a link callback of task '%s' threw; ignored\n",
                    r ? record_name(r).c_str() : "?");
     }
+  }
+  if (self == r) {
+    self->interrupt = nullptr;  // the greenlet ends now
+  } else {
+    keep_exit_pending();  // a kill of the greenlet that ended a task not started yet
   }
 }
 

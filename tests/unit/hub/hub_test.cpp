@@ -746,6 +746,46 @@ TEST(hub, hub_of_an_ending_thread_unwinds_the_tasks_still_parked_there) {
   EXPECT_EQ(token.use_count(), 1);
 }
 
+TEST(hub, an_ending_thread_unwinds_a_task_blocked_in_its_error_handler_or_a_link) {
+  // A task left the hub's children as it ended, before its error handler and links ran:
+  // one blocked there was never unwound, its locals never destroyed.
+  std::atomic<int> destroyed{0};
+  std::thread::id handler_died_on, link_died_on, thread_id;
+  bool handler_went_on = false;
+  bool link_went_on = false;
+  bool later_link_ran = false;
+  on_new_thread([&] {
+    thread_id = std::this_thread::get_id();
+    tendril::hub::current().set_error_handler([&](const std::string&, std::exception_ptr) {
+      noted n{&destroyed, &handler_died_on};
+      tendril::sleep(1h);
+      handler_went_on = true;
+    });
+    auto failing = spawn([] { throw std::runtime_error("failed"); });
+    auto linked = spawn([] {});
+    linked.link([&] {
+      noted n{&destroyed, &link_died_on};
+      waiter w;
+      w.wait();
+      link_went_on = true;
+    });
+    // A later link still runs, but cannot block.
+    linked.link([&] {
+      later_link_ran = true;
+      tendril::sleep(1h);
+      link_went_on = true;
+    });
+    failing.join();
+    linked.join();
+  });
+  EXPECT_EQ(destroyed.load(), 2);
+  EXPECT_EQ(handler_died_on, thread_id);
+  EXPECT_EQ(link_died_on, thread_id);
+  EXPECT_FALSE(handler_went_on);
+  EXPECT_FALSE(link_went_on);
+  EXPECT_TRUE(later_link_ran);
+}
+
 TEST(hub, an_ending_thread_whose_unstarted_task_kills_another_in_a_link_stops_both) {
   // The hub walked its children by saving each one's next before asking it to stop; the link
   // killed that next one, which left the list, and the walk followed a null pointer.
