@@ -47,23 +47,24 @@ std::string quoted_name(greenlet_record* r) { return "'" + record_name(r) + "'";
   std::abort();
 }
 
-// The number of threads of this process, from /proc (0 if it cannot be read).
+// The number of threads of this process, from /proc (-1 if it cannot be read).
 int process_threads() {
   int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
+  if (fd < 0) return -1;
   char buf[1024];
   ssize_t n = ::read(fd, buf, sizeof buf - 1);
   ::close(fd);
-  if (n <= 0) return 0;
+  if (n <= 0) return -1;
   buf[n] = '\0';
   // Field 20 (num_threads) counts from after the closing parenthesis of the command name.
   const char* p = std::strrchr(buf, ')');
-  if (!p) return 0;
+  if (!p) return -1;
   int field = 2;
   for (++p; *p && field < 20; ++p) {
     if (*p == ' ') ++field;
   }
-  return std::atoi(p);
+  const int threads = std::atoi(p);
+  return threads > 0 ? threads : -1;
 }
 
 }  // namespace
@@ -304,12 +305,23 @@ void hub_impl::run_ready() {
   in_pass_ = false;
 }
 
+bool other_threads_could_wake(int process_threads, std::size_t pool_workers,
+                              bool on_pool_worker) noexcept {
+  // Not knowing how many threads there are, assume one could (the loop looks again later).
+  if (process_threads < 0) return true;
+  // Another thread may set the event this thread waits on; tendril's own pool threads
+  // cannot. The caller, which may be one of them, is counted once.
+  const long pool_others = static_cast<long>(pool_workers) - (on_pool_worker ? 1 : 0);
+  return process_threads - 1 - pool_others > 0;
+}
+
 bool hub_impl::someone_else_could_wake() const {
   if (cross_thread_waits_ == 0) return false;
-  // Another thread may set the event this thread waits on; tendril's own idle pool threads
-  // cannot. Without a way to know who holds the event, any other thread counts.
-  int others = process_threads() - 1 - static_cast<int>(thread_pool::workers());
-  if (others > 0) return true;
+  // Without a way to know who holds the event, any other thread counts.
+  if (other_threads_could_wake(process_threads(), thread_pool::workers(),
+                               thread_pool::on_worker())) {
+    return true;
+  }
   // Look at the remote queue again: a thread that woke a greenlet of this hub after the loop
   // last looked and ended before the count above is no longer counted, but its wake is
   // there (hub_test's many_threads_waking_greenlets_of_one_hub_lose_none caught this).

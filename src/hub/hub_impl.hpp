@@ -15,6 +15,7 @@
 #define TENDRIL_SRC_HUB_HUB_IMPL_HPP
 
 #include <atomic>
+#include <cstddef>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -82,6 +83,13 @@ struct signal_watch {
   signal_watch* next = nullptr;
   bool linked = false;
 };
+
+// other_threads_could_wake() is the loop's guess whether a thread other than the caller
+// might still end a cross-thread wait: process_threads is the process's thread count (-1 if
+// unknown), pool_workers the thread pool's threads (which never do), on_pool_worker whether
+// the caller is one of those. Switches: no.
+bool other_threads_could_wake(int process_threads, std::size_t pool_workers,
+                              bool on_pool_worker) noexcept;
 
 class hub_impl {
  public:

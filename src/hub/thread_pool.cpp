@@ -13,6 +13,8 @@
 namespace tendril::detail::thread_pool {
 namespace {
 
+thread_local bool t_on_worker = false;
+
 struct pool {
   std::mutex mu;
   std::condition_variable work;
@@ -31,6 +33,7 @@ struct pool {
   }
 
   void worker() {
+    t_on_worker = true;
     pthread_setname_np(pthread_self(), "tendril-pool");
     std::unique_lock lock(mu);
     while (true) {
@@ -93,6 +96,8 @@ void submit(pool_job& job) {
 }
 
 std::size_t workers() noexcept { return the_pool().alive.load(); }
+
+bool on_worker() noexcept { return t_on_worker; }
 
 void forget_after_fork() noexcept {
   // The child has none of the parent's threads, and its copy of the pool's lock may be held:

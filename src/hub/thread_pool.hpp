@@ -24,8 +24,9 @@ void submit(pool_job& job);
 // forget_after_fork() starts a forked child with an empty pool.
 void forget_after_fork() noexcept;
 
-// workers() is the number of pool threads alive.
+// workers() is the number of pool threads alive; on_worker() whether the caller is one.
 std::size_t workers() noexcept;
+bool on_worker() noexcept;
 
 // size() / set_size() are the most threads the pool starts.
 std::size_t size() noexcept;

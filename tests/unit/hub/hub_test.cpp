@@ -564,6 +564,20 @@ TEST(hub, cross_thread_wait_with_no_other_thread_alive_raises_loop_exit) {
 
 // --- misuse --------------------------------------------------------------------------------
 
+TEST(hub, a_thread_count_that_cannot_be_read_counts_as_threads_that_could_wake) {
+  // Without /proc the count read as 0, which left -1 other threads: a cross-thread wait that
+  // another thread was about to end got loop_exit at once.
+  using tendril::detail::other_threads_could_wake;
+  EXPECT_TRUE(other_threads_could_wake(-1, 0, false));
+  EXPECT_TRUE(other_threads_could_wake(-1, 3, true));
+  EXPECT_FALSE(other_threads_could_wake(1, 0, false));
+  EXPECT_TRUE(other_threads_could_wake(2, 0, false));
+  // Pool threads never wake anyone; the waiting thread, when one of them, is counted once.
+  EXPECT_FALSE(other_threads_could_wake(3, 2, false));
+  EXPECT_TRUE(other_threads_could_wake(3, 2, true));
+  EXPECT_FALSE(other_threads_could_wake(2, 2, true));
+}
+
 TEST(hub, switching_into_a_parked_greenlet_from_another_greenlet_raises_invalid_switch_in_it) {
   hub_impl& hub = hub_impl::current();
   std::string message;

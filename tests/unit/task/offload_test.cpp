@@ -187,6 +187,26 @@ TEST(offload, a_wait_on_the_pool_is_not_mistaken_for_a_deadlock) {
   EXPECT_EQ(r, 1);
 }
 
+TEST(offload, a_call_waiting_for_an_event_that_the_calling_thread_sets_gets_it) {
+  // The pool thread's own hub subtracted the pool's threads, itself included, from the
+  // process's: with one other thread (the caller's) it counted none and raised loop_exit.
+  tendril::event ev;
+  auto setter = spawn([&] {
+    tendril::sleep(100ms);
+    ev.set();
+  });
+  const std::string seen = offload([&]() -> std::string {
+    try {
+      ev.wait();
+      return "set";
+    } catch (const tendril::loop_exit& e) {
+      return e.what();
+    }
+  });
+  EXPECT_EQ(seen, "set");
+  setter.join();
+}
+
 // Calls offloaded at once each get a thread (within the pool's size), also when one thread
 // sits idle from earlier: four calls that wait for each other all meet. Before, every call
 // submitted before the idle thread woke saw it idle and started none, so they ran one after
