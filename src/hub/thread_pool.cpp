@@ -5,8 +5,10 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <limits>
 #include <mutex>
 #include <stdexcept>
+#include <string>
 #include <system_error>
 #include <thread>
 
@@ -26,10 +28,8 @@ struct pool {
   std::atomic<std::size_t> alive{0};
 
   pool() {
-    if (const char* s = std::getenv("TENDRIL_THREADPOOL_SIZE")) {
-      long n = std::atol(s);
-      if (n > 0) limit = static_cast<std::size_t>(n);
-    }
+    const char* s = std::getenv("TENDRIL_THREADPOOL_SIZE");
+    if (s != nullptr && *s != '\0') limit = parse_size(s);
   }
 
   void worker() {
@@ -55,12 +55,11 @@ std::atomic<pool*> g_pool{nullptr};
 
 pool& the_pool() {
   pool* p = g_pool.load(std::memory_order_acquire);
-  if (p == nullptr) {
-    static std::once_flag once;
-    std::call_once(once, [] { g_pool.store(new pool, std::memory_order_release); });
-    p = g_pool.load(std::memory_order_acquire);
-  }
-  return *p;  // never destroyed: workers run until the process ends
+  if (p != nullptr) return *p;  // never destroyed: workers run until the process ends
+  auto* fresh = new pool;       // throws for a bad TENDRIL_THREADPOOL_SIZE, and again next time
+  if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
+  delete fresh;  // another thread made it first (no thread was started for ours)
+  return *p;
 }
 
 }  // namespace
@@ -95,18 +94,35 @@ void submit(pool_job& job) {
   p.work.notify_one();
 }
 
-std::size_t workers() noexcept { return the_pool().alive.load(); }
+std::size_t workers() noexcept {
+  pool* p = g_pool.load(std::memory_order_acquire);
+  return p != nullptr ? p->alive.load() : 0;
+}
 
 bool on_worker() noexcept { return t_on_worker; }
 
 void forget_after_fork() noexcept {
   // The child has none of the parent's threads, and its copy of the pool's lock may be held:
-  // start from a fresh pool (the old one is abandoned).
-  if (g_pool.load(std::memory_order_relaxed) != nullptr)
-    g_pool.store(new pool, std::memory_order_release);
+  // it makes a fresh pool on first use (the old one is abandoned).
+  g_pool.store(nullptr, std::memory_order_release);
 }
 
-std::size_t size() noexcept {
+std::size_t parse_size(const char* text) {
+  // Digits only, at least one thread, no overflow: atol() read "4x" as 4 and "abc" as 0.
+  std::size_t n = 0;
+  bool ok = *text != '\0';
+  for (const char* p = text; ok && *p != '\0'; ++p) {
+    ok = *p >= '0' && *p <= '9' && n <= (std::numeric_limits<std::size_t>::max() - 9) / 10;
+    n = n * 10 + static_cast<std::size_t>(*p - '0');
+  }
+  if (!ok || n == 0) {
+    throw std::invalid_argument(std::string("tendril: TENDRIL_THREADPOOL_SIZE='") + text +
+                                "' is not a number of threads (a whole number from 1)");
+  }
+  return n;
+}
+
+std::size_t size() {
   pool& p = the_pool();
   std::lock_guard lock(p.mu);
   return p.limit;

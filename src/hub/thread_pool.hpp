@@ -24,12 +24,17 @@ void submit(pool_job& job);
 // forget_after_fork() starts a forked child with an empty pool.
 void forget_after_fork() noexcept;
 
+// parse_size() reads TENDRIL_THREADPOOL_SIZE's value: a whole number from 1. Throws
+// std::invalid_argument naming the variable and the value otherwise. The pool reads the
+// variable when it is first used (by submit() or size()), which then throw that.
+std::size_t parse_size(const char* text);
+
 // workers() is the number of pool threads alive; on_worker() whether the caller is one.
 std::size_t workers() noexcept;
 bool on_worker() noexcept;
 
 // size() / set_size() are the most threads the pool starts.
-std::size_t size() noexcept;
+std::size_t size();
 void set_size(std::size_t n);
 
 }  // namespace thread_pool

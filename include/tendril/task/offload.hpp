@@ -43,7 +43,8 @@ class offload_job {
 // offload() calls f(args...) (bound by value) on a thread of the pool and returns its result
 // or rethrows its exception; the calling greenlet waits, the others run. If the greenlet is
 // killed or its timeout fires while it waits, that is raised at once and the call finishes
-// unobserved. Switches: yes. Throws std::system_error if no pool thread can be started.
+// unobserved. Switches: yes. Throws std::system_error if no pool thread can be started,
+// std::invalid_argument if TENDRIL_THREADPOOL_SIZE is not a whole number from 1.
 template <class F, class... Args>
 auto offload(F&& f, Args&&... args) {
   using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>;

@@ -884,6 +884,23 @@ TEST(hub, thread_pool_size_can_be_read_and_set) {
   EXPECT_EQ(tendril::detail::thread_pool::size(), 3u);
 }
 
+TEST(hub, thread_pool_size_from_the_environment_must_be_a_whole_number_from_one) {
+  // It was read with atol(): "0", "-3" and "abc" silently gave the default 10, "4x" gave 4.
+  using tendril::detail::thread_pool::parse_size;
+  EXPECT_EQ(parse_size("4"), 4u);
+  EXPECT_EQ(parse_size("1"), 1u);
+  EXPECT_EQ(parse_size("0010"), 10u);
+  for (const char* bad : {"0", "-3", "abc", "4x", " 4", "+4", "", "99999999999999999999999"}) {
+    try {
+      parse_size(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_TRUE(contains(e.what(), "TENDRIL_THREADPOOL_SIZE")) << e.what();
+      EXPECT_TRUE(contains(e.what(), std::string("'") + bad + "'")) << e.what();
+    }
+  }
+}
+
 TEST(hub, thread_pool_starts_no_more_threads_than_its_size) {
   pool_size_guard guard;
   const std::size_t before = tendril::detail::thread_pool::workers();
