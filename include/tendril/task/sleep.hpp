@@ -17,9 +17,10 @@ void yield_now();
 }  // namespace detail
 
 // sleep() blocks only the calling greenlet for d; other greenlets of the thread run
-// meanwhile. sleep(0s) (or any d <= 0) lets every greenlet that is ready run once, in the
-// order they became ready, and then continues. Switches: yes. Throws what interrupts the
-// greenlet (greenlet_exit, timeout_error, loop_exit).
+// meanwhile. sleep(0s) (or any d <= 0, or a d that has passed by the time it looks) lets
+// every greenlet that is ready run once, in the order they became ready, and then continues;
+// so does sleep_until() a time point already past. Switches: yes, always. Throws what
+// interrupts the greenlet (greenlet_exit, timeout_error, loop_exit).
 template <class Rep, class Period>
 void sleep(std::chrono::duration<Rep, Period> d) {
   if (d <= std::chrono::duration<Rep, Period>::zero()) {

@@ -223,6 +223,41 @@ TEST_F(sleeping, sleep_until_a_past_time_point_returns_without_waiting) {
   EXPECT_EQ(now_ns(), start);
 }
 
+TEST_F(sleeping, a_loop_of_tiny_sleeps_cannot_starve_a_timer) {
+  // A sleep whose deadline had passed by the time the waiter looked (1 ns later, on the real
+  // clock) returned without switching: `while (!stop) sleep(1ns);` never let the timer that
+  // sets stop fire, nor a ready greenlet run.
+  tendril::detail::test_clock::resume();  // on the paused clock a 1 ns sleep always waits
+  bool ran = false;
+  auto ready = spawn([&] { ran = true; });
+  tendril::sleep(1ns);
+  EXPECT_TRUE(ran);
+  bool stop = false;
+  auto setter = spawn([&] {
+    tendril::sleep(1ms);
+    stop = true;
+  });
+  long spins = 0;
+  while (!stop && spins < 1'000'000) {
+    tendril::sleep(1ns);
+    ++spins;
+  }
+  EXPECT_TRUE(stop);
+  tendril::joinall(ready, setter);
+}
+
+TEST_F(sleeping, sleep_until_a_past_time_point_lets_every_ready_greenlet_run_first) {
+  std::vector<int> trace;
+  auto t = spawn([&] { trace.push_back(1); });
+  tendril::sleep_until(std::chrono::steady_clock::now() - 1s);
+  trace.push_back(2);
+  auto u = spawn([&] { trace.push_back(3); });
+  tendril::sleep_until(std::chrono::system_clock::time_point::min());
+  trace.push_back(4);
+  EXPECT_EQ(trace, (std::vector<int>{1, 2, 3, 4}));
+  tendril::joinall(t, u);
+}
+
 TEST_F(sleeping, sleep_until_waits_for_a_time_point_of_any_clock) {
   const std::int64_t start = now_ns();
   tendril::sleep_until(std::chrono::steady_clock::now() + 2s);
