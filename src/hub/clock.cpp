@@ -26,6 +26,8 @@ std::int64_t hub_now_ns() noexcept {
   return steady_ns();
 }
 
+bool hub_clock_is_steady() noexcept { return !g_paused.load(std::memory_order_relaxed); }
+
 namespace test_clock {
 void pause() noexcept {
   g_paused_now.store(steady_ns(), std::memory_order_relaxed);

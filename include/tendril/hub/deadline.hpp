@@ -6,13 +6,16 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 namespace tendril::detail {
 
 inline constexpr std::int64_t forever_ns = std::numeric_limits<std::int64_t>::max();
 
-// hub_now_ns() is the hub clock: steady_clock, unless a test paused it.
+// hub_now_ns() is the hub clock: steady_clock, unless a test paused it;
+// hub_clock_is_steady() tells which.
 std::int64_t hub_now_ns() noexcept;
+bool hub_clock_is_steady() noexcept;
 
 // saturating_ns() is d in nanoseconds, clamped to [0, forever_ns].
 template <class Rep, class Period>
@@ -39,6 +42,17 @@ std::int64_t deadline_after(std::chrono::duration<Rep, Period> d) noexcept {
 template <class Clock, class Duration>
 std::int64_t deadline_at(std::chrono::time_point<Clock, Duration> tp) noexcept {
   using ld_ns = std::chrono::duration<long double, std::nano>;
+  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+    // The hub's own clock: the time point is the deadline, with no clock read in between, so
+    // that one time point is always the same deadline (sleepers until it wake in the order
+    // they slept; hub_test's deadline_at_a_steady_time_point_is_that_time_point).
+    if (hub_clock_is_steady()) {
+      const long double ns = ld_ns(tp.time_since_epoch()).count();
+      if (!(ns > 0)) return 0;
+      if (!(ns < static_cast<long double>(forever_ns / 2))) return forever_ns;
+      return static_cast<std::int64_t>(ns);
+    }
+  }
   const long double left =
       ld_ns(tp.time_since_epoch()).count() - ld_ns(Clock::now().time_since_epoch()).count();
   if (!(left > 0)) return hub_now_ns();

@@ -279,6 +279,29 @@ TEST(hub, paused_clock_jumps_to_the_next_deadline_instead_of_sleeping) {
   EXPECT_LT(std::chrono::steady_clock::now() - wall, 60s);
 }
 
+TEST(hub, deadline_at_a_steady_time_point_is_that_time_point) {
+  // It went through steady_clock::now() and the hub clock, read one after the other: the
+  // same time point gave deadlines that differed by up to a microsecond from call to call.
+  using tendril::detail::deadline_at;
+  const auto tp = std::chrono::steady_clock::now() + 20ms;
+  const std::int64_t exact =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(tp.time_since_epoch()).count();
+  int differed = 0;
+  for (int i = 0; i < 1000; ++i) differed += deadline_at(tp) != exact;
+  EXPECT_EQ(differed, 0);
+  using seconds_point = std::chrono::time_point<std::chrono::steady_clock, std::chrono::seconds>;
+  EXPECT_EQ(deadline_at(seconds_point::max()), tendril::detail::forever_ns);
+  EXPECT_LE(deadline_at(std::chrono::steady_clock::time_point::min()),
+            tendril::detail::hub_now_ns());
+  // On a paused clock, a steady time point is as far ahead of the hub clock as of now().
+  paused_clock paused;
+  const std::int64_t start = tendril::detail::hub_now_ns();
+  tendril::detail::test_clock::advance_to(start + ms(3'600'000));
+  const std::int64_t d = deadline_at(std::chrono::steady_clock::now() + 1s);
+  EXPECT_GT(d, start + ms(3'600'000) + ms(500));
+  EXPECT_LE(d, start + ms(3'601'000));
+}
+
 TEST(hub, timer_due_while_a_greenlet_keeps_yielding_still_fires) {
   // Each pass of the run queue begins with the due timers: a greenlet that yields forever
   // cannot keep the hub from them (the pass is what it runs, not the queue until empty).

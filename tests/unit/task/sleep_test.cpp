@@ -223,6 +223,27 @@ TEST_F(sleeping, sleep_until_a_past_time_point_returns_without_waiting) {
   EXPECT_EQ(now_ns(), start);
 }
 
+TEST_F(sleeping, sleepers_until_the_same_steady_time_point_wake_in_the_order_they_slept) {
+  // Each sleep_until(tp) read steady_clock and the hub clock apart: the same tp became
+  // deadlines a few hundred nanoseconds apart, and the sleepers woke out of order.
+  tendril::detail::test_clock::resume();  // the paused clock converts through now() still
+  for (int round = 0; round < 3; ++round) {
+    const auto tp = std::chrono::steady_clock::now() + 20ms;
+    std::vector<int> order;
+    std::vector<task<void>> sleepers;
+    for (int i = 0; i < 20; ++i) {
+      sleepers.push_back(spawn([&, i] {
+        tendril::sleep_until(tp);
+        order.push_back(i);
+      }));
+    }
+    tendril::joinall(sleepers);
+    std::vector<int> expected(20);
+    for (int i = 0; i < 20; ++i) expected[static_cast<std::size_t>(i)] = i;
+    EXPECT_EQ(order, expected) << "round " << round;
+  }
+}
+
 TEST_F(sleeping, a_loop_of_tiny_sleeps_cannot_starve_a_timer) {
   // A sleep whose deadline had passed by the time the waiter looked (1 ns later, on the real
   // clock) returned without switching: `while (!stop) sleep(1ns);` never let the timer that
