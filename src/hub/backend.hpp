@@ -36,7 +36,7 @@
 //                   interrupted the wait (callbacks may have been made too), or -errno.
 //   wake()          From any thread, async-signal-safe: makes the current wait() return, or
 //                   the next one return at once. Wakes that pile up are merged.
-//   watching()      The number of watches, for the hub's "would block forever" check.
+//   watching()      The number of watches (the hub looks for I/O between passes while any).
 //   persistent()    True when a watch stays in the kernel between waits, tied to the file
 //                   the number named when it was made: epoll's registration, io_uring's poll
 //                   in flight (it holds the file). If the number is closed where the owner

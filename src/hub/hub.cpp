@@ -334,7 +334,7 @@ void hub_impl::deliver_loop_exit() {
   if (target == nullptr || !target->parked) target = root;
   auto error = std::make_exception_ptr(loop_exit(
       "tendril: this operation would block forever: greenlet " + quoted_name(target) +
-      " waits, and no ready greenlet, timer, watched descriptor, pool job or other thread "
+      " waits, and no ready greenlet, timer, wait on a descriptor, pool job or other thread "
       "is left to wake it"));
   interrupt_fn hook = g_interrupt.load(std::memory_order_acquire);
   if (target->parked && hook && hook(target, error)) return;
@@ -369,7 +369,7 @@ void hub_impl::loop() {
       const std::int64_t due = timers_.top_deadline();
       timeout = due > now ? due - now : 0;
     }
-    if (timeout < 0 && io_->watching() == 0 && io_->in_flight() == 0 && pool_jobs_ == 0 &&
+    if (timeout < 0 && descriptor_waits_ == 0 && io_->in_flight() == 0 && pool_jobs_ == 0 &&
         !remote_pending_.load(std::memory_order_acquire)) {
       if (!someone_else_could_wake()) {
         if (draining_) {

@@ -135,9 +135,13 @@ class hub_impl {
   void disown(hub_child& c) noexcept;
 
   // Loop-exit accounting: waits that a thread other than this one might end (on an event,
-  // an async_result, a semaphore), and jobs handed to the thread pool.
+  // an async_result, a semaphore), jobs handed to the thread pool, and greenlets parked
+  // until a descriptor is ready (counted by the I/O layer: readers, writers, the hooks'
+  // poll() and select()). A watch alone does not count: epoll and poll keep a descriptor
+  // watched for its whole life once waited on, and an idle one wakes nobody.
   void add_cross_thread_waits(int delta) noexcept { cross_thread_waits_ += delta; }
   void add_pool_jobs(int delta) noexcept { pool_jobs_ += delta; }
+  void add_descriptor_waits(int delta) noexcept { descriptor_waits_ += delta; }
 
   static void set_interrupt_hook(interrupt_fn f) noexcept;
   // The layer above's way to fail a greenlet the hub could not start (no memory for the
@@ -196,6 +200,7 @@ class hub_impl {
   greenlet_record* last_parked_ = nullptr;
   int cross_thread_waits_ = 0;
   int pool_jobs_ = 0;
+  int descriptor_waits_ = 0;
 
   hub_child children_;  // sentinel of a circular list
   bool draining_ = false;

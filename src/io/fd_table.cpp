@@ -128,10 +128,14 @@ int fd_table::observe(fd_record& r, std::uint32_t events, observer& o) {
   if (!r.open) return -EBADF;
   if (int rc = arm(r, events); rc < 0) return rc;
   r.observers.push_back(o);
+  hub_.add_descriptor_waits(1);
   return 0;
 }
 
-void fd_table::unobserve(fd_record& r, observer& o) noexcept { r.observers.remove(o); }
+void fd_table::unobserve(fd_record& r, observer& o) noexcept {
+  r.observers.remove(o);  // notify_all() may have done it already
+  hub_.add_descriptor_waits(-1);
+}
 
 fd_record* fd_table::find(int fd, std::uint32_t gen) noexcept {
   if (fd < 0 || static_cast<std::size_t>(fd) >= records_.size()) return nullptr;
@@ -205,11 +209,17 @@ int fd_table::wait(fd_record& r, io_direction d, std::int64_t deadline_ns) {
   waiter w;
   waiter_list& l = reading ? r.readers : r.writers;
   l.push_back(w);
+  // Counted for the hub's loop_exit check: the descriptor may still end this wait.
+  hub_.add_descriptor_waits(1);
   struct unlink {
+    hub_impl& h;
     waiter_list& l;
     waiter& w;
-    ~unlink() { l.remove(w); }
-  } guard{l, w};
+    ~unlink() {
+      l.remove(w);
+      h.add_descriptor_waits(-1);
+    }
+  } guard{hub_, l, w};
   if (!w.wait(deadline_ns)) return -ETIMEDOUT;
   if (w.payload == &fd_closed_marker) return -EBADF;
   return 0;

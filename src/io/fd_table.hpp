@@ -81,7 +81,8 @@ class fd_table {
   // or an earlier borrow), else a new life marked borrowed. Throws std::bad_alloc.
   fd_record& borrow(int fd);
   // observe() registers o to be notified when r is reported ready for events (or closed),
-  // arming the backend as wait() does. 0, or -errno from the backend. unobserve() undoes it.
+  // arming the backend as wait() does. 0, or -errno from the backend. unobserve() undoes it,
+  // once for each observe() that returned 0 (until then the hub counts a descriptor wait).
   int observe(fd_record& r, std::uint32_t events, observer& o);
   void unobserve(fd_record& r, observer& o) noexcept;
 

@@ -468,14 +468,14 @@ TEST(hub, loop_keeps_waiting_while_another_thread_could_wake_a_cross_thread_wait
   EXPECT_TRUE(woken);
 }
 
-TEST(hub, descriptor_watch_keeps_the_loop_waiting_and_its_callback_wakes_a_greenlet) {
+TEST(hub, descriptor_wait_keeps_the_loop_waiting_and_its_callback_wakes_a_greenlet) {
   struct pipe_watch : tendril::detail::io_watch {
     waiter* to_wake = nullptr;
   };
   int p[2];
   ASSERT_EQ(::pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
   hub_impl& hub = hub_impl::current();
-  waiter w;  // not cross-thread: only the watch keeps loop_exit away
+  waiter w;  // not cross-thread: only the descriptor wait keeps loop_exit away
   pipe_watch pw;
   pw.fd = p[0];
   pw.events = POLLIN;
@@ -490,11 +490,13 @@ TEST(hub, descriptor_watch_keeps_the_loop_waiting_and_its_callback_wakes_a_green
     EXPECT_EQ(::write(p[1], "x", 1), 1);
   });
   bool woken = false;
+  hub.add_descriptor_waits(1);  // as the I/O layer counts its readers
   try {
     woken = w.wait();
   } catch (const loop_exit& e) {
     ADD_FAILURE() << e.what();
   }
+  hub.add_descriptor_waits(-1);
   writer.join();
   EXPECT_TRUE(woken);
   pw.to_wake = nullptr;
@@ -504,6 +506,46 @@ TEST(hub, descriptor_watch_keeps_the_loop_waiting_and_its_callback_wakes_a_green
 }
 
 // --- loop_exit -----------------------------------------------------------------------------
+
+TEST(hub, a_watched_descriptor_nobody_waits_on_does_not_keep_loop_exit_away) {
+  // The loop took any watch for something that could wake a greenlet; epoll and poll keep a
+  // socket watched for its whole life once waited on, so an idle one kept a wait that
+  // nothing could end from raising loop_exit (here until the pipe became ready).
+  struct pipe_watch : tendril::detail::io_watch {
+    hub_impl* hub = nullptr;
+    bool reported = false;
+  };
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+  hub_impl& hub = hub_impl::current();
+  pipe_watch pw;
+  pw.fd = p[0];
+  pw.events = POLLIN;
+  pw.hub = &hub;
+  pw.ready = [](tendril::detail::io_watch* self, std::uint32_t) {
+    auto* me = static_cast<pipe_watch*>(self);
+    me->reported = true;
+    me->hub->io().unwatch(*me);  // so that the loop stops waiting even if it would not
+  };
+  ASSERT_EQ(hub.io().watch(pw), 0);
+  std::thread writer([&] {
+    std::this_thread::sleep_for(200ms);
+    EXPECT_EQ(::write(p[1], "x", 1), 1);
+  });
+  bool raised_before_the_pipe_was_ready = false;
+  try {
+    waiter w;
+    w.wait();
+    ADD_FAILURE() << "wait() returned";
+  } catch (const loop_exit&) {
+    raised_before_the_pipe_was_ready = !pw.reported;
+  }
+  writer.join();
+  EXPECT_TRUE(raised_before_the_pipe_was_ready);
+  if (!pw.reported) hub.io().unwatch(pw);
+  ::close(p[0]);
+  ::close(p[1]);
+}
 
 TEST(hub, loop_exit_is_raised_in_the_root_when_it_waits_and_nothing_can_wake_it) {
   waiter w;
@@ -701,7 +743,9 @@ TEST(hub, blocking_inside_a_descriptor_callback_raises_blocking_switch_out) {
     if (me->to_wake) me->to_wake->wake();
   };
   ASSERT_EQ(hub.io().watch(bw), 0);
+  hub.add_descriptor_waits(1);  // as the I/O layer counts its readers
   EXPECT_TRUE(w.wait());
+  hub.add_descriptor_waits(-1);
   EXPECT_TRUE(contains(bw.message, "hub itself")) << bw.message;
   hub.io().unwatch(bw);
   ::close(p[0]);

@@ -16,9 +16,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstring>
+#include <future>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "io/fd_table.hpp"
@@ -244,6 +247,40 @@ TEST(tcp, recv_past_set_timeout_fails_with_timed_out) {
   });
   EXPECT_EQ(server.recv_exact(1), "x");  // no limit any more
   later.get();
+}
+
+TEST(tcp, an_idle_socket_waited_on_once_does_not_keep_loop_exit_away) {
+  // epoll and poll keep a socket watched for its whole life once waited on, and the hub took
+  // any watch for something that could end a wait: a wait that nothing could end then hung
+  // instead of raising loop_exit (io_uring, which receives without a watch, raised it).
+  // On a thread of its own, so that a hang fails the test instead of stopping it.
+  auto outcome = std::make_shared<std::promise<std::string>>();
+  std::future<std::string> seen = outcome->get_future();
+  std::thread t([outcome] {
+    std::string what = "q.get() returned";
+    try {
+      auto [client, server] = tendril::test::connected_tcp_pair();
+      server.set_timeout(10ms);
+      char buf[4];
+      std::error_code ec;
+      server.recv(buf, sizeof buf, ec);  // waits on the socket once
+      tendril::queue<int> q;             // that nothing will ever put into
+      try {
+        q.get();
+      } catch (const tendril::loop_exit&) {
+        what = ec == std::errc::timed_out ? "loop_exit" : "recv: " + ec.message();
+      }
+    } catch (const std::exception& e) {
+      what = e.what();
+    }
+    outcome->set_value(what);
+  });
+  if (seen.wait_for(30s) != std::future_status::ready) {
+    t.detach();  // parked for good: the process ends with it
+    FAIL() << "q.get() still waits, with an idle socket open";
+  }
+  t.join();
+  EXPECT_EQ(seen.get(), "loop_exit");
 }
 
 TEST(tcp, a_set_timeout_limits_each_call_not_their_sum) {
