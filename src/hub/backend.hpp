@@ -121,9 +121,9 @@ class backend {
   virtual void release_now() noexcept {}
 };
 
-// make_backend() is the backend named by TENDRIL_BACKEND (epoll, poll), or the best the
-// kernel has. Throws std::system_error when it cannot be set up, std::invalid_argument for
-// an unknown TENDRIL_BACKEND.
+// make_backend() is the backend named by TENDRIL_BACKEND (epoll, io_uring, poll), or the
+// best the kernel has. Throws std::system_error when it cannot be set up,
+// std::invalid_argument for an unknown TENDRIL_BACKEND.
 std::unique_ptr<backend> make_backend();
 std::unique_ptr<backend> make_epoll_backend();
 std::unique_ptr<backend> make_poll_backend();
