@@ -244,18 +244,28 @@ void greenlet_retain(greenlet_record* r) noexcept {
   r->refs.fetch_add(1, std::memory_order_relaxed);
 }
 
+// Records are only ever taken apart on their own thread (their relatives' lists are that
+// thread's), and a running greenlet only once it has switched away. Elsewhere, the last
+// reference is not dropped but handed to the owner's queue, so the count reaches zero only on
+// the owner thread while the greenlet is not running: there, nothing can race the zero. (A
+// greenlet may take references to itself from nothing, through current_; had another thread
+// taken the count to zero, both threads could see it reach zero and both queue it.)
 void greenlet_release(greenlet_record* r) noexcept {
-  if (r->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   thread_state* owner = owner_of(r);
-  if (owner->exited()) {
-    destroy_record(r);  // nothing will ever run on that thread again
+  thread_state* here = thread_state::peek();
+  if (here != owner || r == owner->current()) [[unlikely]] {
+    std::uint32_t n = r->refs.load(std::memory_order_relaxed);
+    while (n > 1) {
+      if (r->refs.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel,
+                                        std::memory_order_relaxed))
+        return;
+    }
+    owner->defer_destruction(r);  // takes our reference
     return;
   }
-  thread_state* here = thread_state::peek();
-  // Records are only ever taken apart on their own thread (their relatives' lists are that
-  // thread's), and a running greenlet only once it has switched away.
-  if (here != owner || r == owner->current()) {
-    owner->defer_destruction(r);
+  if (r->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  if (owner->exited()) {
+    destroy_record(r);  // nothing will ever run on that thread again
     return;
   }
   if (r->status != greenlet_status::active || r->is_root) {
@@ -393,18 +403,23 @@ std::any greenlet::throw_into(std::exception_ptr e) {
   return ts.switch_to(rec_, {}, std::move(e));
 }
 
+// A handle made where it is returned counts only if it lies off the greenlet's own stack, as
+// greenlet_handle_copied() would count it; the usual greenlet::current() inside the greenlet
+// then touches no count at all.
 greenlet greenlet::current() {
-  greenlet_record* r = thread_state::get().current();
-  detail::greenlet_retain(r);
-  return greenlet(r, adopt_t{});
+  greenlet g;
+  g.rec_ = thread_state::get().current();
+  if (detail::counts(g.rec_, &g)) detail::greenlet_retain(g.rec_);
+  return g;
 }
 
 greenlet greenlet::parent() const {
   if (!rec_) return {};
   detail::owner_thread("look at the parent of", rec_);
-  if (!rec_->parent) return {};
-  detail::greenlet_retain(rec_->parent);
-  return greenlet(rec_->parent, adopt_t{});
+  greenlet g;
+  g.rec_ = rec_->parent;
+  if (g.rec_ && detail::counts(g.rec_, &g)) detail::greenlet_retain(g.rec_);
+  return g;
 }
 
 void greenlet::set_parent(const greenlet& parent) {

@@ -184,7 +184,6 @@ void thread_state::defer_destruction(greenlet_record* r) noexcept {
   {
     std::lock_guard lock(deferred_mu_);
     if (!exited_.load(std::memory_order_relaxed)) {
-      r->refs.store(1, std::memory_order_relaxed);  // the queue's reference
       try {
         deferred_.push_back(r);
         has_deferred_.store(true, std::memory_order_release);
@@ -198,7 +197,8 @@ void thread_state::defer_destruction(greenlet_record* r) noexcept {
       }
     }
   }
-  destroy_record(r);  // its thread is gone: nothing can run its frames
+  // Its thread is gone: nothing can run its frames.
+  if (r->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy_record(r);
 }
 
 void thread_state::run_deferred_slow() noexcept {
@@ -220,8 +220,7 @@ void thread_state::exit_thread() noexcept {
     left.swap(deferred_);
   }
   for (greenlet_record* r : left) {
-    r->refs.store(0, std::memory_order_relaxed);
-    destroy_record(r);
+    if (r->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy_record(r);
   }
   if (root_->locals) run_locals_cleanup(root_);
   t_thread_core = nullptr;

@@ -129,7 +129,9 @@ class thread_state : public thread_core {
                            std::exception_ptr&& error) noexcept;
 
   // defer_destruction() queues a greenlet whose last reference was dropped where it could
-  // not be unwound (on another thread, or while it was running) for its own thread.
+  // not be unwound (on another thread, or while it was running) for its own thread. The
+  // queue takes over that reference (the count never reached zero), so a greenlet queued
+  // twice holds two.
   void defer_destruction(greenlet_record* r) noexcept;
   // run_deferred() unwinds what was queued; a no-op unless something was.
   void run_deferred() noexcept {

@@ -476,3 +476,56 @@ TEST(threads, greenlets_dropped_across_threads_at_once_are_each_unwound_by_their
     EXPECT_EQ(after_drops[static_cast<std::size_t>(i)], per_thread) << "thread " << i;
   }
 }
+
+// A running greenlet that takes handles to itself while another thread drops its last one:
+// the count could go 1 -> 0 there and 0 -> 1 -> 0 here, and both threads queued it, so its
+// record was released again after it was freed (sometimes a newer greenlet's, reusing it).
+TEST(threads, a_running_greenlet_dropped_elsewhere_while_it_takes_handles_is_unwound_once) {
+  const int trials = static_cast<int>(tendril::test::scaled(20000, 200));
+  std::atomic<greenlet*> handoff{nullptr};
+  std::atomic<bool> dropped{false};
+  greenlet* const stop = reinterpret_cast<greenlet*>(&handoff);
+  std::thread dropper([&] {
+    for (;;) {
+      greenlet* h;
+      while ((h = handoff.exchange(nullptr)) == nullptr) std::this_thread::yield();
+      if (h == stop) return;
+      delete h;  // the last counted handle
+      dropped.store(true);
+    }
+  });
+  std::vector<int> unwound(static_cast<std::size_t>(trials), 0);
+  int wrong_thread_unwinds = 0;
+  const std::thread::id owner = std::this_thread::get_id();
+  struct counts_unwinding {
+    int* count;
+    int* elsewhere;
+    std::thread::id owner;
+    ~counts_unwinding() {
+      ++*count;
+      if (std::this_thread::get_id() != owner) ++*elsewhere;
+    }
+  };
+  for (int i = 0; i < trials; ++i) {
+    dropped.store(false);
+    auto* h = new greenlet();
+    *h = greenlet([&, h, i] {
+      counts_unwinding c{&unwound[static_cast<std::size_t>(i)], &wrong_thread_unwinds, owner};
+      handoff.store(h);
+      while (!dropped.load()) {
+        greenlet on_own_stack = greenlet::current();  // not counted
+        auto* counted = new greenlet(on_own_stack);   // counted, then dropped again
+        delete counted;
+      }
+      switch_to_parent();
+    });
+    h->switch_to();               // the handle is the dropper's now
+    greenlet([] {}).switch_to();  // unwinds what was queued
+  }
+  handoff.store(stop);
+  dropper.join();
+  EXPECT_EQ(wrong_thread_unwinds, 0);
+  int wrong = 0;
+  for (int n : unwound) wrong += n != 1;
+  EXPECT_EQ(wrong, 0) << "greenlets not unwound exactly once, of " << trials;
+}
