@@ -118,6 +118,19 @@ void kill_for_destruction(thread_state& ts, greenlet_record* r) noexcept {
   greenlet_release(r);
 }
 
+// prepare_destination() gives the greenlet a switch to `target` lands in (its first live
+// ancestor if it is dead) its stack, if it is lazy, so that no switch has to fail later.
+// Throws std::system_error (ENOMEM).
+void prepare_destination(greenlet_record* target) {
+  greenlet_record* to = target;
+  while (to->status == greenlet_status::dead) to = to->parent;
+  if (int err = greenlet_prepare_stack(to); err != 0) {
+    throw std::system_error(
+        err, std::generic_category(),
+        "tendril::greenlet: no memory for the stack of greenlet '" + record_name(to) + "'");
+  }
+}
+
 }  // namespace
 
 std::string record_name(const greenlet_record* r) {
@@ -311,13 +324,7 @@ namespace {
 [[gnu::noinline]] switch_plan plan_switch_slow(greenlet_record* target, std::any* value) {
   thread_state& ts = owner_thread("switch to", target);
   ts.run_deferred();
-  greenlet_record* to = target;
-  while (to->status == greenlet_status::dead) to = to->parent;
-  if (int err = greenlet_prepare_stack(to); err != 0) {
-    throw std::system_error(
-        err, std::generic_category(),
-        "tendril::greenlet: no memory for the stack of greenlet '" + record_name(to) + "'");
-  }
+  prepare_destination(target);
   return ts.plan(target, value, nullptr);
 }
 
@@ -386,6 +393,9 @@ std::any greenlet::throw_into(std::exception_ptr e) {
         "tendril::greenlet::throw_into: null exception_ptr thrown into greenlet '" +
         detail::record_name(rec_) + "'");
   }
+  // Where it lands may be a lazy greenlet that has no stack yet; given one before anything
+  // changes, so that running out of memory leaves everything as it was.
+  detail::prepare_destination(rec_->status == greenlet_status::unstarted ? rec_->parent : rec_);
   if (rec_->status == greenlet_status::unstarted) {
     // It dies without running: the exception surfaces in its parent, a greenlet_exit as a
     // value, exactly as if run had raised it on its first line.

@@ -163,12 +163,24 @@ void* after_death(void* p) {
 
 }  // namespace
 
+void thread_state::start_lazy(greenlet_record* r) noexcept {
+  if (greenlet_prepare_stack(r) == 0) return;
+  std::fprintf(stderr,
+               "tendril: no memory for the stack of greenlet '%s', which had to start to receive "
+               "a switch or the end of a child\n",
+               record_name(r).c_str());
+  std::abort();
+}
+
 void thread_state::finish(greenlet_record* self, std::any&& result,
                           std::exception_ptr&& error) noexcept {
   self->status = greenlet_status::dead;
   self->inbox.reset();
   greenlet_record* next = self->parent;
   while (next->status == greenlet_status::dead) next = next->parent;
+  // A lazy ancestor (a task's greenlet that has not run yet) starts with the result.
+  if (next->ctx == nullptr) [[unlikely]]
+    start_lazy(next);
   next->status = greenlet_status::active;
   next->inbox = std::move(result);
   next->pending = std::move(error);

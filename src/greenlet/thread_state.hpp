@@ -48,7 +48,8 @@ class thread_state : public thread_core {
   // A switch is plan(), the jump, landed() and take_inbox() (see switch_to()).
   //
   // plan() resolves a dead target to its first live ancestor, hands it `value` and `error`
-  // (either may be null), saves the running greenlet's state and makes the target current.
+  // (either may be null), saves the running greenlet's state and makes the target current;
+  // a lazy target gets its stack (no memory for it ends the process).
   // Returns where to jump, or to == nullptr when the target is the running greenlet (the
   // value and error then wait in its own inbox).
   switch_plan plan(greenlet_record* target, std::any* value, std::exception_ptr* error) noexcept {
@@ -60,6 +61,8 @@ class thread_state : public thread_core {
       target->pending = std::move(*error);
     if (target == self) [[unlikely]]
       return {nullptr, nullptr};
+    if (target->ctx == nullptr) [[unlikely]]
+      start_lazy(target);
     return plan_fast(target);
   }
 
@@ -156,6 +159,10 @@ class thread_state : public thread_core {
     if (for_good) sanitizer::tsan_switch(target->tsan_fiber);  // else jump_to() does it
 #endif
   }
+
+  // start_lazy() gives a lazy greenlet that a switch or an end has to start its stack, or
+  // ends the process (callers that can throw give it one first: plan_switch_slow()).
+  static void start_lazy(greenlet_record* r) noexcept;
 
   thread_state();
   ~thread_state();

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "greenlet/greenlet_record.hpp"
 #include "tendril/greenlet/exceptions.hpp"
 #include "tendril/greenlet/greenlet.hpp"
 #include "tendril/greenlet/stack.hpp"
@@ -39,6 +40,18 @@ std::any switch_to_parent(std::any v = {}) {
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
+}
+
+// A greenlet that takes its stack when it first runs, as spawn() makes a task's.
+template <class F>
+greenlet lazy_greenlet(F run) {
+  void* storage = nullptr;
+  void* extra = nullptr;
+  tendril::detail::greenlet_record* r = tendril::detail::greenlet_create_ex(
+      sizeof(F), alignof(F), &tendril::detail::callable_ops_for<F>, nullptr, 0, 0, nullptr,
+      &storage, &extra, true);
+  ::new (storage) F(std::move(run));
+  return greenlet(r, greenlet::adopt_t{});
 }
 
 }  // namespace
@@ -175,6 +188,21 @@ TEST(greenlet, a_greenlet_ends_into_its_parent_not_into_whoever_switched_to_it) 
 TEST(greenlet, a_finishing_child_starts_an_unstarted_parent_with_its_result) {
   int got = 0;
   greenlet p([&](std::any v) {
+    got = std::any_cast<int>(v);
+    return got * 2;
+  });
+  greenlet c([] { return 21; }, p);
+  EXPECT_EQ(std::any_cast<int>(c.switch_to()), 42);
+  EXPECT_EQ(got, 21);
+  EXPECT_TRUE(p.dead());
+  EXPECT_TRUE(c.dead());
+}
+
+// A lazy parent (a task's greenlet before it first ran) has no stack yet: the child's end
+// jumped to its null context.
+TEST(greenlet, a_finishing_child_starts_an_unstarted_lazy_parent_with_its_result) {
+  int got = 0;
+  greenlet p = lazy_greenlet([&](std::any v) {
     got = std::any_cast<int>(v);
     return got * 2;
   });
@@ -546,6 +574,26 @@ TEST(greenlet, throw_into_a_dead_greenlet_raises_in_its_first_live_ancestor) {
   c.set_parent(p);
   EXPECT_EQ(std::any_cast<int>(c.throw_into(some_error("to p"))), 2);
   EXPECT_EQ(p_caught, "to p");
+}
+
+// throw_into() switched to a lazy parent, which has no stack yet, without giving it one.
+TEST(greenlet, throw_into_an_unstarted_greenlet_passes_through_its_unstarted_lazy_parent) {
+  bool parent_ran = false;
+  greenlet p = lazy_greenlet([&] { parent_ran = true; });
+  greenlet c([] {}, p);
+  EXPECT_THROW(c.throw_into(some_error("into c")), some_error);
+  EXPECT_FALSE(parent_ran);
+  EXPECT_TRUE(p.dead());
+  EXPECT_TRUE(c.dead());
+}
+
+TEST(greenlet, throw_into_a_dead_greenlet_starts_its_unstarted_lazy_parent_with_it) {
+  greenlet p = lazy_greenlet([] { return 1; });
+  greenlet c([] { return 0; });
+  c.switch_to();
+  c.set_parent(p);
+  EXPECT_THROW(c.throw_into(some_error("into dead c")), some_error);
+  EXPECT_TRUE(p.dead());
 }
 
 TEST(greenlet, throw_into_null_is_invalid_argument_and_changes_nothing) {

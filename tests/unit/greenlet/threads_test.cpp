@@ -481,7 +481,7 @@ TEST(threads, greenlets_dropped_across_threads_at_once_are_each_unwound_by_their
 // the count could go 1 -> 0 there and 0 -> 1 -> 0 here, and both threads queued it, so its
 // record was released again after it was freed (sometimes a newer greenlet's, reusing it).
 TEST(threads, a_running_greenlet_dropped_elsewhere_while_it_takes_handles_is_unwound_once) {
-  const int trials = static_cast<int>(tendril::test::scaled(20000, 200));
+  const int trials = static_cast<int>(tendril::test::scaled(5000, 200));
   std::atomic<greenlet*> handoff{nullptr};
   std::atomic<bool> dropped{false};
   greenlet* const stop = reinterpret_cast<greenlet*>(&handoff);
