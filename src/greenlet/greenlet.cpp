@@ -86,24 +86,29 @@ void report_escaped(const greenlet_record* r, const std::exception_ptr& e) {
 // in it, with the current greenlet as its parent so that control comes back here.
 void kill_for_destruction(thread_state& ts, greenlet_record* r) noexcept {
   r->refs.store(1, std::memory_order_relaxed);  // ours, while it unwinds
-  // Its own parent comes back once it is dead, so that its children go there, as they would
-  // have (python's greenlet does the same). Without that, a child of r that dropped r's last
-  // handle (the current greenlet) would become its own parent: its end would loop for ever.
-  // The reference keeps that parent alive meanwhile.
+  // Its own parent comes back afterwards, so that its children go there, as they would have
+  // (python's greenlet does the same), and so that no cycle of parents outlives the kill: the
+  // killer may be r's own descendant (a child that dropped r's last handle), which would
+  // otherwise become its own parent when r goes, and its end would loop for ever. The
+  // reference keeps that parent alive meanwhile.
+  greenlet_record* const killer = ts.current();
   greenlet_record* const parent = r->parent;
   if (parent != nullptr) greenlet_retain(parent);
   unlink_child(r);
-  link_child(ts.current(), r);
+  link_child(killer, r);
+  // r's frames may drop the killer's last handle: the killer is unwound only once r has
+  // ended into it (greenlet_release() queues it meanwhile), or greenlet_exit would cut short
+  // its wait here.
+  ++killer->killing;
   try {
     ts.switch_to(r, {}, std::make_exception_ptr(greenlet_exit{}));
   } catch (...) {
     report_escaped(r, std::current_exception());
   }
+  --killer->killing;
   if (parent != nullptr) {
-    if (r->status == greenlet_status::dead) {
-      unlink_child(r);
-      link_child(parent, r);
-    }
+    unlink_child(r);
+    link_child(parent, r);
     greenlet_release(parent);
   }
   if (r->status != greenlet_status::dead) {
@@ -258,7 +263,8 @@ void greenlet_retain(greenlet_record* r) noexcept {
 }
 
 // Records are only ever taken apart on their own thread (their relatives' lists are that
-// thread's), and a running greenlet only once it has switched away. Elsewhere, the last
+// thread's), a running greenlet only once it has switched away, and one waiting for a
+// greenlet it kills only once that one ended (kill_for_destruction()). Elsewhere, the last
 // reference is not dropped but handed to the owner's queue, so the count reaches zero only on
 // the owner thread while the greenlet is not running: there, nothing can race the zero. (A
 // greenlet may take references to itself from nothing, through current_; had another thread
@@ -266,7 +272,7 @@ void greenlet_retain(greenlet_record* r) noexcept {
 void greenlet_release(greenlet_record* r) noexcept {
   thread_state* owner = owner_of(r);
   thread_state* here = thread_state::peek();
-  if (here != owner || r == owner->current()) [[unlikely]] {
+  if (here != owner || r == owner->current() || r->killing != 0) [[unlikely]] {
     std::uint32_t n = r->refs.load(std::memory_order_relaxed);
     while (n > 1) {
       if (r->refs.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel,

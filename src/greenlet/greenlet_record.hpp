@@ -35,6 +35,8 @@ struct greenlet_record : switch_core {
   // A generator's body: it runs for its parent, the consumer (a kill or timeout of the
   // consumer reaches it, see parked_waiter()).
   bool generator_body = false;
+  // How many greenlets it is waiting for to unwind (kill_for_destruction()).
+  std::uint32_t killing = 0;
 
   greenlet_record* first_child = nullptr;
   greenlet_record* next_sibling = nullptr;

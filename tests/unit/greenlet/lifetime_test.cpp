@@ -320,6 +320,53 @@ TEST(lifetime, a_child_that_drops_its_parents_last_handle_ends_into_the_grandpar
   EXPECT_TRUE(p2.parent() == main);
 }
 
+// As above, but the parent's stack holds the child's last handle: the child, waiting for the
+// parent to unwind into it, got greenlet_exit in the middle of that wait (false reports of a
+// greenlet that raised and one that did not end, then a greenlet that was its own parent).
+TEST(lifetime, a_child_dropping_its_parent_that_holds_its_last_handle_goes_on_and_ends_first) {
+  std::vector<std::string> trace;
+  greenlet main = greenlet::current();
+  std::optional<greenlet> p(std::in_place, [&] {
+    noted np{&trace, "p local"};
+    greenlet c([&] {
+      noted nc{&trace, "c local"};
+      p.reset();  // p unwinds now, dropping the last handle to c
+      trace.push_back("c goes on");
+      return std::string("c's result");
+    });
+    c.switch_to();
+    trace.push_back("not reached");
+  });
+  testing::internal::CaptureStderr();
+  std::any result = p->switch_to();
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(std::any_cast<std::string>(result), "c's result");
+  EXPECT_EQ(trace, (std::vector<std::string>{"p local", "c goes on", "c local"}));
+  EXPECT_EQ(err, "");
+  EXPECT_TRUE(greenlet::current() == main);
+
+  // The same with a child that switches away instead of ending: it is unwound at the next
+  // switch, like any running greenlet whose last handle went.
+  trace.clear();
+  p.emplace([&] {
+    noted np{&trace, "p local"};
+    greenlet c([&] {
+      noted nc{&trace, "c local"};
+      p.reset();
+      trace.push_back("c goes on");
+      main.switch_to();
+      trace.push_back("not reached");
+    });
+    c.switch_to();
+  });
+  testing::internal::CaptureStderr();
+  p->switch_to();
+  EXPECT_EQ(trace, (std::vector<std::string>{"p local", "c goes on"}));
+  greenlet([] {}).switch_to();
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  EXPECT_EQ(trace, (std::vector<std::string>{"p local", "c goes on", "c local"}));
+}
+
 TEST(lifetime, a_suspended_child_outlives_its_dropped_parent_and_is_unwound_later) {
   std::vector<std::string> trace;
   greenlet main = greenlet::current();
