@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <mutex>
 #include <system_error>
 
 #include "context/sanitizer.hpp"
@@ -138,8 +139,19 @@ void prepare_destination(greenlet_record* target) {
 
 }  // namespace
 
+namespace {
+// Guards every record's `name`: name() may read it on any thread while set_name() replaces
+// it on the owner thread. One lock for all: names are read for messages only. (The overflow
+// handler reads it unlocked, on the owner thread: set_name() frees the old string only after
+// the swap.)
+std::mutex g_names_mu;
+}  // namespace
+
 std::string record_name(const greenlet_record* r) {
-  if (r->name) return *r->name;
+  {
+    std::lock_guard lock(g_names_mu);
+    if (r->name) return *r->name;
+  }
   if (r->name_prefix) return r->name_prefix + std::to_string(r->name_number);
   if (r->is_root) {
     if (r->owner && owner_of(r)->tid() == static_cast<int>(getpid())) return "main";
@@ -466,7 +478,10 @@ std::string greenlet::name() const { return rec_ ? detail::record_name(rec_) : s
 
 void greenlet::set_name(std::string name) {
   if (!rec_) throw greenlet_error("tendril: set_name() on an empty greenlet handle");
-  rec_->name = std::make_unique<std::string>(std::move(name));
+  detail::owner_thread("set the name of", rec_);
+  auto fresh = std::make_unique<std::string>(std::move(name));
+  std::lock_guard lock(detail::g_names_mu);
+  rec_->name.swap(fresh);
 }
 
 std::uint64_t greenlet::id() const noexcept { return rec_ ? rec_->id : 0; }

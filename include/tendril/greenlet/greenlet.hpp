@@ -219,8 +219,10 @@ class greenlet {
   bool is_root() const noexcept;
 
   // name() is the greenlet's name for messages ("main" for the main thread's root,
-  // "greenlet-<id>" unless set_name() gave another). Any thread.
+  // "greenlet-<id>" unless set_name() gave another). Any thread, also while set_name() runs.
   std::string name() const;
+  // set_name() renames it. Its own thread only (wrong_thread otherwise); greenlet_error for
+  // an empty handle.
   void set_name(std::string name);
   // id() is unique among the greenlets of the process. Any thread.
   std::uint64_t id() const noexcept;

@@ -310,6 +310,43 @@ TEST(threads, name_and_id_can_be_read_from_another_thread) {
   EXPECT_FALSE(started);
 }
 
+// name() is for any thread, and set_name() replaced the string it was reading: torn names,
+// garbage, or a crash.
+TEST(threads, name_read_on_another_thread_while_its_owner_renames_it_is_one_of_the_names) {
+  greenlet g([] {});
+  const std::string a(40, 'a');
+  const std::string b(40, 'b');
+  g.set_name(a);
+  std::atomic<bool> stop{false};
+  std::atomic<std::size_t> reads{0};
+  std::size_t wrong = 0;
+  std::thread reader([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      const std::string n = g.name();
+      reads.fetch_add(1, std::memory_order_relaxed);
+      if (n != a && n != b) ++wrong;
+    }
+  });
+  // Renames until the reader has read often enough while they went on.
+  const std::size_t enough = tendril::test::scaled(500000, 500);
+  for (int i = 0; reads.load(std::memory_order_relaxed) < enough; ++i) g.set_name(i % 2 ? a : b);
+  stop.store(true);
+  reader.join();
+  EXPECT_EQ(wrong, 0u) << "of " << reads.load() << " reads";
+}
+
+TEST(threads, set_name_of_a_greenlet_of_another_thread_is_wrong_thread) {
+  greenlet other;
+  on_another_thread([&] { other = greenlet([] {}); });
+  try {
+    other.set_name("renamed");
+    FAIL() << "set_name() on another thread did not throw";
+  } catch (const wrong_thread& e) {
+    EXPECT_TRUE(contains(e.what(), "set the name of greenlet")) << e.what();
+  }
+  EXPECT_NE(other.name(), "renamed");
+}
+
 // --- handles dropped away from their thread ------------------------------------------------
 
 TEST(threads, dropping_the_last_handle_on_another_thread_unwinds_it_on_its_own_thread) {
