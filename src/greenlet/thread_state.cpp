@@ -45,12 +45,17 @@ char* put_text(char* buf, char* end, const char* s) noexcept {
   return buf;
 }
 
-// Inside the SIGSEGV handler: is addr the guard of the running greenlet's stack?
+// Inside the SIGSEGV handler: is addr the guard of the stack this thread runs on? That is the
+// running greenlet's, or, during a switch, the one being left: the target is current before
+// the jump, which still pushes onto the stack it leaves.
 bool describe_overflow(const void* addr, char* buf, std::size_t len) noexcept {
   thread_state* ts = thread_state::peek();
   if (ts == nullptr || len == 0) return false;
   greenlet_record* cur = ts->current();
-  if (cur == nullptr || !stack_pool::in_guard(cur->stk, addr)) return false;
+  if (cur == nullptr || !stack_pool::in_guard(cur->stk, addr)) {
+    cur = ts->switched_from();
+    if (cur == nullptr || !stack_pool::in_guard(cur->stk, addr)) return false;
+  }
   char* end = buf + len - 1;
   char* p = buf;
   // As record_name() names it, without allocating (a task: "Greenlet-N").

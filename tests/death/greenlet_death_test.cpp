@@ -1,7 +1,7 @@
 // Processes that must die, each in a child process: a stack overflow in a greenlet ends the
 // process with a message naming the greenlet, whatever stack it ran on (fresh, trimmed,
-// reused, on another thread, beside other greenlets); greenlets used after their thread's
-// state was torn down.
+// reused, on another thread, beside other greenlets, at a switch); greenlets used after their
+// thread's state was torn down.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -158,6 +158,55 @@ TEST_F(greenlet_death, stack_overflow_in_a_generator_body_is_caught) {
             small_stack);
         gen.next();
         gen.next();
+      },
+      "tendril: stack overflow in greenlet 'greenlet-[0-9]+'");
+}
+
+namespace {
+
+tendril::greenlet g_consumer;
+
+// Switches at every level, with frames smaller than what a switch pushes: the guard is first
+// touched by a switch, when the running greenlet is already the one switched to.
+[[gnu::noinline]] int walk_switching(int depth) {
+  volatile char frame[64];
+  frame[0] = static_cast<char>(depth);
+  g_consumer.switch_to(depth);
+  if (depth == g_depth_limit) return frame[0];
+  return walk_switching(depth + 1) + frame[0];
+}
+
+[[gnu::noinline]] int walk_yielding(tendril::generator<int>::yielder& y, int depth) {
+  volatile char frame[64];
+  frame[0] = static_cast<char>(depth);
+  y.yield(depth);
+  if (depth == g_depth_limit) return frame[0];
+  return walk_yielding(y, depth + 1) + frame[0];
+}
+
+}  // namespace
+
+// The report looked only at the running greenlet's guard; at a switch that is already the
+// target, while the jump pushes onto the stack being left: no report, a plain SIGSEGV.
+TEST_F(greenlet_death, stack_overflow_at_a_switch_names_the_greenlet_switching_away) {
+  EXPECT_DEATH(
+      {
+        greenlet walker([] { walk_switching(0); }, small_stack);
+        walker.set_name("walker");
+        g_consumer = greenlet([&] {
+          for (;;) walker.switch_to();
+        });
+        walker.switch_to();
+      },
+      "tendril: stack overflow in greenlet 'walker'");
+}
+
+TEST_F(greenlet_death, stack_overflow_at_a_yield_names_the_generator_body) {
+  EXPECT_DEATH(
+      {
+        tendril::generator<int> gen([](auto& y) { walk_yielding(y, 0); }, small_stack);
+        while (gen.next()) {
+        }
       },
       "tendril: stack overflow in greenlet 'greenlet-[0-9]+'");
 }
