@@ -1,5 +1,6 @@
 #include "context/overflow.hpp"
 
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -27,27 +28,53 @@ void write_all(const char* s) noexcept {
   }
 }
 
-void chain(int sig, siginfo_t* info, void* uctx) noexcept {
+void restore_default(int sig) noexcept {
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  sigaction(sig, &dfl, nullptr);
+}
+
+// Passes the signal on as if the handler installed before tendril's had received it. `sent`:
+// raised by raise(), kill() or sigqueue() rather than by a fault, so returning does not bring
+// it back.
+void chain(int sig, siginfo_t* info, void* uctx, bool sent) noexcept {
   const struct sigaction& prev = sig == SIGSEGV ? g_prev_segv : g_prev_bus;
-  if (prev.sa_flags & SA_SIGINFO) {
-    if (prev.sa_sigaction) {
+  const bool has_function = (prev.sa_flags & SA_SIGINFO)
+                                ? prev.sa_sigaction != nullptr
+                                : prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN;
+  if (has_function) {
+    // As the kernel runs it: its sa_mask (and the signal itself, unless SA_NODEFER) blocked
+    // meanwhile, and the default action back first under SA_RESETHAND, which a crash logger
+    // counts on to end the process when the fault comes again.
+    sigset_t mask = prev.sa_mask;
+    if (!(prev.sa_flags & SA_NODEFER)) sigaddset(&mask, sig);
+    sigset_t old;
+    pthread_sigmask(SIG_BLOCK, &mask, &old);
+    if (prev.sa_flags & SA_RESETHAND) restore_default(sig);
+    if (prev.sa_flags & SA_SIGINFO) {
       prev.sa_sigaction(sig, info, uctx);
-      return;
+    } else {
+      prev.sa_handler(sig);
     }
-  } else if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
-    prev.sa_handler(sig);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return;
   }
-  // Default action: restore it and return, so the faulting instruction faults again and the
-  // process ends the way it would have without tendril (core dump included).
-  signal(sig, SIG_DFL);
+  if (sent && prev.sa_handler == SIG_IGN) return;
+  // Default action: restore it. A fault then happens again when the handler returns, and the
+  // process ends the way it would have without tendril (core dump included); a sent signal
+  // does not, so it is sent again.
+  restore_default(sig);
+  if (sent) raise(sig);
 }
 
 void on_fault(int sig, siginfo_t* info, void* uctx) {
+  // si_code <= 0: SI_USER, SI_QUEUE, SI_TKILL...; si_addr is then not an address.
+  const bool sent = info->si_code <= 0;
   char name[160];
   describe_fn describe = g_describe.load(std::memory_order_acquire);
-  if (describe && describe(info->si_addr, name, sizeof name)) report_stack_overflow(name);
-  chain(sig, info, uctx);
+  if (!sent && describe && describe(info->si_addr, name, sizeof name)) report_stack_overflow(name);
+  chain(sig, info, uctx, sent);
 }
 
 struct alt_stack {

@@ -1,7 +1,8 @@
 // Stack overflow reporting: a SIGSEGV/SIGBUS handler, running on a per-thread alternate
 // signal stack (the overflowing stack has no room left), that turns a hit on a greenlet's
 // guard into "tendril: stack overflow in greenlet '<name>'" and aborts. Faults that are not
-// guard hits go on to whatever handler was installed before (ASan's, the default action).
+// guard hits, and signals sent by raise() or kill(), go on to whatever handler was installed
+// before (ASan's, a crash logger's, the default action), run as the kernel would have run it.
 #ifndef TENDRIL_SRC_CONTEXT_OVERFLOW_HPP
 #define TENDRIL_SRC_CONTEXT_OVERFLOW_HPP
 

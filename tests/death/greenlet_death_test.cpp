@@ -3,7 +3,11 @@
 // reused, on another thread, beside other greenlets, at a switch); greenlets used after their
 // thread's state was torn down.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -209,6 +213,62 @@ TEST_F(greenlet_death, stack_overflow_at_a_yield_names_the_generator_body) {
         }
       },
       "tendril: stack overflow in greenlet 'greenlet-[0-9]+'");
+}
+
+// --- faults that are not tendril's -----------------------------------------------------------
+
+namespace {
+
+std::atomic<int> g_logger_calls{0};
+
+// A crash logger of the usual kind: it notes the fault and returns, counting on SA_RESETHAND
+// for the fault, executed again, to end the process.
+void crash_logger(int, siginfo_t*, void*) {
+  if (g_logger_calls.fetch_add(1) > 0) {
+    constexpr char again[] = "logger called again: the fault loops\n";
+    static_cast<void>(::write(STDERR_FILENO, again, sizeof again - 1));
+    ::_exit(42);
+  }
+  constexpr char note[] = "logger: SIGSEGV\n";
+  static_cast<void>(::write(STDERR_FILENO, note, sizeof note - 1));
+}
+
+void start_tendril() {
+  greenlet g([] {});
+  g.switch_to();
+}
+
+int* volatile g_null = nullptr;
+
+}  // namespace
+
+// tendril chained to the logger without resetting it first, so the fault came back to
+// tendril's handler, then the logger's, for ever.
+TEST_F(greenlet_death, a_fault_chained_to_a_handler_installed_with_sa_resethand_ends_the_process) {
+  EXPECT_EXIT(
+      {
+        struct sigaction sa {};
+        sa.sa_sigaction = &crash_logger;
+        sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, nullptr);
+        start_tendril();
+        *g_null = 1;
+      },
+      testing::KilledBySignal(SIGSEGV), "logger: SIGSEGV\n$");
+}
+
+// A sent SIGSEGV does not happen again when the handler returns: tendril restored the default
+// action and returned, so the process went on (without tendril's handler).
+TEST_F(greenlet_death, a_sigsegv_sent_by_raise_ends_the_process_as_without_tendril) {
+  EXPECT_EXIT(
+      {
+        start_tendril();
+        std::raise(SIGSEGV);
+        std::fputs("still running after raise(SIGSEGV)\n", stderr);
+        std::_Exit(0);
+      },
+      testing::KilledBySignal(SIGSEGV), "");
 }
 
 namespace {
