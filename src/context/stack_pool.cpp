@@ -31,11 +31,11 @@ namespace {
 constexpr std::size_t region_size = std::size_t{4} << 30;
 
 // Stacks are carved in batches that double from one up to max_batch while a program keeps
-// asking for new ones: a batch's guards are installed and the top page of each of its stacks
-// is populated (MADV_POPULATE_WRITE) in one process_madvise() call each, where the kernel
-// allows it for the calling process (Linux 6.14+: PIDFD_SELF_THREAD). The first touch of a
-// stack then takes no page fault: on the virtual machine tendril is measured on, a fault costs
-// 15-20 us and a populated page about 7 us, its first write included. The populated page is
+// asking for new ones of the same size: a batch's guards are installed and the top page of
+// each of its stacks is populated (MADV_POPULATE_WRITE) in one process_madvise() call each,
+// where the kernel allows it for the calling process (Linux 6.14+: PIDFD_SELF_THREAD). The first
+// touch of a stack then takes no page fault: on the virtual machine tendril is measured on, a fault
+// costs 15-20 us and a populated page about 7 us, its first write included. The populated page is
 // the one a greenlet touches first anyway (its first frames), so a stack costs no more memory
 // than before.
 constexpr std::size_t max_batch = 64;
@@ -45,14 +45,18 @@ constexpr int pidfd_self_thread = -10000;  // PIDFD_SELF_THREAD, Linux 6.14
 struct size_class {
   std::size_t size;
   std::vector<stack> stacks;
+  // How many stacks the next carve() of this size cuts (the shared list's classes only): per
+  // size, so that a program making many default stacks does not carve a whole batch for each
+  // other size it asks for once.
+  std::size_t batch = 1;
 };
 
-std::vector<stack>& class_for(std::vector<size_class>& classes, std::size_t size) {
+size_class& class_for(std::vector<size_class>& classes, std::size_t size) {
   for (auto& c : classes) {
-    if (c.size == size) return c.stacks;
+    if (c.size == size) return c;
   }
   classes.push_back(size_class{size, {}});
-  return classes.back().stacks;
+  return classes.back();
 }
 
 // The process-wide part: reservations and the stacks of threads that ended.
@@ -62,7 +66,6 @@ struct global_pool {
   std::byte* region_end = nullptr;
   std::size_t reserved = 0;
   std::size_t carved = 0;
-  std::size_t batch = 1;  // how many stacks the next carve() cuts
   std::vector<size_class> free;
 };
 
@@ -93,7 +96,7 @@ struct thread_cache {
     auto& g = global();
     std::lock_guard lock(g.mu);
     for (auto& c : classes) {
-      auto& dst = class_for(g.free, c.size);
+      auto& dst = class_for(g.free, c.size).stacks;
       dst.insert(dst.end(), c.stacks.begin(), c.stacks.end());
     }
     t_cache = nullptr;
@@ -146,9 +149,12 @@ int install_guards(iovec* guards, std::size_t n) noexcept {
   return 0;
 }
 
-// Cuts new stacks from the current region, reserving a new one when it is used up: the first
-// in out, the rest of the batch onto the shared list. Called with the global lock held.
-int carve(global_pool& g, std::size_t size, std::vector<stack>& shared, stack& out) noexcept {
+// Cuts new stacks of cls's size from the current region, reserving a new one when it is used
+// up: the first in out, the rest of the batch onto cls's shared list. Called with the global
+// lock held.
+int carve(global_pool& g, size_class& cls, stack& out) noexcept {
+  const std::size_t size = cls.size;
+  std::vector<stack>& shared = cls.stacks;
   const std::size_t slot = guard_size + size;
   if (g.region_next == nullptr || static_cast<std::size_t>(g.region_end - g.region_next) < slot) {
     // Reserve generously; under a tight RLIMIT_AS or strict overcommit fall back to smaller
@@ -172,7 +178,8 @@ int carve(global_pool& g, std::size_t size, std::vector<stack>& shared, stack& o
     g.region_end = g.region_next + want;
     g.reserved += want;
   }
-  std::size_t n = std::min(g.batch, static_cast<std::size_t>(g.region_end - g.region_next) / slot);
+  std::size_t n =
+      std::min(cls.batch, static_cast<std::size_t>(g.region_end - g.region_next) / slot);
   // Room on the shared list first, so that nothing below can fail after the guards are in.
   try {
     shared.reserve(shared.size() + n - 1);
@@ -209,7 +216,7 @@ int carve(global_pool& g, std::size_t size, std::vector<stack>& shared, stack& o
   }
   g.region_next += n * slot;
   g.carved += n;
-  g.batch = std::min(max_batch, g.batch * 2);
+  cls.batch = std::min(max_batch, cls.batch * 2);
   return 0;
 }
 
@@ -245,19 +252,19 @@ int allocate(std::size_t size, stack& out) noexcept {
   }
   auto& g = global();
   std::lock_guard lock(g.mu);
-  std::vector<stack>* shared = nullptr;
+  size_class* shared = nullptr;
   try {
     shared = &class_for(g.free, size);
   } catch (const std::bad_alloc&) {
     return ENOMEM;
   }
-  if (!shared->empty()) {
-    out = shared->back();
-    shared->pop_back();
+  if (!shared->stacks.empty()) {
+    out = shared->stacks.back();
+    shared->stacks.pop_back();
     sanitizer::stack_reused(out.base, out.size);
     return 0;
   }
-  return carve(g, size, *shared, out);
+  return carve(g, *shared, out);
 }
 
 void release(const stack& s) noexcept {
@@ -265,7 +272,7 @@ void release(const stack& s) noexcept {
   sanitizer::stack_unused(s.base, s.size);
   if (thread_cache* c = cache()) {
     try {
-      class_for(c->classes, s.size).push_back(s);
+      class_for(c->classes, s.size).stacks.push_back(s);
       return;
     } catch (const std::bad_alloc&) {
       // fall through to the global list, whose push may fail the same way
@@ -274,7 +281,7 @@ void release(const stack& s) noexcept {
   auto& g = global();
   std::lock_guard lock(g.mu);
   try {
-    class_for(g.free, s.size).push_back(s);
+    class_for(g.free, s.size).stacks.push_back(s);
   } catch (const std::bad_alloc&) {
     // Out of memory for the bookkeeping: the stack's address space is lost, its memory is not.
     madvise(s.base, s.size, MADV_DONTNEED);

@@ -8,15 +8,17 @@
 // stacks do not approach vm.max_map_count. Older kernels get mprotect(PROT_NONE) guards,
 // which split the mapping: two map entries per stack.
 //
-// New stacks are carved in batches (one, two, four... up to 64 while a program keeps asking),
-// each batch's guards installed and the top page of each stack populated in one system call
-// apiece where the kernel allows it, so that a new greenlet's first frames take no page fault.
+// New stacks are carved in batches (one, two, four... up to 64 while a program keeps asking
+// for the same size), each batch's guards installed and the top page of each stack populated
+// in one system call apiece where the kernel allows it, so that a new greenlet's first frames
+// take no page fault.
 //
 // A released stack keeps its memory and goes to its thread's cache, from which the next
 // greenlet of the same size takes it without a system call or a page fault; a thread's cache
 // goes to a process-wide list when the thread ends. The cache never holds more stacks than
-// were alive at once; trim() gives their memory back to the system (keeping the address
-// space), coalescing neighbouring stacks into one madvise call each.
+// were alive at once, besides the rest of the last batch of each size; trim() gives their memory
+// back to the system (keeping the address space), coalescing neighbouring stacks into one madvise
+// call each.
 #ifndef TENDRIL_SRC_CONTEXT_STACK_POOL_HPP
 #define TENDRIL_SRC_CONTEXT_STACK_POOL_HPP
 

@@ -112,6 +112,23 @@ TEST(stack_pool, new_stacks_come_in_address_order_with_their_top_page_in_memory)
   for (auto& s : stacks) pool::release(s);
 }
 
+// The batch grew with every carve whatever the size: once a program had made many stacks of
+// one size, each other size it asked for once carved up to 64 stacks, a page of memory each.
+TEST(stack_pool, a_size_asked_for_once_carves_one_stack_however_many_others_were_carved) {
+  std::vector<stack> many(200);
+  for (auto& s : many) ASSERT_EQ(pool::allocate(pool::default_size, s), 0);
+  for (auto& s : many) pool::release(s);
+  const std::size_t before = pool::stats().carved;
+  constexpr std::size_t kinds = 50;
+  for (std::size_t i = 0; i < kinds; ++i) {
+    stack s;
+    // Sizes no other test uses, one greenlet at a time.
+    ASSERT_EQ(pool::allocate(300 * 1024 + i * pool::page_size(), s), 0);
+    pool::release(s);
+  }
+  EXPECT_EQ(pool::stats().carved - before, kinds);
+}
+
 // Under valgrind (CI runs this suite there), memcheck is told which of the pool's memory holds
 // a stack in use: a stack handed out is addressable, one given back is not, nor are the guard
 // pages and the reservation not carved yet, which its leak check then skips.
