@@ -2,7 +2,11 @@
 
 #include <unistd.h>
 
+#if defined(__GLIBCXX__)
+#include <cxxabi.h>
+#endif
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <system_error>
 
@@ -34,6 +38,18 @@ thread_state& owner_thread(const char* what, const greenlet_record* r) {
   return ts;
 }
 
+// pthread_exit() and thread cancellation unwind the thread's stack with an exception that
+// must be rethrown; it cannot go on past the greenlet's own stack, whose bottom is not the
+// thread's. (Its frames have been unwound by then.)
+[[noreturn]] void fatal_thread_exit_inside(const greenlet_record* r) {
+  std::fprintf(stderr,
+               "tendril: pthread_exit() or thread cancellation inside greenlet '%s': it cannot "
+               "unwind the thread past the greenlet's own stack (end the thread from its root "
+               "greenlet)\n",
+               record_name(r).c_str());
+  std::abort();
+}
+
 // The body of every greenlet: it runs on the greenlet's own stack, from the trampoline of
 // its made context, and leaves through finish().
 void greenlet_entry(void*) {
@@ -51,6 +67,10 @@ void greenlet_entry(void*) {
       result = self->ops->invoke(self->callable, std::move(self->inbox));
     } catch (const greenlet_exit& e) {
       result = e;
+#if defined(__GLIBCXX__)
+    } catch (abi::__forced_unwind&) {
+      fatal_thread_exit_inside(self);
+#endif
     } catch (...) {
       error = std::current_exception();
     }
@@ -456,7 +476,11 @@ void greenlet::set_parent(const greenlet& parent) {
     throw greenlet_error("tendril: set_parent() of greenlet '" + detail::record_name(rec_) +
                          "' to an empty handle");
   greenlet_record* p = parent.rec_;
-  if (p->owner != &ts) detail::throw_wrong_thread("take as parent", p, ts);
+  if (p->owner != &ts) {
+    throw wrong_thread("tendril: cannot make greenlet " + detail::quoted(p) + " of thread " +
+                       std::to_string(detail::owner_of(p)->tid()) + " the parent of greenlet " +
+                       detail::quoted(rec_) + " of thread " + std::to_string(ts.tid()));
+  }
   if (rec_->is_root) {
     throw greenlet_error("tendril: the root greenlet '" + detail::record_name(rec_) +
                          "' has no parent to set");

@@ -3,6 +3,7 @@
 // reused, on another thread, beside other greenlets, at a switch); greenlets used after their
 // thread's state was torn down.
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -269,6 +270,21 @@ TEST_F(greenlet_death, a_sigsegv_sent_by_raise_ends_the_process_as_without_tendr
         std::_Exit(0);
       },
       testing::KilledBySignal(SIGSEGV), "");
+}
+
+// The forced unwind of pthread_exit() was swallowed by the greenlet's catch (...): the
+// runtime's "FATAL: exception not rethrown", naming nothing.
+TEST_F(greenlet_death, pthread_exit_inside_a_greenlet_stops_the_process_naming_it) {
+  EXPECT_DEATH(
+      {
+        std::thread t([] {
+          greenlet g([] { pthread_exit(nullptr); });
+          g.set_name("leaver");
+          g.switch_to();
+        });
+        t.join();
+      },
+      "tendril: pthread_exit\\(\\) or thread cancellation inside greenlet 'leaver'");
 }
 
 namespace {

@@ -181,9 +181,14 @@ class generator {
 
   // send() resumes the body with `value` as the result of its pending yield() and returns
   // the next value, or an empty optional once the body ended. The first resumption must be
-  // next(): a body that has not started has no yield to receive a value (std::logic_error).
+  // next(): a body that has not started has no yield to receive a value (std::logic_error),
+  // nor has an empty generator, one moved from (std::logic_error).
   template <class T = S, class = std::enable_if_t<!std::is_void_v<T>>>
   std::optional<Y> send(T value) {
+    if (g_.empty()) {
+      throw std::logic_error(
+          "tendril::generator: send() on an empty generator (one moved from has no body)");
+    }
     if (!g_.started()) {
       throw std::logic_error(
           "tendril::generator: send() before the body started; call next() first");

@@ -202,6 +202,25 @@ TEST(generator, send_before_the_body_started_is_logic_error) {
   EXPECT_EQ(g.send(3), 6);
 }
 
+// It said "send() before the body started; call next() first", which next() cannot help.
+TEST(generator, send_on_a_moved_from_generator_is_logic_error_saying_it_is_empty) {
+  generator<int, int> a([](auto& y) {
+    int v = y.yield(1);
+    while (v != 0) v = y.yield(v * 10);
+  });
+  EXPECT_EQ(a.next(), 1);
+  generator<int, int> b(std::move(a));
+  EXPECT_EQ(b.send(2), 20);
+  try {
+    a.send(3);  // NOLINT(bugprone-use-after-move): the misuse under test
+    FAIL() << "send() on a moved-from generator should have thrown";
+  } catch (const std::logic_error& e) {
+    EXPECT_TRUE(contains(e.what(), "empty generator")) << e.what();
+    EXPECT_FALSE(contains(e.what(), "next()")) << e.what();
+  }
+  EXPECT_EQ(b.send(4), 40);
+}
+
 // --- exceptions ----------------------------------------------------------------------------
 
 TEST(generator, an_exception_from_the_body_comes_out_of_next_and_the_generator_is_done) {

@@ -267,8 +267,9 @@ TEST(threads, set_parent_across_threads_is_wrong_thread) {
   EXPECT_TRUE(contains(from_there, "'mine'")) << from_there;
   EXPECT_TRUE(contains(from_there, main_tid)) << from_there;
   EXPECT_TRUE(contains(from_there, std::to_string(their_tid))) << from_there;
-  EXPECT_TRUE(contains(here, "'theirs'")) << here;
-  EXPECT_TRUE(contains(here, "'main'")) << here;
+  // It names the greenlet being re-parented, not the one calling (it said 'main').
+  EXPECT_TRUE(contains(here, "make greenlet 'theirs'")) << here;
+  EXPECT_TRUE(contains(here, "the parent of greenlet 'mine'")) << here;
   EXPECT_TRUE(contains(here, main_tid)) << here;
   EXPECT_TRUE(contains(here, std::to_string(their_tid))) << here;
   EXPECT_TRUE(contains(construct, "'theirs'")) << construct;
