@@ -58,8 +58,9 @@ int allocate(std::size_t size, stack& out) noexcept;
 // release() returns a stack to the calling thread's cache. Any thread may release.
 void release(const stack& s) noexcept;
 
-// trim() gives the memory of every cached stack back to the system and returns how many
-// stacks it trimmed; the stacks stay cached (their address space and guards are kept).
+// trim() gives the memory of the calling thread's cached stacks and of the shared list's back
+// to the system (other live threads' caches are theirs) and returns how many stacks it
+// trimmed; the stacks stay cached (their address space and guards are kept).
 std::size_t trim() noexcept;
 
 // uses_guard_markers() tells whether guards are page-table markers (MADV_GUARD_INSTALL) or

@@ -19,9 +19,11 @@ struct stack_size {
   std::size_t bytes = 0;
 };
 
-// trim_stack_cache() gives the memory of every cached greenlet stack back to the system
-// and returns how many stacks it trimmed. Stacks of finished greenlets are kept for reuse
-// (never more than were alive at once); their address space stays reserved.
+// trim_stack_cache() gives the memory of cached greenlet stacks back to the system and
+// returns how many stacks it trimmed: those cached by the calling thread and those left by
+// threads that ended. Other running threads' caches are theirs, unlocked: each trims its own
+// by calling it. Stacks of finished greenlets are kept for reuse (never more than were alive
+// at once, besides the rest of a batch carved ahead); their address space stays reserved.
 // Switches: no. Any thread.
 std::size_t trim_stack_cache() noexcept;
 
