@@ -40,9 +40,9 @@ void restore_default(int sig) noexcept {
 // it back.
 void chain(int sig, siginfo_t* info, void* uctx, bool sent) noexcept {
   const struct sigaction& prev = sig == SIGSEGV ? g_prev_segv : g_prev_bus;
-  const bool has_function = (prev.sa_flags & SA_SIGINFO)
-                                ? prev.sa_sigaction != nullptr
-                                : prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN;
+  // sa_handler and sa_sigaction share their storage: SIG_DFL and SIG_IGN are what they are
+  // whatever SA_SIGINFO says (SIG_IGN with SA_SIGINFO was called, at address 1).
+  const bool has_function = prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN;
   if (has_function) {
     // As the kernel runs it: its sa_mask (and the signal itself, unless SA_NODEFER) blocked
     // meanwhile, and the default action back first under SA_RESETHAND, which a crash logger

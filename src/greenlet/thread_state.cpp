@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 #include "context/overflow.hpp"
 #include "context/sanitizer.hpp"
@@ -47,15 +48,19 @@ char* put_text(char* buf, char* end, const char* s) noexcept {
 
 // Inside the SIGSEGV handler: is addr the guard of the stack this thread runs on? That is the
 // running greenlet's, or, during a switch, the one being left: the target is current before
-// the jump, which still pushes onto the stack it leaves.
+// the jump, which still pushes onto the stack it leaves (the hub's hand-offs name the hub as
+// the switcher: the one left is handing_off()). Records destroyed since are forgotten.
 bool describe_overflow(const void* addr, char* buf, std::size_t len) noexcept {
   thread_state* ts = thread_state::peek();
   if (ts == nullptr || len == 0) return false;
-  greenlet_record* cur = ts->current();
-  if (cur == nullptr || !stack_pool::in_guard(cur->stk, addr)) {
-    cur = ts->switched_from();
-    if (cur == nullptr || !stack_pool::in_guard(cur->stk, addr)) return false;
+  greenlet_record* cur = nullptr;
+  for (greenlet_record* r : {ts->current(), ts->switched_from(), ts->handing_off()}) {
+    if (r != nullptr && stack_pool::in_guard(r->stk, addr)) {
+      cur = r;
+      break;
+    }
   }
+  if (cur == nullptr) return false;
   char* end = buf + len - 1;
   char* p = buf;
   // As record_name() names it, without allocating (a task: "Greenlet-N").
@@ -274,6 +279,8 @@ void destroy_record(greenlet_record* r) noexcept {
   if (!r->is_root) sanitizer::tsan_destroy(r->tsan_fiber);
 #endif
   thread_state* owner = owner_of(r);
+  // The overflow report and the hub read the switcher through the thread's state.
+  if (owner != nullptr && owner == thread_state::peek()) owner->forget(r);
   // Its children now go where it would have sent them: its parent (python's "switching to a
   // dead greenlet goes to its parent" becomes permanent). A thread that ended runs nothing
   // any more, so its records' links no longer matter and are left alone.

@@ -83,6 +83,16 @@ class thread_state : public thread_core {
   // set_switched_from() lets the hub resume a greenlet from another greenlet's stack in its
   // own name (a hand-off within a pass of its run queue); called between plan and jump.
   void set_switched_from(greenlet_record* r) noexcept { from_ = r; }
+  // handing_off() is the greenlet the hub last left for another without going through itself
+  // (set_handing_off(), between plan and jump): the jump still pushes onto its stack, and the
+  // overflow report must name it then. Null once that greenlet is destroyed.
+  greenlet_record* handing_off() const noexcept { return handing_off_; }
+  void set_handing_off(greenlet_record* r) noexcept { handing_off_ = r; }
+  // forget() drops what this thread remembers of r, which is being destroyed.
+  void forget(const greenlet_record* r) noexcept {
+    if (from_ == r) from_ = nullptr;
+    if (handing_off_ == r) handing_off_ = nullptr;
+  }
 
   // landed() is the first thing a greenlet does on its own stack after a jump.
   void landed([[maybe_unused]] greenlet_record* self) noexcept {
@@ -174,6 +184,7 @@ class thread_state : public thread_core {
   void exit_thread() noexcept;
 
   greenlet_record* root_ = nullptr;
+  greenlet_record* handing_off_ = nullptr;  // see handing_off()
 #if defined(TENDRIL_HAS_ASAN)
   const void* root_asan_bottom_ = nullptr;  // learned at the first switch away from the root
   std::size_t root_asan_size_ = 0;

@@ -37,7 +37,9 @@ thread_local bool t_hub_gone = false;
 // set what a greenlet waits on (see someone_else_could_wake()).
 constexpr std::int64_t recheck_ns = 250'000'000;
 
-std::string quoted_name(greenlet_record* r) { return "'" + record_name(r) + "'"; }
+std::string quoted_name(greenlet_record* r) {
+  return r ? "'" + record_name(r) + "'" : std::string("(one that has ended since)");
+}
 
 // A backend whose wait fails fails again on every pass (a closed epoll descriptor, a ring
 // another process owns): the loop would spin without end, waking nothing.
@@ -212,7 +214,10 @@ void hub_impl::park() {
     }
   }
   switch_plan p = ts_->plan(next, nullptr, nullptr);
-  if (next != hub_rec) ts_->set_switched_from(hub_rec);
+  if (next != hub_rec) {
+    ts_->set_switched_from(hub_rec);
+    ts_->set_handing_off(self);
+  }
   jump_to(p);
   ts_->landed(self);
   self->parked = false;

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "greenlet/greenlet_record.hpp"
@@ -165,7 +166,9 @@ bool task_enter(task_core& t) noexcept {
   return true;
 }
 
-void task_leave(task_core& t) noexcept {
+// (The forced unwind of pthread_exit() has no object, which UBSan's null check would report
+// when the catch clause binds its reference.)
+__attribute__((no_sanitize("undefined"))) void task_leave(task_core& t) noexcept {
   t.phase.store(task_core::done, std::memory_order_release);
   while (waiter* w = t.joiners.pop_front()) w->wake();
   t.observers.notify_all();
@@ -195,6 +198,15 @@ void task_leave(task_core& t) noexcept {
       f();
     } catch (const greenlet_exit&) {
       exit = std::current_exception();
+#if defined(__GLIBCXX__)
+    } catch (abi::__forced_unwind&) {
+      // pthread_exit() or cancellation: it cannot unwind the thread past the task's stack.
+      std::fprintf(stderr,
+                   "tendril: pthread_exit() or thread cancellation inside a link callback of "
+                   "task '%s': it cannot unwind the thread past the task's own stack\n",
+                   r ? record_name(r).c_str() : "?");
+      std::abort();
+#endif
     } catch (...) {
       std::fprintf(stderr, "tendril: a link callback of task '%s' threw; ignored\n",
                    r ? record_name(r).c_str() : "?");

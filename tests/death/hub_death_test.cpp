@@ -1,6 +1,8 @@
-// Hubs that must end the process, each in a child process: a backend whose wait fails for
-// good (here, an epoll descriptor closed behind the hub's back) says so and aborts.
+// Hubs and tasks that must end the process, each in a child process: a backend whose wait
+// fails for good (here, an epoll descriptor closed behind the hub's back) says so and aborts;
+// so does pthread_exit() inside a task.
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -8,8 +10,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <thread>
 
 #include "tendril/task/sleep.hpp"
+#include "tendril/task/task.hpp"
 
 using namespace std::chrono_literals;
 
@@ -48,4 +52,61 @@ TEST_F(hub_death, a_backend_wait_that_fails_for_good_aborts_naming_the_backend_a
         tendril::sleep(10ms);
       },
       "tendril: the hub's epoll backend cannot wait: Bad file descriptor");
+}
+
+// The task's catch (...) swallowed the forced unwind of pthread_exit(): the runtime's "FATAL:
+// exception not rethrown", naming nothing. The same in a link callback.
+TEST_F(hub_death, pthread_exit_inside_a_task_stops_the_process_naming_it) {
+  EXPECT_DEATH(
+      {
+        std::thread t([] {
+          auto task = tendril::spawn([] { pthread_exit(nullptr); });
+          task.set_name("leaver");
+          task.join();
+        });
+        t.join();
+      },
+      "tendril: pthread_exit\\(\\) or thread cancellation inside greenlet 'leaver'");
+  EXPECT_DEATH(
+      {
+        std::thread t([] {
+          auto task = tendril::spawn([] {});
+          task.set_name("linked");
+          task.link([] { pthread_exit(nullptr); });
+          task.join();
+        });
+        t.join();
+      },
+      "tendril: pthread_exit\\(\\) or thread cancellation inside a link callback of task "
+      "'linked'");
+}
+
+namespace {
+
+volatile int g_depth_limit = -1;  // never reached: for the compiler, which sees no end
+
+// Recursion that yields at every level: the guard is first touched by the switch itself.
+[[gnu::noinline]] int walk(int depth) {
+  if (depth == g_depth_limit) return 0;
+  volatile char frame[64];
+  frame[0] = static_cast<char>(depth);
+  tendril::sleep(0s);
+  return walk(depth + 1) + frame[0];
+}
+
+}  // namespace
+
+// An overflow at the hub's hand-off (park() jumping straight to the next ready task, in the
+// hub's name) was a plain SIGSEGV: the report looked at the hub, not the task being left.
+TEST_F(hub_death, stack_overflow_at_the_hubs_hand_off_names_the_task) {
+  EXPECT_DEATH(
+      {
+        auto a = tendril::spawn([] { walk(0); });
+        a.set_name("walker");
+        auto b = tendril::spawn([] {
+          for (;;) tendril::sleep(0s);
+        });
+        a.join();
+      },
+      "tendril: stack overflow in greenlet 'walker'");
 }

@@ -15,6 +15,9 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+#if defined(__GLIBCXX__)
+#include <cxxabi.h>  // abi::__forced_unwind
+#endif
 
 #include "tendril/greenlet/greenlet.hpp"
 #include "tendril/hub/deadline.hpp"
@@ -94,7 +97,9 @@ void task_leave(task_core& t) noexcept;
 template <class R, class Fn>
 struct task_body {
   Fn fn;
-  void operator()() {
+  // (The forced unwind of pthread_exit() has no object, which UBSan's null check would report
+  // when the catch clause binds its reference.)
+  __attribute__((no_sanitize("undefined"))) void operator()() {
     auto& st = static_cast<task_state<R>&>(current_task());
     if (!task_enter(st)) return;
     try {
@@ -108,6 +113,10 @@ struct task_body {
     } catch (const greenlet_exit&) {
       st.successful = true;
       st.killed = true;
+#if defined(__GLIBCXX__)
+    } catch (abi::__forced_unwind&) {
+      throw;  // pthread_exit() or cancellation: the greenlet's entry stops the process
+#endif
     } catch (...) {
       st.error = std::current_exception();
     }
