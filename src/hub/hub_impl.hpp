@@ -99,6 +99,10 @@ class hub_impl {
     return h ? *h : make_for_this_thread();
   }
   static hub_impl* peek() noexcept { return t_hub_; }
+  // end_tasks() asks every task still alive on this thread to stop and lets them unwind (as
+  // the hub's destruction does): for what must go after them at thread exit and before the
+  // hub (the descriptor table, whose records parked tasks unlink themselves from).
+  void end_tasks() noexcept { drain_children(); }
   // forget_after_fork() leaves the parent's hub and thread pool behind in a forked child;
   // the greenlet that forked then ends into the root. A pthread_atfork child handler,
   // registered when the process's first hub is made.

@@ -23,6 +23,12 @@ thread_local table_holder* t_holder = nullptr;
 struct table_holder {
   fd_table* t = nullptr;
   ~table_holder() {
+    // The table goes before the hub (made after it): the hub's tasks unwind first, while
+    // their records are here, since a task parked on a socket unlinks itself from a record
+    // (or cancels its operation through it) as it goes.
+    if (t != nullptr) {
+      if (hub_impl* h = hub_impl::peek()) h->end_tasks();
+    }
     delete t;
     t_table = nullptr;
     t_table_gone = true;

@@ -12,10 +12,12 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <set>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "io/fd_table.hpp"
@@ -338,4 +340,31 @@ TEST(close, the_peer_sees_the_end_at_close_without_the_hub_running_again) {
   ASSERT_EQ(::poll(&p, 1, 5000), 1);  // a real poll(): the hub does not run
   char c;
   EXPECT_EQ(::recv(client.native_handle(), &c, 1, MSG_DONTWAIT), 0);
+}
+
+// A thread that ends while a task waits on a socket: the descriptor table went before the
+// hub's tasks were unwound, and each waiting task then unlinked itself from (epoll, poll) or
+// cancelled its operation through (io_uring) a freed record (ASan: heap-use-after-free).
+TEST(close, a_thread_that_ends_while_a_task_waits_on_a_socket_unwinds_it_cleanly) {
+  tcp_listener l = tendril::net::listen("127.0.0.1", 0);
+  const std::uint16_t port = l.local_address().port();
+  bool unwound = false;
+  bool returned = false;
+  std::thread t([&] {
+    tcp_stream c = tendril::net::connect("127.0.0.1", port);
+    auto reader = spawn([&, s = std::move(c)]() mutable {
+      struct note {
+        bool& flag;
+        ~note() { flag = true; }
+      } n{unwound};
+      char buf[16];
+      s.recv(buf, sizeof buf);  // nobody ever sends
+      returned = true;
+    });
+    tendril::sleep(10ms);  // the reader is parked in recv
+  });
+  tcp_stream peer = l.accept();
+  t.join();
+  EXPECT_TRUE(unwound);
+  EXPECT_FALSE(returned);
 }
