@@ -465,16 +465,19 @@ void hub_impl::drain_children() noexcept {
   draining_ = false;
 }
 
-void hub_impl::set_error_handler(tendril::hub::error_handler h) { on_error_ = std::move(h); }
+void hub_impl::set_error_handler(tendril::hub::error_handler h) {
+  on_error_ = h ? std::make_shared<tendril::hub::error_handler>(std::move(h)) : nullptr;
+}
 
 void hub_impl::report_task_error(const std::string& task_name, std::exception_ptr error) {
   if (on_error_) {
-    // A copy: the handler may replace itself, or block while another greenlet replaces it,
-    // and must not be destroyed under its own feet (task_test's
-    // an_error_handler_replaced_while_it_runs_keeps_its_state_until_it_returns).
+    // Held, not copied: the handler may replace itself, or block while another greenlet
+    // replaces it, and must not be destroyed under its own feet (task_test's
+    // an_error_handler_replaced_while_it_runs_keeps_its_state_until_it_returns); a copy would
+    // lose what it changes in its own state (a counter of the reports so far).
     try {
-      const tendril::hub::error_handler handler = on_error_;
-      handler(task_name, error);
+      const std::shared_ptr<tendril::hub::error_handler> handler = on_error_;
+      (*handler)(task_name, error);
       return;
     } catch (const greenlet_exit&) {
       throw;

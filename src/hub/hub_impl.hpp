@@ -209,7 +209,8 @@ class hub_impl {
   hub_child children_;  // sentinel of a circular list
   bool draining_ = false;
   bool in_pass_ = false;  // run_ready() is under way: park() may hand off within the pass
-  tendril::hub::error_handler on_error_;
+  // Shared: a call holds it while it runs (see report_task_error()).
+  std::shared_ptr<tendril::hub::error_handler> on_error_;
 };
 
 }  // namespace tendril::detail

@@ -641,6 +641,17 @@ TEST_F(tasks, the_default_error_handler_prints_the_task_name_and_the_error) {
   EXPECT_TRUE(contains(err, "tendril: task 'noisy' failed: printed on stderr")) << err;
 }
 
+// The hub called a copy of its handler: a handler that counts in its own state (mutable)
+// counted 1 at every report.
+TEST_F(tasks, an_error_handler_keeps_its_own_state_from_one_report_to_the_next) {
+  std::vector<int> seen;
+  tendril::hub::current().set_error_handler(
+      [n = 0, &seen](const std::string&, std::exception_ptr) mutable { seen.push_back(++n); });
+  for (int i = 0; i < 3; ++i) spawn([] { throw some_error("counted"); }).join();
+  EXPECT_EQ(seen, (std::vector<int>{1, 2, 3}));
+  tendril::hub::current().set_error_handler({});
+}
+
 TEST_F(tasks, an_error_handler_replaced_while_it_runs_keeps_its_state_until_it_returns) {
   // The hub called its handler in place: a handler that replaced itself (one-shot), or that
   // blocked while another task replaced it, ran on in a destroyed closure.
