@@ -406,15 +406,21 @@ bool wait_ready(int fd, bool for_read, std::int64_t deadline_ns, std::error_code
   fd_table& t = fd_table::current();
   fd_record* r = t.lookup(fd);
   const bool borrowed = !(r && r->open);
-  if (borrowed) r = &t.open(fd);
+  if (borrowed) {
+    r = &t.open(fd);
+    // Marked as the hooks' own: a hooked close() of fd then ends this wait with EBADF (it
+    // waited on until its time limit, and on io_uring the poll kept the file open).
+    r->borrowed = true;
+  }
   struct release {
     fd_table& t;
     fd_record* r;
     bool borrowed;
+    std::uint32_t gen;
     ~release() {
-      if (borrowed) t.close(*r);
+      if (borrowed && r->gen == gen) t.close(*r);  // not a new life after a close
     }
-  } done{t, r, borrowed};
+  } done{t, r, borrowed, r->gen};
   int rc = t.wait(
       *r, for_read ? tendril::detail::io_direction::read : tendril::detail::io_direction::write,
       deadline_ns);

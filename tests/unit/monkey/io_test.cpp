@@ -1084,3 +1084,29 @@ TEST_F(hooked_io, so_sndtimeo_bounds_a_whole_sendmsg) {
   EXPECT_GE(took, 1'000'000'000);
   EXPECT_LT(took, 1'500'000'000);  // not 1.6 s
 }
+
+// io::wait_readable() on a descriptor the caller owns, and a hooked close() of it by another
+// greenlet: the wait ran on to its time limit (the close hook ends only what the hooks
+// borrowed), and on io_uring the poll in flight kept the file open, so the peer saw the end
+// only then.
+TEST_F(hooked_io, a_hooked_close_ends_an_io_wait_readable_on_that_descriptor_with_ebadf) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  std::error_code ec;
+  bool ready = true;
+  std::int64_t waited = 0;
+  auto w = spawn([&] {
+    const std::int64_t start = tendril::detail::hub_now_ns();
+    ready = tendril::io::wait_readable_for(sv[0], 60s, ec);
+    waited = tendril::detail::hub_now_ns() - start;
+  });
+  tendril::sleep(1ms);  // w is parked
+  ASSERT_EQ(::close(sv[0]), 0);
+  char c;
+  EXPECT_EQ(::recv(sv[1], &c, 1, 0), 0);  // the peer sees the end at once
+  w.join();
+  EXPECT_FALSE(ready);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor) << ec.message();
+  EXPECT_LT(waited, 30'000'000'000);  // ended by the close, not at the 60 s limit
+  ::close(sv[1]);
+}
