@@ -3,11 +3,14 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <chrono>
 #include <climits>
+#include <cstdio>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <vector>
 
 #include "greenlet/greenlet_record.hpp"
@@ -397,6 +400,14 @@ void on_pool(void (*fn)(void*), void* ctx) noexcept {
     hub.add_pool_jobs(-1);
     std::lock_guard lock(j.mu);
     j.w = nullptr;
+  } catch (const std::invalid_argument& e) {
+    // A bad TENDRIL_THREADPOOL_SIZE: a hook cannot throw it, so it says so (once) and does
+    // the work here, blocking, as libc would.
+    static std::atomic<bool> said{false};
+    if (!said.exchange(true)) {
+      std::fprintf(stderr, "%s; the hooks' blocking calls run on the calling thread\n", e.what());
+    }
+    if (!j.done) fn(ctx);
   } catch (...) {
     // No thread could be started: do it here, blocking, as libc would.
     if (!j.done) fn(ctx);

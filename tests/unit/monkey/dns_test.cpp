@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <set>
@@ -164,6 +165,26 @@ TEST_F(hooked_dns, getaddrinfo_localhost_finds_the_loopback_address) {
   EXPECT_EQ(f.rc, 0);
   EXPECT_TRUE(f.items.count(std::to_string(AF_INET) + ":127.0.0.1/80") == 1 ||
               f.items.count(std::to_string(AF_INET6) + ":::1/80") == 1);
+}
+
+// A bad TENDRIL_THREADPOOL_SIZE: offload() refuses it naming it, but the hooks, which cannot
+// throw, ran every lookup on the calling thread without a word.
+TEST_F(hooked_dns, a_bad_pool_size_is_named_once_and_lookups_still_answer) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process: no pool made yet
+  EXPECT_EXIT(
+      {
+        ::setenv("TENDRIL_THREADPOOL_SIZE", "abc", 1);
+        found a;
+        found b;
+        spawn([&] {
+          a = lookup_addrinfo("127.0.0.1", "80", AI_NUMERICHOST);
+          b = lookup_addrinfo("localhost", "80", 0);
+        }).join();
+        std::_Exit(a.rc == 0 && b.rc == 0 ? 0 : 1);
+      },
+      testing::ExitedWithCode(0),
+      "^tendril: TENDRIL_THREADPOOL_SIZE='abc'[^\n]*; the hooks' blocking calls run on the "
+      "calling thread\n$");
 }
 
 TEST_F(hooked_dns, many_greenlets_resolve_at_once) {
