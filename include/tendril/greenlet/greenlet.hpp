@@ -160,7 +160,9 @@ class greenlet {
     return *this;
   }
   // ~greenlet() drops this handle. A handle kept on the greenlet's own stack (such as
-  // greenlet::current() called inside it) does not keep it alive. When this was the last
+  // greenlet::current() called inside it) does not keep it alive, and belongs to the
+  // greenlet's thread: another thread may copy it, but must not move from it or destroy it
+  // (it cannot tell that such a handle holds no reference). When this was the last
   // reference to a suspended greenlet,
   // greenlet_exit is raised inside it (its parent becomes the current greenlet) so that its
   // destructors run; switches: yes, in that case. Dropping the last handle on another thread
