@@ -1,5 +1,6 @@
 #include "io/fd_table.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 
@@ -19,6 +20,9 @@ thread_local fd_table* t_table = nullptr;
 thread_local bool t_table_gone = false;
 struct table_holder;
 thread_local table_holder* t_holder = nullptr;
+// In a forked child, until its first cooperative I/O: the parent's table, whose records the
+// child's table starts from.
+thread_local fd_table* t_inherited = nullptr;
 
 struct table_holder {
   fd_table* t = nullptr;
@@ -73,12 +77,18 @@ fd_table& fd_table::current() {
   if (fd_table* t = t_table) return *t;
   if (t_table_gone) throw std::logic_error("tendril: cooperative I/O during thread exit");
   hub_impl& hub = hub_impl::current();  // first, so that the hub outlives the table
-  // A forked child starts with no records: they name the parent's watches, in its backend.
+  // A forked child starts a table of its own: the parent's records name watches in its
+  // backend, and waiters and operations of greenlets that never run in the child.
   static std::once_flag at_fork;
   std::call_once(at_fork, [] { pthread_atfork(nullptr, nullptr, &fd_table::forget_after_fork); });
   thread_local table_holder holder;
   t_holder = &holder;
-  holder.t = new fd_table(hub);
+  auto fresh = std::unique_ptr<fd_table>(new fd_table(hub));
+  if (t_inherited != nullptr) {
+    fresh->inherit(*t_inherited);
+    t_inherited = nullptr;
+  }
+  holder.t = fresh.release();
   t_table = holder.t;
   return *t_table;
 }
@@ -86,8 +96,32 @@ fd_table& fd_table::current() {
 fd_table* fd_table::peek() noexcept { return t_table; }
 
 void fd_table::forget_after_fork() noexcept {
-  if (t_holder) t_holder->t = nullptr;  // abandoned with the parent's hub, not destroyed
+  // Abandoned with the parent's hub, not destroyed (its destructor would unwatch descriptors
+  // in the epoll instance the child shares with the parent). A second fork before the first
+  // table of the child keeps the one inherited.
+  if (t_table != nullptr) t_inherited = t_table;
+  if (t_holder) t_holder->t = nullptr;
   t_table = nullptr;
+}
+
+void fd_table::inherit(const fd_table& parents) {
+  // The child has the parent's descriptors: a socket made before the fork looks its record up
+  // by number and generation, and the hooks know a descriptor they borrowed by its record.
+  // What belonged to the parent's hub is not carried: the watch (the next wait registers the
+  // descriptor with the child's backend, which then reports its readiness afresh), readiness
+  // seen, waiters, operations in flight, observers.
+  records_.resize(parents.records_.size());
+  for (std::size_t i = 0; i < records_.size(); ++i) {
+    const fd_record* old = parents.records_[i].get();
+    if (old == nullptr) continue;
+    auto r = std::make_unique<fd_record>();
+    r->fd = old->fd;
+    r->gen = old->gen;  // a later life of the number must not match a stale socket's
+    // Closed before this first use (a socket's close() found no table to tell).
+    r->open = old->open && ::fcntl(old->fd, F_GETFD) >= 0;
+    r->borrowed = old->borrowed;
+    records_[i] = std::move(r);
+  }
 }
 
 fd_table::fd_table(hub_impl& hub) : hub_(hub), io_(&hub.io()) {}

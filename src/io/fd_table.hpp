@@ -71,7 +71,9 @@ class fd_table {
   static fd_table& current();
   static fd_table* peek() noexcept;
   // forget_after_fork() abandons the parent's table in a forked child (a pthread_atfork child
-  // handler, registered when the process's first table is made).
+  // handler, registered when the process's first table is made). The child's table, made on
+  // first use, keeps each record's descriptor, generation and open or borrowed state, so
+  // that sockets made before the fork work in the child; nothing of the parent's hub.
   static void forget_after_fork() noexcept;
 
   // open() starts a new life for descriptor fd (just created or accepted): a fresh
@@ -117,6 +119,8 @@ class fd_table {
 
  private:
   explicit fd_table(hub_impl& hub);
+  // inherit() starts this (new, empty) table from the parent's records. Throws std::bad_alloc.
+  void inherit(const fd_table& parents);
   static void on_ready(io_watch* w, std::uint32_t revents);
   // arm() registers r with the backend (first time) or re-arms ev.
   int arm(fd_record& r, std::uint32_t ev);

@@ -1,7 +1,8 @@
 // fork() from inside a greenlet after patch_all(): the child starts with a fresh hub and only
 // the greenlet that forked. In the child that greenlet can spawn and join tasks, sleep (hooked
 // and tendril's), use hooked I/O and the resolver's thread pool, while the parent's other
-// greenlets never run there. The child reports over a pipe; the parent waits for it with
+// greenlets never run there; descriptors made before the fork, through the hooks or
+// tendril's sockets, work there. The child reports over a pipe; the parent waits for it with
 // waitpid and carries on with its own greenlets.
 #include <gtest/gtest.h>
 #include <netdb.h>
@@ -174,4 +175,71 @@ TEST_F(hooked_fork, a_child_forked_from_the_root_greenlet_gets_a_fresh_hub_too) 
   EXPECT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
   EXPECT_EQ(report, "tasks=11\nio=pipe\nresolve=0\ndone\n");
+}
+
+// The pre-fork server under the hooks: a listener made with libc's calls and a tendril socket
+// pair, both waited on in the parent before it forks in a greenlet; the child accepts with
+// libc's blocking accept() and answers on the pair. The tendril socket failed with EBADF in
+// the child (its table had no record of it).
+TEST_F(hooked_fork, descriptors_made_before_the_fork_work_in_the_child) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  fd_guard listener(listening_socket());
+  const std::uint16_t port = local_port(listener);
+  auto [mine, theirs] = tendril::net::unix_stream::pair();
+  auto connect_and_send = [port](const char* what) {
+    fd_guard c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a = loopback(port);
+    if (::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) say(c, what);
+    return c;
+  };
+  {  // the parent waits on both in its hub first
+    auto first = spawn([&] { return ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC); });
+    auto ping = spawn([&, &theirs = theirs] { return theirs.recv_exact(4); });
+    tendril::sleep(1ms);
+    fd_guard c = connect_and_send("x");
+    mine.send_all(std::string("ping"));
+    fd_guard accepted(first.get());
+    EXPECT_GE(accepted.get(), 0);
+    EXPECT_EQ(ping.get(), "ping");
+  }
+  pid_t child = -1;
+  auto forker = spawn([&, &mine = mine] {
+    child = ::fork();
+    if (child == 0) {
+      ::close(fds[0]);
+      std::string r;
+      try {
+        tendril::timeout limit(10s);
+        fd_guard conn(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+        char buf[8] = {};
+        const ssize_t n = conn >= 0 ? ::read(conn, buf, 5) : -1;
+        r += "accepted: " + (n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "nothing") +
+             "\n";
+        mine.send_all(std::string("child"));
+        r += "sent on the pair\n";
+      } catch (const tendril::timeout_error&) {
+        r += "timed out\n";
+      } catch (const std::exception& e) {
+        r += std::string("error: ") + e.what() + "\n";
+      }
+      say(fds[1], r);
+      ::_exit(0);
+    }
+  });
+  forker.join();
+  ASSERT_GT(child, 0);
+  ::close(fds[1]);
+  fd_guard c = connect_and_send("hello");
+  std::string report;
+  auto reader = spawn([&] { report = read_all(fds[0]); });
+  reader.join();
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(report, "accepted: hello\nsent on the pair\n");
+  tendril::timeout limit(10s);
+  EXPECT_EQ(theirs.recv_exact(5), "child");
 }

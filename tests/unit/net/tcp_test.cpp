@@ -760,10 +760,49 @@ TEST(tcp, every_throwing_call_has_a_twin_that_reports_instead) {
 
 // --- fork -------------------------------------------------------------------------------------
 
+namespace {
+
+struct child_outcome {
+  std::string report;
+  int status = -1;  // the exit status, 128 + the signal, or -1: killed after 30 s
+};
+
+// The report a forked child writes to `from` (the parent's end of a pipe) until it exits, and
+// its exit status. The parent's hub runs meanwhile (its waits are what took a child's events
+// when the two shared an epoll instance).
+child_outcome wait_for_child(pid_t pid, int from) {
+  child_outcome out;
+  const auto give_up = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < give_up) {
+    tendril::sleep(2ms);
+    pollfd p{from, POLLIN, 0};
+    if (::poll(&p, 1, 0) > 0) {
+      char buf[256];
+      const ssize_t n = ::read(from, buf, sizeof buf);
+      if (n > 0) out.report.append(buf, static_cast<std::size_t>(n));
+    }
+    int st = 0;
+    if (::waitpid(pid, &st, WNOHANG) == pid) {
+      out.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      break;
+    }
+  }
+  if (out.status == -1) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+  char buf[256];
+  for (ssize_t n; (n = ::read(from, buf, sizeof buf)) > 0;)
+    out.report.append(buf, static_cast<std::size_t>(n));
+  return out;
+}
+
+}  // namespace
+
 // Without monkey::patch_all() a forked child kept the parent's hub and descriptor records:
 // its sockets were watched in the epoll instance or io_uring ring it shared with the parent,
 // whose own waits took their events (epoll), or whose waits failed for ever (io_uring).
-TEST(tcp, a_child_forked_without_the_hooks_has_no_descriptor_records_and_its_sockets_work) {
+TEST(tcp, a_child_forked_without_the_hooks_has_a_table_of_its_own_and_its_sockets_work) {
   // The parent waits on a socket of its own when it forks, and goes on waiting after.
   tcp_listener parent_listener = tendril::net::listen("127.0.0.1", 0);
   auto parent_accept = spawn([&] { return parent_listener.accept(); });
@@ -773,7 +812,7 @@ TEST(tcp, a_child_forked_without_the_hooks_has_no_descriptor_records_and_its_soc
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::close(fds[0]);
-    std::string r = tendril::detail::fd_table::peek() ? "the parent's records\n" : "no records\n";
+    std::string r = tendril::detail::fd_table::peek() ? "the parent's table\n" : "no table\n";
     try {
       timeout limit(10s);
       tcp_listener l = tendril::net::listen("127.0.0.1", 0);
@@ -798,35 +837,62 @@ TEST(tcp, a_child_forked_without_the_hooks_has_no_descriptor_records_and_its_soc
   }
   ASSERT_GT(pid, 0);
   ::close(fds[1]);
-  // The parent's hub runs meanwhile (its waits are what took the child's events).
-  std::string report;
-  int status = -1;
-  const auto give_up = std::chrono::steady_clock::now() + 30s;
-  while (std::chrono::steady_clock::now() < give_up) {
-    tendril::sleep(2ms);
-    pollfd p{fds[0], POLLIN, 0};
-    if (::poll(&p, 1, 0) > 0) {
-      char buf[256];
-      const ssize_t n = ::read(fds[0], buf, sizeof buf);
-      if (n > 0) report.append(buf, static_cast<std::size_t>(n));
-    }
-    int st = 0;
-    if (::waitpid(pid, &st, WNOHANG) == pid) {
-      status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      break;
-    }
-  }
-  if (status == -1) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-  }
-  char buf[256];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
-    report.append(buf, static_cast<std::size_t>(n));
+  const child_outcome c = wait_for_child(pid, fds[0]);
   ::close(fds[0]);
-  EXPECT_EQ(status, 0);
-  EXPECT_EQ(report, "no records\necho=hello\n");
+  EXPECT_EQ(c.status, 0);
+  EXPECT_EQ(c.report, "no table\necho=hello\n");
   // And the parent's own wait was not disturbed.
-  tcp_stream c = tendril::net::connect("127.0.0.1", parent_listener.local_address().port());
-  EXPECT_EQ(parent_accept.get().peer_address(), c.local_address());
+  tcp_stream conn = tendril::net::connect("127.0.0.1", parent_listener.local_address().port());
+  EXPECT_EQ(parent_accept.get().peer_address(), conn.local_address());
+}
+
+// The pre-fork server (gunicorn's workers under gevent): the listener is made, and waited on,
+// in the parent; the child accepts on it, and talks on a socket pair made before the fork.
+// The child's table had no records: every call on those sockets failed with EBADF there.
+TEST(tcp, sockets_made_before_a_fork_work_in_the_child_without_the_hooks) {
+  tcp_listener l = tendril::net::listen("127.0.0.1", 0);
+  auto [mine, theirs] = tendril::net::unix_stream::pair();
+  {  // both have been waited on in the parent's hub (watched in its backend) when it forks
+    auto first = spawn([&] { return l.accept(); });
+    auto ping = spawn([&, &theirs = theirs] { return theirs.recv_exact(4); });
+    tendril::sleep(1ms);
+    tcp_stream c = tendril::net::connect("127.0.0.1", l.local_address().port());
+    mine.send_all(std::string("ping"));
+    EXPECT_EQ(first.get().peer_address(), c.local_address());
+    EXPECT_EQ(ping.get(), "ping");
+  }
+  auto reader = spawn([&, &theirs = theirs] { return theirs.recv_exact(5); });
+  tendril::sleep(1ms);  // the parent waits on the pair's other end as it forks
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string r;
+    try {
+      timeout limit(10s);
+      tcp_stream conn = l.accept();
+      r += "accepted: " + conn.recv_exact(5) + "\n";
+      mine.send_all(std::string("child"));
+      r += "sent on the pair\n";
+    } catch (const timeout_error&) {
+      r += "timed out\n";
+    } catch (const std::exception& e) {
+      r += std::string("error: ") + e.what() + "\n";
+    }
+    [[maybe_unused]] ssize_t n = ::write(fds[1], r.data(), r.size());
+    ::_exit(0);
+  }
+  ASSERT_GT(pid, 0);
+  ::close(fds[1]);
+  tcp_stream c = tendril::net::connect("127.0.0.1", l.local_address().port());
+  c.send_all(std::string("hello"));
+  const child_outcome out = wait_for_child(pid, fds[0]);
+  ::close(fds[0]);
+  EXPECT_EQ(out.status, 0);
+  EXPECT_EQ(out.report, "accepted: hello\nsent on the pair\n");
+  {
+    timeout limit(10s);
+    EXPECT_EQ(reader.get(), "child");
+  }
 }
