@@ -102,6 +102,7 @@ hub_impl& hub_impl::make_for_this_thread() {
 void hub_impl::forget_after_fork() noexcept {
   // The child of a fork: the parent's hub (its backend, its ring, its queues of greenlets
   // that will never run here) is abandoned, not destroyed; a new one starts on first use.
+  if (hub_impl* old = t_hub_) old->abandon();
   if (t_holder_h_) *t_holder_h_ = nullptr;
   t_hub_ = nullptr;
   thread_pool::forget_after_fork();
@@ -113,6 +114,18 @@ void hub_impl::forget_after_fork() noexcept {
       link_child(ts->root(), cur);
     }
   }
+}
+
+void hub_impl::abandon() noexcept {
+  // In the child, the greenlet that forked can still reach this hub's timers and nodes (its
+  // timeout scopes, a parent's task it kills or wakes), and such calls find the thread's new
+  // hub: a heap index or a queue link of this hub used there would take another timer's slot
+  // or corrupt its run queue. Nothing here is armed or queued any more, and a wake of a
+  // parent's greenlet is dropped (schedule_remote()).
+  abandoned_ = true;
+  timers_.disarm_all();
+  while (!ready_.empty()) ready_.pop_front()->list = ready_node::in_no_list;
+  while (!remote_.empty()) remote_.pop_front()->list = ready_node::in_no_list;
 }
 
 hub_impl::hub_impl() : ts_(&thread_state::get()), facade_(this), io_(make_backend()) {
@@ -156,6 +169,10 @@ void hub_impl::unschedule(ready_node& n) noexcept {
 }
 
 void hub_impl::schedule_remote(ready_node& n) noexcept {
+  // A forked child woke a greenlet of the parent's (it never runs in the child); nor may
+  // the child write to the parent's wake descriptor, which it shares.
+  if (abandoned_) [[unlikely]]
+    return;
   {
     std::lock_guard lock(remote_mu_);
     n.list = ready_node::in_remote_queue;

@@ -184,6 +184,8 @@ class hub_impl {
   bool someone_else_could_wake() const;
   void deliver_loop_exit();
   void drain_children() noexcept;
+  // abandon() disarms the timers and empties the queues of the parent's hub in a forked child.
+  void abandon() noexcept;
 
   static constinit thread_local hub_impl* t_hub_ __attribute__((tls_model("initial-exec")));
   static constinit thread_local hub_impl** t_holder_h_;
@@ -208,7 +210,8 @@ class hub_impl {
 
   hub_child children_;  // sentinel of a circular list
   bool draining_ = false;
-  bool in_pass_ = false;  // run_ready() is under way: park() may hand off within the pass
+  bool in_pass_ = false;    // run_ready() is under way: park() may hand off within the pass
+  bool abandoned_ = false;  // the parent's hub, in a forked child
   // Shared: a call holds it while it runs (see report_task_error()).
   std::shared_ptr<tendril::hub::error_handler> on_error_;
 };

@@ -60,6 +60,12 @@ class timer_heap {
     return t;
   }
 
+  // disarm_all() empties the heap, leaving every timer it held not armed.
+  void disarm_all() noexcept {
+    for (entry& e : heap_) e.node->heap_index = npos;
+    heap_.clear();
+  }
+
  private:
   struct entry {
     std::int64_t deadline;

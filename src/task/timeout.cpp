@@ -1,6 +1,7 @@
 #include "tendril/task/timeout.hpp"
 
 #include <cstddef>
+#include <new>
 
 #include "greenlet/greenlet_record.hpp"
 #include "hub/hub_impl.hpp"
@@ -33,7 +34,22 @@ void timeout::cancel() noexcept {
   if (timer_.armed()) {
     if (detail::hub_impl* hub = detail::hub_impl::peek()) hub->cancel_timer(timer_);
   }
+  timer_.fire = nullptr;  // never re-armed (rearm_after_fork())
   pending_ = false;
+}
+
+void timeout::rearm_after_fork() noexcept {
+  // The process forked inside the scope: the parent's hub, abandoned, disarmed the timer. The
+  // deadline is on the same clock in the child, and the scope limits the child's work too.
+  if (detail::hub_impl* hub = detail::hub_impl::peek()) {
+    try {
+      hub->add_timer(timer_);
+      return;
+    } catch (const std::bad_alloc&) {
+    }
+  }
+  // No room for the timer: the scope ends early rather than never.
+  fired_ = pending_ = true;
 }
 
 void timeout::on_fire(detail::timer_node* t) {
@@ -51,6 +67,10 @@ namespace detail {
 timeout* pending_timeout(greenlet_record* g) noexcept {
   timeout* found = nullptr;
   for (auto* t = static_cast<timeout*>(g->timeouts); t; t = t->outer_) {
+    // A scope that still has to fire but has no timer lost it in a fork (the waits of the
+    // greenlet that forked, in the child, all come here first).
+    if (t->timer_.fire != nullptr && !t->fired_ && !t->timer_.armed()) [[unlikely]]
+      t->rearm_after_fork();
     if (t->pending_) found = t;
   }
   return found;

@@ -17,7 +17,8 @@ class timeout_error;
 
 namespace detail {
 struct greenlet_record;
-// For the waiter: the outermost scope of g that fired while g was not parked, or null.
+// For the waiter: the outermost scope of g that fired while g was not parked, or null. It
+// first re-arms, on the thread's new hub, the scopes a fork() left without their timer.
 timeout* pending_timeout(greenlet_record* g) noexcept;
 // Takes that scope's pending state and returns the error to raise.
 timeout_error take_pending_timeout(timeout* t) noexcept;
@@ -66,6 +67,8 @@ class timeout {
   friend void detail::repend_timeout(timeout* t) noexcept;
   timeout(std::int64_t deadline_ns, int);
   static void on_fire(detail::timer_node* t);
+  // rearm_after_fork() gives the scope's timer to the child's hub (see pending_timeout()).
+  void rearm_after_fork() noexcept;
 
   detail::timer_node timer_;
   detail::greenlet_record* owner_;

@@ -40,6 +40,7 @@
 #include "tendril/sync/waiter.hpp"
 #include "tendril/task/sleep.hpp"
 #include "tendril/task/task.hpp"
+#include "tendril/task/timeout.hpp"
 #include "test_scale.hpp"
 
 using namespace std::chrono_literals;
@@ -48,6 +49,8 @@ using tendril::greenlet;
 using tendril::invalid_switch;
 using tendril::loop_exit;
 using tendril::spawn;
+using tendril::timeout;
+using tendril::timeout_error;
 using tendril::detail::hub_impl;
 using tendril::detail::waiter;
 
@@ -1095,4 +1098,88 @@ TEST(hub, a_child_forked_without_the_hooks_starts_with_a_fresh_hub_and_none_of_t
   ticker.join();
   EXPECT_EQ(c.status, 0);
   EXPECT_EQ(c.report, "no hub\ntask=1\npool job ran\n");
+}
+
+// A timeout scope the process forked in kept its timer in the parent's abandoned heap: in the
+// child the scope never fired (here its wait, which nothing else can end, raised loop_exit
+// at once).
+TEST(hub, a_timeout_scope_the_process_forked_in_still_limits_the_child) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  tendril::sleep(1ms);  // the parent's hub has the scope's timer
+  pid_t pid = -1;
+  {
+    timeout limit(300ms);
+    pid = ::fork();
+    if (pid == 0) {
+      ::close(fds[0]);
+      std::string r;
+      const auto start = std::chrono::steady_clock::now();
+      try {
+        waiter w;
+        w.wait();
+        r = "woken\n";
+      } catch (const timeout_error& e) {
+        const auto took = std::chrono::steady_clock::now() - start;
+        r = e.source() == &limit ? "the scope fired" : "another scope fired";
+        r += took < 100ms ? " too early\n" : took > 10s ? " too late\n" : "\n";
+      } catch (const loop_exit&) {
+        r = "loop_exit\n";
+      }
+      say(fds[1], r);
+      ::_exit(0);
+    }
+  }
+  ASSERT_GT(pid, 0);
+  ::close(fds[1]);
+  const child_outcome c = wait_for_child(pid, fds[0]);
+  ::close(fds[0]);
+  EXPECT_EQ(c.status, 0);
+  EXPECT_EQ(c.report, "the scope fired\n");
+}
+
+// In the child, leaving a scope the process forked in cancelled its timer in the child's new
+// heap at the index it had in the parent's: a crash, or another timer gone (a sleeper never
+// woke). So did killing a parent's task that had yet to start (its start timer).
+TEST(hub, leaving_a_timeout_scope_the_process_forked_in_leaves_the_childs_timers_alone) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  auto later = tendril::spawn_later(1h, [] {});
+  tendril::sleep(1ms);
+  pid_t pid = -1;
+  {
+    timeout limit(1h);
+    pid = ::fork();
+    if (pid == 0) {
+      ::close(fds[0]);
+      bool woke = false;
+      auto sleeper = spawn([&] {
+        tendril::sleep(30ms);
+        woke = true;
+      });
+      tendril::sleep(1ms);  // the sleeper's timer is in the child's heap
+      later.kill();
+      sleeper.join();
+      say(fds[1], woke ? "the sleeper woke\n" : "the sleeper slept on\n");
+    }
+  }
+  if (pid == 0) {
+    timeout limit(10s);  // in the child
+    std::string r = "left the scope\n";
+    try {
+      tendril::sleep(1ms);
+      r += "slept\n";
+    } catch (const timeout_error&) {
+      r += "timed out\n";
+    }
+    say(fds[1], r);
+    ::_exit(0);
+  }
+  ASSERT_GT(pid, 0);
+  ::close(fds[1]);
+  const child_outcome c = wait_for_child(pid, fds[0]);
+  ::close(fds[0]);
+  later.kill();
+  EXPECT_EQ(c.status, 0);
+  EXPECT_EQ(c.report, "the sleeper woke\nleft the scope\nslept\n");
 }
