@@ -49,6 +49,27 @@ std::string quoted_name(greenlet_record* r) {
   std::abort();
 }
 
+// A greenlet parked in the parent's hub was switched into in a forked child, where the
+// parent's greenlets never run: the greenlet that forked (whose parent is now the root) ended,
+// or something else switched into it. Its wait cannot end there, nor may it go on.
+[[noreturn]] void resumed_after_fork(greenlet_record* self, greenlet_record* from) noexcept {
+  const std::string who = from != nullptr ? quoted_name(from) : "'?'";
+  if (from != nullptr && from->status == greenlet_status::dead) {
+    std::fprintf(stderr,
+                 "tendril: greenlet %s called fork() and ended in the child process, where "
+                 "greenlet %s was waiting in the parent's hub; the parent's greenlets never run "
+                 "in the child: end the child with _exit() or exit() before the greenlet that "
+                 "forked ends\n",
+                 who.c_str(), quoted_name(self).c_str());
+  } else {
+    std::fprintf(stderr,
+                 "tendril: greenlet %s switched into greenlet %s in a forked child, where it was "
+                 "waiting in the parent's hub; the parent's greenlets never run in the child\n",
+                 who.c_str(), quoted_name(self).c_str());
+  }
+  std::abort();
+}
+
 // The number of threads of this process, from /proc (-1 if it cannot be read).
 int process_threads() {
   int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
@@ -107,11 +128,14 @@ void hub_impl::forget_after_fork() noexcept {
   t_hub_ = nullptr;
   thread_pool::forget_after_fork();
   // The greenlet that forked ends into the thread's root (its parent may be the old hub).
+  // The root, if it waited in the old hub, waits in no hub of the child: the new hub's
+  // loop_exit must not pick it (it can never be resumed there, see park()).
   if (thread_state* ts = thread_state::peek()) {
     greenlet_record* cur = ts->current();
     if (cur != ts->root()) {
       unlink_child(cur);
       link_child(ts->root(), cur);
+      ts->root()->parked = false;
     }
   }
 }
@@ -237,6 +261,8 @@ void hub_impl::park() {
   }
   jump_to(p);
   ts_->landed(self);
+  if (abandoned_) [[unlikely]]
+    resumed_after_fork(self, ts_->switched_from());
   self->parked = false;
   // last_parked_ names a greenlet only while it is parked: once resumed it may end and be
   // freed, and deliver_loop_exit() would read it (hub_test's

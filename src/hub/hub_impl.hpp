@@ -3,7 +3,8 @@
 //
 // Invariants (asserted where they can break):
 //  1. Only the hub resumes a parked greenlet: park() raises invalid_switch in a greenlet
-//     that something else switched into.
+//     that something else switched into (in a forked child, where the parent's hub is
+//     abandoned, it stops the process: the parent's greenlets never run there).
 //  2. A ready node is in at most one list (the run queue or the remote queue), and only
 //     while its greenlet is parked and will stay parked until the hub resumes it.
 //  3. Nodes that became ready run in the order they became ready; each loop pass first
@@ -105,7 +106,8 @@ class hub_impl {
   void end_tasks() noexcept { drain_children(); }
   // forget_after_fork() leaves the parent's hub and thread pool behind in a forked child;
   // the greenlet that forked then ends into the root. A pthread_atfork child handler,
-  // registered when the process's first hub is made.
+  // registered when the process's first hub is made. The root, if it waited in the parent's
+  // hub, never runs again: the greenlet that forked ending into it stops the process.
   static void forget_after_fork() noexcept;
 
   tendril::hub& facade() noexcept { return facade_; }

@@ -1,9 +1,11 @@
 // Hubs and tasks that must end the process, each in a child process: a backend whose wait
 // fails for good (here, an epoll descriptor closed behind the hub's back) says so and aborts;
-// so does pthread_exit() inside a task.
+// so does pthread_exit() inside a task, and a task that forked ending in the forked child.
 #include <gtest/gtest.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -79,6 +81,30 @@ TEST_F(hub_death, pthread_exit_inside_a_task_stops_the_process_naming_it) {
       },
       "tendril: pthread_exit\\(\\) or thread cancellation inside a link callback of task "
       "'linked'");
+}
+
+// The task that forked returned in the child: it ended into the root, which waited in the
+// parent's hub; the root took that for an intruder (a misleading invalid_switch out of its
+// join) and ran on in the child. The child stops instead, saying why and what to do.
+TEST_F(hub_death, a_task_that_forked_ending_in_the_child_stops_it_naming_the_task) {
+  EXPECT_EXIT(
+      {
+        ::alarm(30);
+        pid_t pid = -1;
+        auto forker = tendril::spawn([&] {
+          tendril::sleep(1ms);
+          pid = ::fork();
+        });
+        forker.set_name("forker");
+        forker.join();
+        if (pid == 0) std::_Exit(0);  // the child went on: the parent exits 0 too
+        int st = 0;
+        ::waitpid(pid, &st, 0);
+        std::_Exit(WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st));
+      },
+      testing::ExitedWithCode(128 + SIGABRT),
+      "tendril: greenlet 'forker' called fork\\(\\) and ended in the child process.*end the "
+      "child with _exit\\(\\) or exit\\(\\)");
 }
 
 namespace {

@@ -1183,3 +1183,36 @@ TEST(hub, leaving_a_timeout_scope_the_process_forked_in_leaves_the_childs_timers
   EXPECT_EQ(c.status, 0);
   EXPECT_EQ(c.report, "the sleeper woke\nleft the scope\nslept\n");
 }
+
+// The root, waiting in the parent's hub for the task that forked, was still marked parked in
+// the child: the child's loop_exit went to it instead of to the task, and switched into it.
+TEST(hub, a_task_that_forked_and_waits_for_nothing_in_the_child_gets_loop_exit) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = -1;
+  auto forker = spawn([&] {
+    tendril::sleep(1ms);
+    pid = ::fork();
+    if (pid == 0) {
+      ::close(fds[0]);
+      std::string r;
+      try {
+        waiter w;
+        w.wait();
+        r = "woken\n";
+      } catch (const loop_exit& e) {
+        r = contains(e.what(), "'forker' waits") ? "loop_exit\n" : std::string(e.what()) + "\n";
+      }
+      say(fds[1], r);
+      ::_exit(0);
+    }
+  });
+  forker.set_name("forker");
+  forker.join();
+  ASSERT_GT(pid, 0);
+  ::close(fds[1]);
+  const child_outcome c = wait_for_child(pid, fds[0]);
+  ::close(fds[0]);
+  EXPECT_EQ(c.status, 0);
+  EXPECT_EQ(c.report, "loop_exit\n");
+}
