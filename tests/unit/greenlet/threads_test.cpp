@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "context/sanitizer.hpp"
 #include "tendril/greenlet/exceptions.hpp"
 #include "tendril/greenlet/generator.hpp"
 #include "tendril/greenlet/greenlet.hpp"
@@ -329,7 +330,7 @@ TEST(threads, name_read_on_another_thread_while_its_owner_renames_it_is_one_of_t
     }
   });
   // Renames until the reader has read often enough while they went on.
-  const std::size_t enough = tendril::test::scaled(500000, 500);
+  const std::size_t enough = tendril::test::scaled(100000, 500);
   for (int i = 0; reads.load(std::memory_order_relaxed) < enough; ++i) g.set_name(i % 2 ? a : b);
   stop.store(true);
   reader.join();
@@ -519,6 +520,9 @@ TEST(threads, greenlets_dropped_across_threads_at_once_are_each_unwound_by_their
 // the count could go 1 -> 0 there and 0 -> 1 -> 0 here, and both threads queued it, so its
 // record was released again after it was freed (sometimes a newer greenlet's, reusing it).
 TEST(threads, a_running_greenlet_dropped_elsewhere_while_it_takes_handles_is_unwound_once) {
+  // The two threads spin waiting for each other, which valgrind, running one thread at a time,
+  // does not get through (the race is ASan's and TSan's to catch).
+  if (tendril::detail::sanitizer::running_on_valgrind()) GTEST_SKIP() << "spins under valgrind";
   const int trials = static_cast<int>(tendril::test::scaled(5000, 200));
   std::atomic<greenlet*> handoff{nullptr};
   std::atomic<bool> dropped{false};
