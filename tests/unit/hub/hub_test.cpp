@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "child_process.hpp"
 #include "hub/backend.hpp"
 #include "hub/clock.hpp"
 #include "hub/hub_impl.hpp"
@@ -1003,44 +1004,9 @@ TEST(hub, thread_pool_starts_no_more_threads_than_its_size) {
 
 namespace {
 
-// The report a forked child wrote to `from` (the parent's end of a pipe) until it exited, and
-// its exit status (-1 if it had to be killed: still running after 30 s). Blocks the thread.
-struct child_outcome {
-  std::string report;
-  int status = -1;
-};
-
-child_outcome wait_for_child(pid_t pid, int from) {
-  child_outcome out;
-  const auto give_up = std::chrono::steady_clock::now() + 30s;
-  while (std::chrono::steady_clock::now() < give_up) {
-    pollfd p{from, POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    char buf[256];
-    const ssize_t n = ::read(from, buf, sizeof buf);
-    if (n <= 0) break;
-    out.report.append(buf, static_cast<std::size_t>(n));
-  }
-  int st = 0;
-  while (::waitpid(pid, &st, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() >= give_up) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &st, 0);
-      return out;
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-  out.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return out;
-}
-
-void say(int fd, const std::string& s) {
-  for (std::size_t done = 0; done < s.size();) {
-    const ssize_t n = ::write(fd, s.data() + done, s.size() - done);
-    if (n <= 0) return;
-    done += static_cast<std::size_t>(n);
-  }
-}
+using tendril::test::child_outcome;
+using tendril::test::say;
+using tendril::test::wait_for_child;
 
 }  // namespace
 

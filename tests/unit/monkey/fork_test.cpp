@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "child_process.hpp"
 #include "monkey_test_support.hpp"
 #include "tendril/monkey/monkey.hpp"
 #include "tendril/tendril.hpp"
@@ -26,15 +27,7 @@ namespace {
 
 class hooked_fork : public hooked_test {};
 
-// Writes all of s to fd with libc's call semantics (hooked or not).
-void say(int fd, const std::string& s) {
-  std::size_t done = 0;
-  while (done < s.size()) {
-    const ssize_t n = ::write(fd, s.data() + done, s.size() - done);
-    if (n <= 0) return;
-    done += static_cast<std::size_t>(n);
-  }
-}
+using tendril::test::say;
 
 std::string read_all(int fd) {
   std::string out;

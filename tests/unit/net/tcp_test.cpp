@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "child_process.hpp"
 #include "io/fd_table.hpp"
 #include "net_test_support.hpp"
 #include "tendril/tendril.hpp"
@@ -762,39 +763,12 @@ TEST(tcp, every_throwing_call_has_a_twin_that_reports_instead) {
 
 namespace {
 
-struct child_outcome {
-  std::string report;
-  int status = -1;  // the exit status, 128 + the signal, or -1: killed after 30 s
-};
+using tendril::test::child_outcome;
 
-// The report a forked child writes to `from` (the parent's end of a pipe) until it exits, and
-// its exit status. The parent's hub runs meanwhile (its waits are what took a child's events
+// The parent's hub runs while it waits for a child (its waits are what took a child's events
 // when the two shared an epoll instance).
 child_outcome wait_for_child(pid_t pid, int from) {
-  child_outcome out;
-  const auto give_up = std::chrono::steady_clock::now() + 30s;
-  while (std::chrono::steady_clock::now() < give_up) {
-    tendril::sleep(2ms);
-    pollfd p{from, POLLIN, 0};
-    if (::poll(&p, 1, 0) > 0) {
-      char buf[256];
-      const ssize_t n = ::read(from, buf, sizeof buf);
-      if (n > 0) out.report.append(buf, static_cast<std::size_t>(n));
-    }
-    int st = 0;
-    if (::waitpid(pid, &st, WNOHANG) == pid) {
-      out.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      break;
-    }
-  }
-  if (out.status == -1) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-  }
-  char buf[256];
-  for (ssize_t n; (n = ::read(from, buf, sizeof buf)) > 0;)
-    out.report.append(buf, static_cast<std::size_t>(n));
-  return out;
+  return tendril::test::wait_for_child(pid, from, [] { tendril::sleep(2ms); });
 }
 
 }  // namespace
