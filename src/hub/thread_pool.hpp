@@ -1,7 +1,7 @@
 // The thread pool behind tendril::offload(): OS threads that run blocking calls so that
 // the hub's thread does not have to. One per process, shared by every hub; its threads start
-// on demand, up to tendril::threadpool_size() (default 10, as gevent's; TENDRIL_THREADPOOL_SIZE
-// sets another), and wait for more work once started.
+// on demand, up to size() of them (default 10, as gevent's; TENDRIL_THREADPOOL_SIZE sets
+// another), and wait for more work once started.
 #ifndef TENDRIL_SRC_HUB_THREAD_POOL_HPP
 #define TENDRIL_SRC_HUB_THREAD_POOL_HPP
 
