@@ -394,13 +394,22 @@ std::any complete_switch(bool jumped) {
 
 std::any take_inbox() { return thread_state::peek()->take_inbox(); }
 
+void refuse_resume(greenlet_record* g, greenlet_record* const* inside) {
+  thread_state& ts = owner_thread("resume the generator on", g);
+  throw generator_running("tendril::generator: next() or send() from greenlet " +
+                          quoted(ts.current()) +
+                          " on a generator that is already running: greenlet " + quoted(*inside) +
+                          " is inside its next() or send()");
+}
+
 switch_plan plan_resume(greenlet_record* g) {
   thread_state& ts = owner_thread("resume the generator on", g);
   greenlet_record* cur = ts.current();
   for (greenlet_record* a = cur; a; a = a->parent) {
     if (a == g)
-      throw std::logic_error(
-          "tendril::generator: next() or send() on a generator that is already running");
+      throw generator_running(
+          "tendril::generator: next() or send() from greenlet " + quoted(cur) +
+          " on a generator that is already running: it is inside the generator's body");
   }
   if (g->parent != cur) {
     unlink_child(g);

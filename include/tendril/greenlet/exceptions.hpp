@@ -37,6 +37,14 @@ class parent_cycle : public greenlet_error {
   using greenlet_error::greenlet_error;
 };
 
+// generator_running: next() or send() on a generator that is already running, from another
+// greenlet while one is inside its next() (its body may be parked for it) or from its own body
+// (python's "generator already executing"). The message names the greenlet inside next().
+class generator_running : public greenlet_error {
+ public:
+  using greenlet_error::greenlet_error;
+};
+
 }  // namespace tendril
 
 #endif

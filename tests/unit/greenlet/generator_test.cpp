@@ -546,6 +546,35 @@ TEST(generator, resuming_a_generator_from_a_generator_it_is_consuming_is_logic_e
   EXPECT_EQ(outer.next(), std::nullopt);
 }
 
+// A second greenlet's next() while the first is inside next() and the body switched away
+// (parked in the hub, say) took the body over: it got the first one's item, or died of an
+// invalid_switch in the hub, and the first waited for ever.
+TEST(generator, next_while_another_greenlet_is_inside_next_is_generator_running) {
+  greenlet main = greenlet::current();
+  greenlet body;
+  generator<int> g([&](auto& y) {
+    body = greenlet::current();
+    main.switch_to();  // away, as a body parks in the hub
+    y.yield(1);
+  });
+  greenlet a([&] { return *g.next(); });
+  a.set_name("first-consumer");
+  a.switch_to();  // a is inside next(), the body switched back here
+  try {
+    g.next();
+    ADD_FAILURE() << "next() took over the body";
+  } catch (const tendril::generator_running& e) {
+    EXPECT_TRUE(contains(e.what(), "already running")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "'first-consumer' is inside its next()")) << e.what();
+  }
+  EXPECT_THROW(g.next(), std::logic_error);
+  // Neither a nor the body was touched: the body yields to a, which returns here.
+  EXPECT_EQ(std::any_cast<int>(body.switch_to()), 1);
+  EXPECT_TRUE(a.dead());
+  body = greenlet();
+  EXPECT_EQ(g.next(), std::nullopt);
+}
+
 TEST(generator, a_refused_next_on_itself_leaves_the_body_like_any_exception) {
   // The refusal comes out of the body like any exception, and ends it.
   generator<int>* self = nullptr;

@@ -623,3 +623,34 @@ TEST_F(pools, a_timeout_scope_and_a_kill_reach_a_consumer_of_imap_unordered) {
   EXPECT_TRUE(got.empty());
   p.kill();
 }
+
+// imap_unordered() has one consumer at a time, as any generator: a second task's next()
+// while the first waits inside its own took the body over, which died of an invalid_switch
+// in the hub, and the first waited for ever. Now the second gets generator_running.
+TEST_F(pools, a_second_task_draining_one_imap_unordered_gets_generator_running) {
+  pool p(4);
+  auto results = p.imap_unordered(
+      [](int x) {
+        tendril::sleep(std::chrono::seconds(x));
+        return x * 10;
+      },
+      std::vector<int>{1, 2, 3, 4});
+  std::vector<int> got;
+  auto a = spawn([&] {
+    while (auto v = results.next()) got.push_back(*v);
+  });
+  std::string refused;
+  auto b = spawn([&] {
+    tendril::sleep(100ms);  // a is inside next(), the body waits for the first result
+    try {
+      results.next();
+    } catch (const tendril::generator_running& e) {
+      refused = e.what();
+    }
+  });
+  EXPECT_EQ(tendril::joinall_for(1min, a, b).size(), 2u);
+  EXPECT_TRUE(a.successful());
+  EXPECT_EQ(got, (std::vector<int>{10, 20, 30, 40}));
+  EXPECT_NE(refused.find("'" + a.name() + "' is inside its next()"), std::string::npos) << refused;
+  p.kill();
+}
