@@ -78,8 +78,9 @@ void shutdown_child(hub_child* c) {
     return;
   }
   // Running, or ended and still in the error handler or a link (see task_leave()).
+  // Its own wait, or (inside a generator's next()) that of the body parked for it, as kill().
   auto e = std::make_exception_ptr(greenlet_exit{});
-  auto* w = static_cast<waiter*>(r->waiter);
+  waiter* w = parked_waiter(r);
   if (!(w && w->interrupt(e)) && !r->interrupt) r->interrupt = e;
 }
 

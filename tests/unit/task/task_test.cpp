@@ -1356,6 +1356,34 @@ TEST_F(tasks, a_pending_kill_is_raised_at_the_first_blocking_call_of_a_generator
   EXPECT_FALSE(slept);
 }
 
+// The hub of an ending thread stops its tasks: one inside next() was asked to, but the body
+// parked for it was not woken; the task went on once the body's wait ended by itself (one
+// that never ends kept the thread from ending).
+TEST_F(tasks, an_ending_thread_unwinds_a_task_waiting_inside_a_generator_body) {
+  bool body_unwound = false;
+  bool body_went_on = false;
+  bool task_went_on = false;
+  std::thread([&] {
+    spawn([&] {
+      tendril::generator<int> g([&](tendril::generator<int>::yielder& y) {
+        struct note {
+          bool& flag;
+          ~note() { flag = true; }
+        } n{body_unwound};
+        tendril::sleep(1h);
+        body_went_on = true;
+        y.yield(1);
+      });
+      for (int v : g) (void)v;
+      task_went_on = true;
+    });
+    tendril::sleep(1s);  // the task is inside next(), its body asleep
+  }).join();
+  EXPECT_TRUE(body_unwound);
+  EXPECT_FALSE(body_went_on);
+  EXPECT_FALSE(task_went_on);
+}
+
 TEST_F(tasks, a_timeout_scope_reaches_a_wait_inside_a_generator_body) {
   const tendril::timeout* source = nullptr;
   bool went_on = false;
