@@ -357,6 +357,7 @@ void greenlet_handle_dropped(greenlet_record* r, const void* where) noexcept {
 void* greenlet_callable(greenlet_record* g) noexcept { return g->callable; }
 
 void mark_generator_body(greenlet_record* g) noexcept { g->generator_body = true; }
+void unmark_generator_body(greenlet_record* g) noexcept { g->generator_body = false; }
 
 namespace {
 

@@ -33,7 +33,7 @@ struct greenlet_record : switch_core {
   bool is_root = false;
   bool parked = false;  // in the hub's park() (L2)
   // A generator's body: it runs for its parent, the consumer (a kill or timeout of the
-  // consumer reaches it, see parked_waiter()).
+  // consumer reaches it, see parked_waiter()). Cleared once the generator lets it go.
   bool generator_body = false;
   // How many greenlets it is waiting for to unwind (kill_for_destruction()).
   std::uint32_t killing = 0;

@@ -26,7 +26,11 @@ switch_plan plan_suspend(greenlet_record* g);
 void complete_bare(bool jumped);
 // mark_generator_body() marks g as a generator's body, which runs for its consumer: a kill
 // or timeout of the consumer reaches a blocking call of the body (L3's parked_waiter()).
+// unmark_generator_body() undoes it when the generator lets its body go (generator::detach()):
+// the body's cleanup then runs for nobody, and a kill or timeout of the greenlet destroying
+// the generator (its parent meanwhile) is that greenlet's own.
 void mark_generator_body(greenlet_record* g) noexcept;
+void unmark_generator_body(greenlet_record* g) noexcept;
 // refuse_resume() throws for a next() or send() that may not resume body g: wrong_thread
 // from another thread, else generator_running naming *inside, the greenlet inside next().
 [[noreturn]] void refuse_resume(greenlet_record* g, greenlet_record* const* inside);
@@ -274,7 +278,9 @@ class generator {
   }
 
   void detach() noexcept {
-    if (!done()) st_->exit = nullptr;
+    if (done()) return;
+    st_->exit = nullptr;
+    detail::unmark_generator_body(g_.record());
   }
 
   std::exception_ptr exit_;  // before g_: a body unwound by g_'s destruction may write it

@@ -1384,6 +1384,85 @@ TEST_F(tasks, an_ending_thread_unwinds_a_task_waiting_inside_a_generator_body) {
   EXPECT_FALSE(task_went_on);
 }
 
+// A kill of a task that destroys a generator goes to the task, once the body's cleanup
+// (which may block) is over. The destroyer stood as the body's consumer: the cleanup's
+// blocking call took the kill (sent or pending), the body ended quietly and the task went on.
+TEST_F(tasks, a_kill_of_a_task_destroying_a_generator_is_not_taken_by_the_body_cleanup) {
+  bool cleanup_done = false;
+  bool task_went_on = false;
+  auto body = [&](tendril::generator<int>::yielder& y) {
+    try {
+      y.yield(1);
+    } catch (const tendril::greenlet_exit&) {
+      tendril::sleep(1s);  // a graceful close, say
+      cleanup_done = true;
+      throw;
+    }
+  };
+  auto t = spawn([&] {
+    {
+      tendril::generator<int> g(body);
+      g.next();
+    }
+    tendril::sleep(1h);
+    task_went_on = true;
+  });
+  tendril::sleep(100ms);  // t destroys g, the body's cleanup asleep
+  t.kill();
+  EXPECT_TRUE(t.ready());
+  EXPECT_TRUE(cleanup_done);
+  EXPECT_FALSE(task_went_on);
+
+  // The same with the kill pending when the destruction starts.
+  cleanup_done = false;
+  event go;
+  auto u = spawn([&] {
+    {
+      tendril::generator<int> g(body);
+      g.next();
+      go.wait();
+    }
+    tendril::sleep(1h);
+    task_went_on = true;
+  });
+  tendril::sleep(0s);  // u waits on go
+  go.set();            // u is woken, not yet running
+  u.kill(false);       // pending
+  u.join();
+  EXPECT_TRUE(cleanup_done);
+  EXPECT_FALSE(task_went_on);
+}
+
+// The same for a timeout scope: it fired into the body's cleanup (which reported the
+// timeout_error on stderr), and never for the greenlet that owns it.
+TEST_F(tasks, a_timeout_scope_firing_while_a_generator_is_destroyed_reaches_its_own_greenlet) {
+  bool cleanup_done = false;
+  bool went_on = false;
+  const tendril::timeout* source = nullptr;
+  try {
+    tendril::timeout scope(1s);
+    {
+      tendril::generator<int> g([&](tendril::generator<int>::yielder& y) {
+        try {
+          y.yield(1);
+        } catch (const tendril::greenlet_exit&) {
+          tendril::sleep(2s);
+          cleanup_done = true;
+          throw;
+        }
+      });
+      g.next();
+    }
+    tendril::sleep(1h);
+    went_on = true;
+  } catch (const tendril::timeout_error& e) {
+    source = e.source();
+  }
+  EXPECT_TRUE(cleanup_done);
+  EXPECT_NE(source, nullptr);
+  EXPECT_FALSE(went_on);
+}
+
 TEST_F(tasks, a_timeout_scope_reaches_a_wait_inside_a_generator_body) {
   const tendril::timeout* source = nullptr;
   bool went_on = false;
