@@ -95,8 +95,8 @@ class generator {
     // is parked in the hub), else null. Here, not in the generator: it follows a move.
     detail::greenlet_record* inside = nullptr;
     // Where a greenlet_exit that ended the body goes for the consumer: the generator's exit_
-    // (null once the generator is gone). Not here: the state is destroyed with the body's
-    // callable when the body ends, before next() looks.
+    // (null once the generator let the body go: yield() refuses from then on). Not here: the
+    // state is destroyed with the body's callable when the body ends, before next() looks.
     std::exception_ptr* exit = nullptr;
   };
 
@@ -108,10 +108,17 @@ class generator {
     // send(); returns the value sent (S), or nothing when S is void. Must be called from the
     // body's own greenlet (directly or from a function it calls): elsewhere it throws
     // std::logic_error. Switches: yes. If the generator is destroyed meanwhile, greenlet_exit
-    // is raised here.
+    // is raised here; a yield() after that (the body caught it) throws std::logic_error.
     decltype(auto) yield(Y value) {
       if (!detail::generator_is_current(gen_)) {
         throw std::logic_error("tendril::generator: yield() called outside the generator's body");
+      }
+      if (st_->exit == nullptr) [[unlikely]] {
+        // Nothing would ever resume the body: its destructors would never run, its stack
+        // would leak (python's "generator ignored GeneratorExit").
+        throw std::logic_error(
+            "tendril::generator: yield() in a generator being destroyed (its body caught "
+            "greenlet_exit and yielded instead of ending)");
       }
       st_->out.emplace(std::move(value));
       detail::suspend_generator(gen_);
