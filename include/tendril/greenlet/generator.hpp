@@ -86,6 +86,9 @@ template <class Y, class S = void>
 class generator {
   static_assert(!std::is_reference_v<Y> && !std::is_void_v<Y>,
                 "generator<Y, S>: Y must be a value type");
+  static_assert(!std::is_reference_v<S>,
+                "generator<Y, S>: S must be a value type (send() moves the value into the body; "
+                "send a pointer to share an object)");
   using sent_type = std::conditional_t<std::is_void_v<S>, detail::no_value, S>;
 
   struct state {
