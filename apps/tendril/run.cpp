@@ -17,9 +17,8 @@ namespace {
 
 bool readable(const std::string& p) { return !p.empty() && ::access(p.c_str(), R_OK) == 0; }
 
-// The preload library: $TENDRIL_PRELOAD, the build tree's, then the installed one.
+// The preload library: the build tree's, then the installed one ("" if neither is there).
 std::string find_preload() {
-  if (const char* env = std::getenv("TENDRIL_PRELOAD"); env && *env) return env;
   for (const char* p : {TENDRIL_PRELOAD_BUILD_PATH, TENDRIL_PRELOAD_INSTALL_PATH}) {
     if (readable(p)) return p;
   }
@@ -35,11 +34,20 @@ int run(const args& a) {
     std::fprintf(stderr, "usage: tendril run -- PROGRAM [ARGS...]\n");
     return 2;
   }
-  const std::string lib = find_preload();
-  if (!readable(lib)) {
+  std::string lib;
+  if (const char* env = std::getenv("TENDRIL_PRELOAD"); env && *env) {
+    // Named by the user: that one or none, and the message says which.
+    lib = env;
+    if (!readable(lib)) {
+      const int err = errno;
+      std::fprintf(stderr, "tendril run: cannot read TENDRIL_PRELOAD=%s: %s\n", env,
+                   std::strerror(err));
+      return 2;
+    }
+  } else if ((lib = find_preload()).empty()) {
     std::fprintf(stderr,
-                 "tendril run: libtendril_preload.so not found (looked at $TENDRIL_PRELOAD, %s "
-                 "and %s); install tendril with -DBUILD_SHARED_LIBS=ON or set TENDRIL_PRELOAD\n",
+                 "tendril run: libtendril_preload.so not found (looked at %s and %s); install "
+                 "tendril with -DBUILD_SHARED_LIBS=ON or set TENDRIL_PRELOAD\n",
                  TENDRIL_PRELOAD_BUILD_PATH, TENDRIL_PRELOAD_INSTALL_PATH);
     return 2;
   }
@@ -53,8 +61,9 @@ int run(const args& a) {
   for (std::size_t i = first; i < a.size(); ++i) argv.push_back(const_cast<char*>(a[i].c_str()));
   argv.push_back(nullptr);
   ::execvp(argv[0], argv.data());
-  std::fprintf(stderr, "tendril run: cannot run '%s': %s\n", argv[0], std::strerror(errno));
-  return errno == ENOENT ? 127 : 126;
+  const int err = errno;  // before fprintf, which may change it
+  std::fprintf(stderr, "tendril run: cannot run '%s': %s\n", argv[0], std::strerror(err));
+  return err == ENOENT ? 127 : 126;
 }
 
 }  // namespace tendril::app

@@ -3,6 +3,7 @@
 --help` (and `tendril help COMMAND`) prints that command's usage and succeeds without running
 it, an unknown command or option says what was wrong and fails, `tendril version` prints
 the version."""
+import os
 import re
 import subprocess
 import sys
@@ -61,7 +62,25 @@ def main():
         bad = run(*form, seconds=10)
         expect(bad.returncode == 1 and message in bad.stderr,
                f"{' '.join(form)}: {bad.returncode} {bad.stdout} {bad.stderr}")
+    check_run()
     print("check_command: ok")
+
+
+def check_run():
+    """`tendril run`'s own failures. Its status came from errno read after the message was
+    written, which may change it (127 became 126 with stderr on /dev/full), and an unreadable
+    TENDRIL_PRELOAD was reported as paths never looked at, without its value."""
+    env = dict(os.environ, TENDRIL_PRELOAD=TENDRIL)  # readable: never loaded, no exec succeeds
+    with open("/dev/full", "w") as full:
+        for stderr in (subprocess.PIPE, full):
+            r = subprocess.run([TENDRIL, "run", "--", "/nonexistent/program"], env=env,
+                               stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=30)
+            expect(r.returncode == 127, f"run of a missing program: {r.returncode} {r.stderr}")
+    env["TENDRIL_PRELOAD"] = "/nonexistent/libx.so"
+    r = subprocess.run([TENDRIL, "run", "--", "true"], env=env, capture_output=True, text=True,
+                       timeout=30)
+    expect(r.returncode == 2 and "TENDRIL_PRELOAD" in r.stderr and "/nonexistent/libx.so" in r.stderr
+           and "No such file" in r.stderr, f"run with a bad TENDRIL_PRELOAD: {r.returncode} {r.stderr}")
 
 
 if __name__ == "__main__":
