@@ -2,12 +2,21 @@
 #ifndef TENDRIL_APPS_TENDRIL_COMMAND_HPP
 #define TENDRIL_APPS_TENDRIL_COMMAND_HPP
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace tendril::app {
 
 using args = std::vector<std::string>;
+
+// usage_error: the command line is wrong (an unknown option, a missing or bad value). main()
+// prints it and exits 2, as for an unknown command; anything else thrown exits 1, a failure
+// while running.
+class usage_error : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
 
 // Each returns the process exit status.
 int tour(const args& a);

@@ -91,19 +91,20 @@ std::vector<crawl_result> crawl(const std::vector<std::string>& urls, long timeo
 int crawl_command(const args& a) {
   std::vector<std::string> urls;
   long timeout_ms = 30'000;
+  static const char* usage = "tendril crawl [--timeout S] [URL...]";
   for (std::size_t i = 0; i < a.size(); ++i) {
-    if (a[i] == "--timeout" && i + 1 < a.size()) {
+    if (a[i] == "--timeout") {
+      if (i + 1 >= a.size())
+        throw usage_error("--timeout needs a value (" + std::string(usage) + ")");
       char* end = nullptr;
       const double s = std::strtod(a[++i].c_str(), &end);
       if (end == a[i].c_str() || *end != '\0' || !(s > 0) || s > 86400) {
-        throw std::invalid_argument("--timeout wants seconds, more than 0 and at most 86400: '" +
-                                    a[i] + "'");
+        throw usage_error("--timeout wants seconds, more than 0 and at most 86400: '" + a[i] + "'");
       }
       // At least 1 ms: 0 would mean no limit to libcurl (fetch() sets none).
       timeout_ms = std::max(1L, std::lround(s * 1000));
     } else if (!a[i].empty() && a[i][0] == '-') {
-      throw std::invalid_argument("unknown option '" + a[i] +
-                                  "' (tendril crawl [--timeout S] [URL...])");
+      throw usage_error("unknown option '" + a[i] + "' (" + usage + ")");
     } else {
       urls.push_back(a[i]);
     }

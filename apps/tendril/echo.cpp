@@ -30,14 +30,13 @@ struct endpoint {
 endpoint parse(const args& a, const char* usage) {
   endpoint e;
   for (std::size_t i = 0; i < a.size(); ++i) {
-    if ((a[i] == "--port" || a[i] == "--host") && i + 1 < a.size()) {
-      if (a[i] == "--host") {
-        e.host = a[++i];
-      } else {
-        e.port = static_cast<std::uint16_t>(parse_count("--port", a[++i], 0, 65535));
-      }
+    if (a[i] != "--port" && a[i] != "--host")
+      throw usage_error("unknown argument '" + a[i] + "' (" + usage + ")");
+    if (i + 1 >= a.size()) throw usage_error(a[i] + " needs a value (" + usage + ")");
+    if (a[i] == "--host") {
+      e.host = a[++i];
     } else {
-      throw std::invalid_argument(std::string("unknown argument '") + a[i] + "' (" + usage + ")");
+      e.port = static_cast<std::uint16_t>(parse_count("--port", a[++i], 0, 65535));
     }
   }
   return e;

@@ -93,34 +93,32 @@ settings parse(const args& a) {
     static const std::set<std::string> with_value = {"--out",     "--models", "--connections",
                                                      "--seconds", "--warmup", "--size",
                                                      "--rate",    "--threads"};
-    if (!with_value.contains(k))
-      throw std::invalid_argument("unknown argument '" + k + "' (" + usage + ")");
-    if (i + 1 >= a.size()) throw std::invalid_argument(k + " needs a value (" + usage + ")");
+    if (!with_value.contains(k)) throw usage_error("unknown argument '" + k + "' (" + usage + ")");
+    if (i + 1 >= a.size()) throw usage_error(k + " needs a value (" + usage + ")");
     const std::string& v = a[++i];
     if (k == "--out") {
       // An empty name would leave the report unwritten, which is what no --out means.
-      if (v.empty()) throw std::invalid_argument("--out needs a folder name, not an empty one");
+      if (v.empty()) throw usage_error("--out needs a folder name, not an empty one");
       s.out_dir = v;
     } else if (k == "--models") {
       for (const auto& name : split_list(v)) {
         const lab::model* m = lab::find_model(name);
         if (m == nullptr)
-          throw std::invalid_argument("unknown model '" + name + "' (models: " + model_names() +
-                                      ")");
+          throw usage_error("unknown model '" + name + "' (models: " + model_names() + ")");
         if (std::find(s.models.begin(), s.models.end(), m) != s.models.end())
-          throw std::invalid_argument("--models: '" + name + "' is named twice");
+          throw usage_error("--models: '" + name + "' is named twice");
         s.models.push_back(m);
       }
-      if (s.models.empty()) throw std::invalid_argument("--models: no model named");
+      if (s.models.empty()) throw usage_error("--models: no model named");
     } else if (k == "--connections") {
       s.levels.clear();
       for (const auto& n : split_list(v)) {
         const std::size_t level = parse_count(k, n, 1, 1'000'000);
         if (std::find(s.levels.begin(), s.levels.end(), level) != s.levels.end())
-          throw std::invalid_argument("--connections: " + n + " is given twice");
+          throw usage_error("--connections: " + n + " is given twice");
         s.levels.push_back(level);
       }
-      if (s.levels.empty()) throw std::invalid_argument("--connections: no level given");
+      if (s.levels.empty()) throw usage_error("--connections: no level given");
     } else if (k == "--seconds") {
       s.seconds = parse_seconds(k, v, false);
       seconds_given = true;
@@ -134,7 +132,7 @@ settings parse(const args& a) {
     } else if (k == "--threads") {
       s.threads = static_cast<int>(parse_count(k, v, 1, 100'000));
     } else {
-      throw std::invalid_argument("unknown argument '" + k + "' (" + usage + ")");
+      throw usage_error("unknown argument '" + k + "' (" + usage + ")");
     }
   }
   // Quick: every level, short windows (about 0.7 s a row with the server's start, so some
@@ -145,7 +143,7 @@ settings parse(const args& a) {
     for (const auto& m : lab::models()) s.models.push_back(&m);
   if (s.threads > 0 && std::find(s.models.begin(), s.models.end(),
                                  lab::find_model("thread-pool")) == s.models.end()) {
-    throw std::invalid_argument("--threads sizes the thread-pool model, which is not in this run");
+    throw usage_error("--threads sizes the thread-pool model, which is not in this run");
   }
   if (!s.out_dir.empty()) check_out_dir(s.out_dir);
   return s;

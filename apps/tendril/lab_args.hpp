@@ -10,18 +10,20 @@
 #include <string>
 #include <vector>
 
+#include "command.hpp"
+
 namespace tendril::app {
 
-// parse_count() is the whole number in v, from lo to hi, or throws std::invalid_argument
-// naming the option.
+// parse_count() is the whole number in v, from lo to hi, or throws usage_error naming
+// the option.
 inline std::size_t parse_count(const std::string& option, const std::string& v, std::size_t lo,
                                std::size_t hi) {
   char* end = nullptr;
   errno = 0;
   const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
   if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0 || n < lo || n > hi)
-    throw std::invalid_argument("bad value '" + v + "' for " + option + " (a whole number from " +
-                                std::to_string(lo) + " to " + std::to_string(hi) + ")");
+    throw usage_error("bad value '" + v + "' for " + option + " (a whole number from " +
+                      std::to_string(lo) + " to " + std::to_string(hi) + ")");
   return static_cast<std::size_t>(n);
 }
 
@@ -37,8 +39,8 @@ inline double parse_seconds(const std::string& option, const std::string& v, boo
   const double s = std::strtod(v.c_str(), &end);
   if (!decimal(v) || *end != '\0' || !std::isfinite(s) || s < 0 || (!zero_ok && s == 0) ||
       s > 86400)
-    throw std::invalid_argument("bad value '" + v + "' for " + option + " (seconds, " +
-                                (zero_ok ? "0" : "more than 0") + " to 86400)");
+    throw usage_error("bad value '" + v + "' for " + option + " (seconds, " +
+                      (zero_ok ? "0" : "more than 0") + " to 86400)");
   return s;
 }
 
@@ -48,8 +50,8 @@ inline double parse_rate(const std::string& option, const std::string& v) {
   char* end = nullptr;
   const double r = std::strtod(v.c_str(), &end);
   if (!decimal(v) || *end != '\0' || !std::isfinite(r) || (r != 0 && (r < 1e-3 || r > 1e8)))
-    throw std::invalid_argument("bad value '" + v + "' for " + option +
-                                " (messages per second: 0 for none, or 0.001 to 100000000)");
+    throw usage_error("bad value '" + v + "' for " + option +
+                      " (messages per second: 0 for none, or 0.001 to 100000000)");
   return r;
 }
 

@@ -26,9 +26,8 @@ int load(const args& a) {
     static const std::set<std::string> with_value = {"--port", "--host",      "--connections",
                                                      "--size", "--seconds",   "--warmup",
                                                      "--rate", "--server-pid"};
-    if (!with_value.contains(k))
-      throw std::invalid_argument("unknown argument '" + k + "' (" + usage + ")");
-    if (i + 1 >= a.size()) throw std::invalid_argument(k + " needs a value (" + usage + ")");
+    if (!with_value.contains(k)) throw usage_error("unknown argument '" + k + "' (" + usage + ")");
+    if (i + 1 >= a.size()) throw usage_error(k + " needs a value (" + usage + ")");
     const std::string& v = a[++i];
     if (k == "--port") {
       o.port = static_cast<std::uint16_t>(parse_count(k, v, 1, 65535));
@@ -47,10 +46,10 @@ int load(const args& a) {
     } else if (k == "--server-pid") {
       o.server_pid = static_cast<pid_t>(parse_count(k, v, 1, 1 << 30));
     } else {
-      throw std::invalid_argument("unknown argument '" + k + "' (" + usage + ")");
+      throw usage_error("unknown argument '" + k + "' (" + usage + ")");
     }
   }
-  if (o.port == 0) throw std::invalid_argument(std::string("--port is required (") + usage + ")");
+  if (o.port == 0) throw usage_error(std::string("--port is required (") + usage + ")");
 
   const lab::load_result r = lab::run_load(o);
   if (!r.error.empty()) {

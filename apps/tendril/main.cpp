@@ -2,6 +2,7 @@
 // the rest.
 #include <fcntl.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -22,7 +23,8 @@ struct command {
 };
 
 int version(const tendril::app::args& a) {
-  if (!a.empty()) throw std::invalid_argument("unknown argument '" + a[0] + "' (tendril version)");
+  if (!a.empty())
+    throw tendril::app::usage_error("unknown argument '" + a[0] + "' (tendril version)");
   std::printf("tendril %s\n", TENDRIL_VERSION_STRING);
   return 0;
 }
@@ -59,7 +61,7 @@ const command commands[] = {
     // Hidden (no usage line): one model of the I/O models lab as a server process.
     {"serve-model", nullptr, nullptr, &tendril::app::serve_model},
     {"version", "version", "print the version", &version},
-    {"help", "help", "this list", &help},
+    {"help", "help [COMMAND]", "this list, or that command's usage", &help},
 };
 
 int usage_of(const command& c) {
@@ -69,6 +71,8 @@ int usage_of(const command& c) {
 
 // `tendril help` lists the commands; `tendril help COMMAND` is `tendril COMMAND --help`.
 int help(const tendril::app::args& a) {
+  if (a.size() > 1)
+    throw tendril::app::usage_error("unknown argument '" + a[1] + "' (tendril help [COMMAND])");
   if (!a.empty()) {
     for (const auto& c : commands)
       if (c.usage != nullptr && a[0] == c.name) return usage_of(c);
@@ -109,8 +113,12 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[1], c.name) == 0 ||
         ((std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) &&
          c.run == &help)) {
-      // --help or -h first: the command's usage (`tendril run -- PROGRAM --help` passes it on).
-      if (c.usage != nullptr && !rest.empty() && (rest[0] == "--help" || rest[0] == "-h"))
+      // --help or -h: the command's usage; for run only first (`tendril run -- PROGRAM --help`
+      // passes it on).
+      const auto asks_help = [](const std::string& s) { return s == "--help" || s == "-h"; };
+      if (c.usage != nullptr && !rest.empty() &&
+          (c.run == &tendril::app::run ? asks_help(rest[0])
+                                       : std::any_of(rest.begin(), rest.end(), asks_help)))
         return usage_of(c);
       // run hands its descriptors to the program as they are.
       if (c.run != &tendril::app::run && !standard_descriptors_open()) {
@@ -122,6 +130,9 @@ int main(int argc, char** argv) {
       }
       try {
         return c.run(rest);
+      } catch (const tendril::app::usage_error& e) {
+        std::fprintf(stderr, "tendril %s: %s\n", c.name, e.what());
+        return 2;
       } catch (const std::exception& e) {
         std::fprintf(stderr, "tendril %s: %s\n", c.name, e.what());
         return 1;

@@ -20,7 +20,7 @@ int tour(const args& a) {
       o.quick = true;
       o.scale = 0.05;
     } else {
-      throw std::invalid_argument("unknown option '" + arg + "' (tendril tour [--quick])");
+      throw usage_error("unknown option '" + arg + "' (tendril tour [--quick])");
     }
   }
   std::printf("tendril tour: the seed's examples, in C++%s\n",

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The tendril command's own surface: `tendril help` lists the commands, `tendril COMMAND
 --help` (and `tendril help COMMAND`) prints that command's usage and succeeds without running
-it, an unknown command or option says what was wrong and fails, `tendril version` prints
-the version."""
+it, an unknown command or option, or a missing or bad value, says what was wrong and exits 2,
+`tendril version` prints the version."""
 import os
 import re
 import subprocess
@@ -48,7 +48,7 @@ def main():
     expect(unknown.returncode == 2 and "unknown command 'no-such-command'" in unknown.stderr,
            f"help of an unknown command: {unknown.returncode} {unknown.stderr}")
     bad = run("load", "--port", "1", "--bogus")
-    expect(bad.returncode == 1 and "unknown argument '--bogus'" in bad.stderr
+    expect(bad.returncode == 2 and "unknown argument '--bogus'" in bad.stderr
            and "tendril load --port P" in bad.stderr, f"unknown option: {bad.returncode} {bad.stderr}")
     version = run("version")
     expect(version.returncode == 0 and re.match(r"^tendril \d+\.\d+\.\d+", version.stdout),
@@ -60,8 +60,27 @@ def main():
                           (("iomodels", "--out", "", "--bogus"), "--out needs a folder name"),
                           (("version", "extra"), "unknown argument 'extra' (tendril version)")):
         bad = run(*form, seconds=10)
-        expect(bad.returncode == 1 and message in bad.stderr,
+        expect(bad.returncode == 2 and message in bad.stderr,
                f"{' '.join(form)}: {bad.returncode} {bad.stdout} {bad.stderr}")
+    # A wrong command line exits 2, as an unknown command does (1 is a failure while running:
+    # every one of these exited 1). A missing value was called an unknown argument or option.
+    for form, message in ((("tour", "--bogus"), "unknown option '--bogus' (tendril tour"),
+                          (("echo-server", "--port"), "--port needs a value (tendril echo-server"),
+                          (("echo-client", "--host"), "--host needs a value (tendril echo-client"),
+                          (("crawl", "--timeout"), "--timeout needs a value (tendril crawl"),
+                          (("crawl", "--timeout", "x"), "--timeout wants seconds"),
+                          (("iomodels", "--seconds"), "--seconds needs a value"),
+                          (("load", "--port", "0"), "bad value '0' for --port"),
+                          (("help", "tour", "crawl"), "unknown argument 'crawl' (tendril help")):
+        bad = run(*form, seconds=10)
+        expect(bad.returncode == 2 and message in bad.stderr,
+               f"{' '.join(form)}: {bad.returncode} {bad.stdout} {bad.stderr}")
+    # --help anywhere among a command's arguments is its usage (it was an unknown option).
+    for form in (("crawl", "https://example.invalid/", "--help"), ("tour", "--quick", "--help"),
+                 ("echo-server", "--port", "0", "-h")):
+        r = run(*form, seconds=10)
+        expect(r.returncode == 0 and r.stdout.startswith(f"usage: tendril {form[0]}"),
+               f"{' '.join(form)}: {r.returncode}\n{r.stdout}\n{r.stderr}")
     check_run()
     print("check_command: ok")
 

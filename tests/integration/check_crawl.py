@@ -40,7 +40,7 @@ def main():
            f"--timeout 0.0005: {run.stdout}")
 
     run = subprocess.run([tendril, "crawl", "--timeout", "zero"], capture_output=True, text=True, timeout=60)
-    expect(run.returncode == 1 and "--timeout wants seconds" in run.stderr, f"bad option: {run.stderr}")
+    expect(run.returncode == 2 and "--timeout wants seconds" in run.stderr, f"bad option: {run.stderr}")
     print("check_crawl: ok")
 
 
