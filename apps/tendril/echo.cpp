@@ -11,6 +11,7 @@
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 
 #include "command.hpp"
 #include "echo.hpp"
@@ -43,7 +44,7 @@ endpoint parse(const args& a, const char* usage) {
 }
 
 // Reads one line from a descriptor without blocking the hub (a pipe or a terminal); false
-// at the end of input.
+// at the end of input. Throws std::system_error if it cannot be read.
 bool read_line(int fd, std::string& buffer, std::string& line) {
   while (true) {
     if (auto nl = buffer.find('\n'); nl != std::string::npos) {
@@ -55,7 +56,8 @@ bool read_line(int fd, std::string& buffer, std::string& line) {
     char chunk[512];
     ssize_t n = ::read(fd, chunk, sizeof chunk);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-    if (n <= 0) {
+    if (n < 0) throw std::system_error(errno, std::generic_category(), "reading standard input");
+    if (n == 0) {
       if (buffer.empty()) return false;
       line.swap(buffer);
       buffer.clear();

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Runs `tendril echo-server` and `tendril echo-client` against each other on loopback: lines
 echoed upper-cased, a line larger than both sockets' buffers, bytes after a NUL, a client whose
-standard input is closed, and the server's lines about each connection when its output is a
-pipe. Every run is bounded: a hang fails the check."""
+standard input is closed or cannot be read, and the server's lines about each connection when
+its output is a pipe. Every run is bounded: a hang fails the check."""
 import os
 import re
 import select
@@ -98,6 +98,15 @@ def main():
         # waited for its own input there. Now a closed input is an empty one.
         run = client(server.port, None, 10, stdin=None, preexec_fn=lambda: os.close(0))
         expect(replies(run) == b"", f"closed input: {run.stdout!r}")
+
+        # A read error on the input (a directory: EISDIR) was taken for its end: exit 0, silent.
+        folder = os.open("/", os.O_RDONLY)
+        try:
+            run = client(server.port, None, 10, stdin=folder)
+        finally:
+            os.close(folder)
+        expect(run.returncode == 1 and b"Is a directory" in run.stderr,
+               f"unreadable input: {run.returncode} {run.stderr!r}")
     finally:
         server.stop()
     print("check_echo: ok")
