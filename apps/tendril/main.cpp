@@ -33,7 +33,9 @@ int help(const tendril::app::args&);
 
 const command commands[] = {
     {"tour", "tour [--quick]",
-     "replay the seed's examples: generators, greenlets, gevent, sockets (--quick: shorter sleeps)",
+     "replay the seed's examples: generators, greenlets, gevent, sockets, monkey (libc sleep, "
+     "the crawler), I/O models (a blocking client, a non-blocking server) (--quick: shorter "
+     "sleeps)",
      &tendril::app::tour},
     {"echo-server", "echo-server [--host H] [--port P]",
      "the seed's socket server: one greenlet per connection, replies upper-cased",

@@ -41,6 +41,10 @@ def main():
             expect(r.returncode == 0 and r.stdout.startswith(f"usage: tendril {name}"),
                    f"{' '.join(form)}: {r.returncode}\n{r.stdout}\n{r.stderr}")
     expect("--rate" in run("load", "--help").stdout, "load --help does not name --rate")
+    # The tour's summary named its first four parts only.
+    tour = run("help", "tour").stdout
+    for part in ("generators", "greenlets", "gevent", "sockets", "monkey", "crawler", "I/O models"):
+        expect(part in tour, f"help tour does not name its '{part}' part: {tour}")
     unknown = run("no-such-command")
     expect(unknown.returncode == 2 and "unknown command 'no-such-command'" in unknown.stderr,
            f"unknown command: {unknown.returncode} {unknown.stderr}")
