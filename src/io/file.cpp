@@ -45,10 +45,34 @@ constexpr std::uint64_t max_offset = static_cast<std::uint64_t>(INT64_MAX);
 
 constexpr std::size_t pool_chunk = std::size_t{16} << 20;
 
+// The descriptor a thread pool job works on: a duplicate of its own, closed when the job ends.
+// A greenlet killed (or timed out) while its job waits goes at once and may close its file;
+// the job then still runs, and must reach that file, not whatever file reuses the number.
+class job_fd {
+ public:
+  explicit job_fd(int fd) noexcept : fd_(fd) {}
+  job_fd(job_fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  job_fd& operator=(job_fd&&) = delete;
+  ~job_fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const noexcept { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// dup_for_job() is a duplicate of fd for a job, or -errno.
+int dup_for_job(int fd) noexcept {
+  const int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  return d < 0 ? -errno : d;
+}
+
 // On the thread pool: the data goes through a buffer of the job's own, so that a greenlet
 // killed while it waits never leaves a pool thread writing into its frame. The buffer is no
 // bigger than what is left of a regular file (not the length asked for), and not zeroed.
-read_result pool_read(int fd, std::size_t len, std::uint64_t offset) {
+read_result pool_read(const job_fd& job, std::size_t len, std::uint64_t offset) {
+  const int fd = job.get();
   read_result r;
   len = std::min(len, pool_chunk);
   struct stat st {};
@@ -77,7 +101,9 @@ read_result pool_read(int fd, std::size_t len, std::uint64_t offset) {
   return r;
 }
 
-std::int64_t pool_write(int fd, const std::string& data, std::uint64_t offset, bool append) {
+std::int64_t pool_write(const job_fd& job, const std::string& data, std::uint64_t offset,
+                        bool append) {
+  const int fd = job.get();
   ssize_t n;
   do {
     n = append ? ::write(fd, data.data(), data.size())
@@ -221,7 +247,12 @@ std::size_t file::read_at(void* buf, std::size_t len, std::uint64_t offset, std:
     }
     return static_cast<std::size_t>(rc);
   }
-  read_result r = offload(pool_read, fd_, len, offset);
+  const int d = dup_for_job(fd_);
+  if (d < 0) {
+    ec = errno_code(-d);
+    return 0;
+  }
+  read_result r = offload(pool_read, job_fd(d), len, offset);
   if (r.err) {
     ec = errno_code(r.err);
     return 0;
@@ -253,8 +284,10 @@ std::size_t file::write_at(const void* buf, std::size_t len, std::uint64_t offse
     // -1 writes at the file position, which an O_APPEND file keeps at its end.
     st.op.offset = append_ ? static_cast<std::uint64_t>(-1) : offset;
     rc = t.run(nullptr, st, tendril::detail::forever_ns);
+  } else if (const int d = dup_for_job(fd_); d < 0) {
+    rc = d;
   } else {
-    rc = offload(pool_write, fd_,
+    rc = offload(pool_write, job_fd(d),
                  std::string(static_cast<const char*>(buf), std::min(len, pool_chunk)), offset,
                  append_);
   }

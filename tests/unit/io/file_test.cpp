@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -17,8 +19,10 @@
 #include <filesystem>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
+#include "hub/thread_pool.hpp"
 #include "tendril/tendril.hpp"
 
 using namespace std::chrono_literals;
@@ -258,6 +262,55 @@ TEST(file, a_moved_file_keeps_its_position) {
   EXPECT_FALSE(f.is_open());  // NOLINT(bugprone-use-after-move): the moved-from state
   EXPECT_EQ(g.read(buf, 3), 3u);
   EXPECT_EQ(std::string(buf, 3), "cde");
+}
+
+// A write killed while its job waited for the thread pool ran later on the bare descriptor
+// number: the file had closed as the greenlet unwound, and the file that reused the number
+// got the bytes. The job has a descriptor of its own now.
+TEST(file, a_killed_write_never_lands_in_a_file_that_reuses_the_descriptor) {
+  temp_dir dir;
+  const std::string path_a = dir.file("a.txt");
+  const std::string path_b = dir.file("b.txt");
+  // Every pool thread busy, and no new one started: the write's job has to queue.
+  struct pool_size_guard {
+    std::size_t saved = tendril::detail::thread_pool::size();
+    ~pool_size_guard() { tendril::detail::thread_pool::set_size(saved); }
+  } guard;
+  const std::size_t threads = std::max<std::size_t>(1, tendril::detail::thread_pool::workers());
+  tendril::detail::thread_pool::set_size(threads);
+  std::atomic<bool> go{false};
+  std::atomic<std::size_t> busy{0};
+  std::vector<tendril::task<void>> blockers;
+  for (std::size_t i = 0; i < threads; ++i) {
+    blockers.push_back(spawn([&] {
+      tendril::offload([&] {
+        ++busy;
+        while (!go) std::this_thread::sleep_for(1ms);
+      });
+    }));
+  }
+  tendril::timeout limit(30s);
+  while (busy < threads) tendril::sleep(1ms);
+  int fd_a = -1;
+  auto writer = spawn([&] {
+    file a = file::open(path_a, open_mode::write);
+    fd_a = a.native_handle();
+    a.write("meant for a", 11);
+  });
+  while (fd_a < 0) tendril::sleep(1ms);
+  writer.kill();  // a closes as the writer unwinds
+  file b = file::open(path_b, open_mode::write);
+  ASSERT_EQ(b.native_handle(), fd_a);
+  go = true;
+  for (auto& t : blockers) t.join();
+  // The pool's write has run once either file holds something (io_uring cancelled it, or
+  // wrote it before the kill ended: then there is no job).
+  if (std::string(tendril::hub::current().backend_name()) != "io_uring") {
+    while (std::filesystem::file_size(path_a) + std::filesystem::file_size(path_b) == 0)
+      tendril::sleep(1ms);
+    EXPECT_EQ(tendril::io::read_file(path_a), "meant for a");
+  }
+  EXPECT_EQ(tendril::io::read_file(path_b), "");
 }
 
 // --- wait_readable / wait_writable -----------------------------------------------------------
