@@ -148,6 +148,8 @@ fd_record& fd_table::open(int fd) {
   ++r.gen;
   r.open = true;
   r.borrowed = false;
+  r.ready_waits = 0;
+  r.opened_for_ready_wait = false;
   r.watched_ino = 0;
   r.unwaitable = false;
   r.readable = r.writable = false;

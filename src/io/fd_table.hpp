@@ -55,7 +55,11 @@ struct fd_record {
   op_state* ops = nullptr;            // native operations in flight
   greenlet_record* reader = nullptr;  // the socket API's one reader and one writer
   greenlet_record* writer = nullptr;
-  bool borrowed = false;          // the hooks (L5) track it for a descriptor they do not own
+  bool borrowed = false;  // the hooks (L5) track it for a descriptor they do not own
+  // io::wait_readable / wait_writable: how many of them wait on this life, and whether one of
+  // them opened it (then the last to end closes it, unless someone else waits by then).
+  std::uint32_t ready_waits = 0;
+  bool opened_for_ready_wait = false;
   std::uint64_t watched_ino = 0;  // the hooks: the file (inode) the backend watch was made for
   // Observers of readiness and closing (poll() and select() waiting on many descriptors);
   // notified with the revents seen in `last_events`.

@@ -438,22 +438,29 @@ bool wait_ready(int fd, bool for_read, std::int64_t deadline_ns, std::error_code
   }
   fd_table& t = fd_table::current();
   fd_record* r = t.lookup(fd);
-  const bool borrowed = !(r && r->open);
-  if (borrowed) {
+  if (!(r && r->open)) {
     r = &t.open(fd);
     // Marked as the hooks' own: a hooked close() of fd then ends this wait with EBADF (it
     // waited on until its time limit, and on io_uring the poll kept the file open).
     r->borrowed = true;
+    r->opened_for_ready_wait = true;
   }
+  // The record is let go when the last of these waits ends, so that a number closed and
+  // reused behind our back starts afresh (the backend may still watch the old file); never
+  // while another greenlet (a second wait, a hooked read) waits on it.
+  // Test: wait_ready.one_waiter_running_out_of_time_leaves_the_others_waiting.
+  ++r->ready_waits;
   struct release {
     fd_table& t;
     fd_record* r;
-    bool borrowed;
     std::uint32_t gen;
     ~release() {
-      if (borrowed && r->gen == gen) t.close(*r);  // not a new life after a close
+      if (r->gen != gen) return;  // a new life after a close: not ours
+      if (--r->ready_waits == 0 && r->opened_for_ready_wait && r->open && r->readers.empty() &&
+          r->writers.empty() && r->ops == nullptr && r->observers.empty())
+        t.close(*r);
     }
-  } done{t, r, borrowed, r->gen};
+  } done{t, r, r->gen};
   int rc = t.wait(
       *r, for_read ? tendril::detail::io_direction::read : tendril::detail::io_direction::write,
       deadline_ns);

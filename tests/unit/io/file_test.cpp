@@ -440,6 +440,28 @@ TEST(wait_ready, the_same_descriptor_can_be_waited_on_again_and_again) {
   }
 }
 
+// Two greenlets wait on one pipe: the first one's time ran out, and its end closed the record
+// the second one still waited on, which then failed with EBADF.
+TEST(wait_ready, one_waiter_running_out_of_time_leaves_the_others_waiting) {
+  pipe_pair p;
+  bool first = true;
+  std::error_code ec_second = std::make_error_code(std::errc::interrupted);
+  std::error_code ec_third = std::make_error_code(std::errc::interrupted);
+  auto a = spawn([&] { first = tendril::io::wait_readable_for(p.read_end, 10ms); });
+  auto b = spawn([&] { tendril::io::wait_readable(p.read_end, ec_second); });
+  auto c = spawn([&] { EXPECT_TRUE(tendril::io::wait_readable_for(p.read_end, 60s, ec_third)); });
+  a.join();
+  EXPECT_FALSE(first);
+  EXPECT_FALSE(b.ready());
+  EXPECT_FALSE(c.ready());
+  ASSERT_EQ(::write(p.write_end, "x", 1), 1);
+  tendril::timeout guard(30s);
+  b.join();
+  c.join();
+  EXPECT_FALSE(ec_second) << ec_second.message();
+  EXPECT_FALSE(ec_third) << ec_third.message();
+}
+
 TEST(wait_ready, a_closed_descriptor_fails_with_ebadf) {
   pipe_pair p;
   // The hub first: its own descriptors must not take the number about to be closed.

@@ -1110,3 +1110,29 @@ TEST_F(hooked_io, a_hooked_close_ends_an_io_wait_readable_on_that_descriptor_wit
   EXPECT_LT(waited, 30'000'000'000);  // ended by the close, not at the 60 s limit
   ::close(sv[1]);
 }
+
+// io::wait_readable_for() and a hooked read() of the same pipe: when the wait's time ran out it
+// closed the record the read was parked on (the wait had opened it), and the read failed with
+// EBADF instead of reading what came next.
+TEST_F(hooked_io, an_io_wait_running_out_of_time_leaves_a_hooked_read_of_that_pipe_waiting) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  fd_guard r(fds[0]);
+  fd_guard w(fds[1]);
+  bool ready = true;
+  auto waiting = spawn([&] { ready = tendril::io::wait_readable_for(r, 10ms); });
+  ssize_t n = 0;
+  int err = 0;
+  char c = 0;
+  auto reader = spawn([&] {
+    n = ::read(r, &c, 1);
+    err = errno;
+  });
+  waiting.join();
+  EXPECT_FALSE(ready);
+  EXPECT_FALSE(reader.ready());
+  ASSERT_EQ(::write(w, "x", 1), 1);
+  reader.join();
+  EXPECT_EQ(n, 1) << std::strerror(err);
+  EXPECT_EQ(c, 'x');
+}
