@@ -229,14 +229,18 @@ void hub_impl::disown(hub_child& c) noexcept {
   c.prev = c.next = nullptr;
 }
 
-void hub_impl::park() {
-  greenlet_record* self = ts_->current();
-  greenlet_record* hub_rec = hub_.record();
-  if (self == hub_rec) {
+void hub_impl::refuse_on_hub() const {
+  if (running_in_hub()) {
     throw blocking_switch_out(
         "tendril: a blocking call on the hub itself (in a link callback or the error handler); "
         "nothing could ever resume it");
   }
+}
+
+void hub_impl::park() {
+  greenlet_record* self = ts_->current();
+  greenlet_record* hub_rec = hub_.record();
+  if (self == hub_rec) refuse_on_hub();
   self->parked = true;
   last_parked_ = self;
   // Hand-off: during a pass of the run queue, go straight to the next greenlet of the pass,

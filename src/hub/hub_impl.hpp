@@ -135,6 +135,9 @@ class hub_impl {
   // blocking_switch_out when called on the hub itself, invalid_switch when something other
   // than the hub switched the greenlet back in. Switches: yes.
   void park();
+  // refuse_on_hub() throws what park() would on the hub itself, for a caller that must know
+  // before it starts what it then parks for (an io_uring operation).
+  void refuse_on_hub() const;
 
   // Children: things the hub stops when it goes away (tasks).
   void adopt(hub_child& c) noexcept;

@@ -108,6 +108,7 @@ class fd_table {
   // if the deadline passed first, -EBADF if r was closed). When the greenlet is interrupted
   // it cancels, waits for the completion, calls abandoned(st, ctx) so the caller can keep
   // what completed anyway (received bytes, an accepted descriptor), and rethrows.
+  // On the hub itself it throws blocking_switch_out, and submits nothing.
   // r may be null for operations on descriptors outside the table (files).
   std::int64_t run(fd_record* r, op_state& st, std::int64_t deadline_ns,
                    void (*abandoned)(op_state& st, void* ctx) = nullptr, void* ctx = nullptr);

@@ -49,6 +49,12 @@ void offload_job::release() noexcept {
 }
 
 void offload_job::run_and_wait(offload_job* job) {
+  // On the hub itself the wait is refused: refuse before the call is queued, or it would run
+  // after its caller was told it failed.
+  if (hub_impl* h = hub_impl::peek(); h != nullptr && h->running_in_hub()) {
+    delete job;
+    h->refuse_on_hub();
+  }
   auto* st = new (job->impl_) offload_state;
   st->job = job;
   st->node.run = &run_job;

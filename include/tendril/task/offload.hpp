@@ -44,7 +44,8 @@ class offload_job {
 // or rethrows its exception; the calling greenlet waits, the others run. If the greenlet is
 // killed or its timeout fires while it waits, that is raised at once and the call finishes
 // unobserved. Switches: yes. Throws std::system_error if no pool thread can be started,
-// std::invalid_argument if TENDRIL_THREADPOOL_SIZE is not a whole number from 1.
+// std::invalid_argument if TENDRIL_THREADPOOL_SIZE is not a whole number from 1, and
+// blocking_switch_out on the hub itself (without calling f).
 template <class F, class... Args>
 auto offload(F&& f, Args&&... args) {
   using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>;

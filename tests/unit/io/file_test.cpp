@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "hub/thread_pool.hpp"
+#include "tendril/sync/waiter.hpp"
 #include "tendril/tendril.hpp"
 
 using namespace std::chrono_literals;
@@ -311,6 +312,46 @@ TEST(file, a_killed_write_never_lands_in_a_file_that_reuses_the_descriptor) {
     EXPECT_EQ(tendril::io::read_file(path_a), "meant for a");
   }
   EXPECT_EQ(tendril::io::read_file(path_b), "");
+}
+
+// File I/O on the hub (in the error handler it runs for a greenlet that is not a task): on
+// io_uring the operation was submitted before the wait refused the hub, and the cancellation
+// then had nothing to wait with: std::terminate. It throws blocking_switch_out, as elsewhere.
+TEST(file, file_io_on_the_hub_itself_throws_blocking_switch_out) {
+  temp_dir dir;
+  const std::string path = dir.file("log.txt");
+  tendril::io::write_file(path, "old");
+  file log = file::open(path, open_mode::read_write);
+  tendril::greenlet hub_greenlet;
+  spawn([&] { hub_greenlet = tendril::greenlet::current().parent(); }).join();
+  ASSERT_FALSE(hub_greenlet.empty());
+  std::vector<std::string> refused;
+  tendril::hub::current().set_error_handler([&](const std::string&, std::exception_ptr) {
+    char buf[3];
+    try {
+      log.write_at("new", 3, 0);
+    } catch (const tendril::blocking_switch_out& e) {
+      refused.push_back(e.what());
+    }
+    try {
+      log.read_at(buf, 3, 0);
+    } catch (const tendril::blocking_switch_out& e) {
+      refused.push_back(e.what());
+    }
+  });
+  tendril::greenlet thrower([] { throw std::runtime_error("boom"); }, hub_greenlet);
+  {
+    tendril::detail::waiter come_back;  // the hub resumes us once it handled the error
+    come_back.wake();
+    thrower.switch_to();
+  }
+  tendril::hub::current().set_error_handler({});
+  ASSERT_EQ(refused.size(), 2u);
+  EXPECT_TRUE(contains(refused[0], "blocking call on the hub")) << refused[0];
+  EXPECT_EQ(tendril::io::read_file(path), "old");
+  // The hub goes on working, and so does the file.
+  EXPECT_EQ(log.write_at("new", 3, 0), 3u);
+  EXPECT_EQ(tendril::io::read_file(path), "new");
 }
 
 // --- wait_readable / wait_writable -----------------------------------------------------------

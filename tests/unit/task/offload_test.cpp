@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "tendril/sync/waiter.hpp"
 #include "tendril/tendril.hpp"
 
 using namespace std::chrono_literals;
@@ -185,6 +186,38 @@ TEST(offload, a_wait_on_the_pool_is_not_mistaken_for_a_deadlock) {
     return 1;
   });
   EXPECT_EQ(r, 1);
+}
+
+// offload() on the hub (in the error handler it runs for a greenlet that is not a task): the
+// call was queued before the wait refused the hub, so it ran after its caller had been told
+// it failed. It is refused before it is queued.
+TEST(offload, on_the_hub_itself_it_throws_blocking_switch_out_without_calling) {
+  tendril::greenlet hub_greenlet;
+  spawn([&] { hub_greenlet = tendril::greenlet::current().parent(); }).join();
+  ASSERT_FALSE(hub_greenlet.empty());
+  std::atomic<int> calls{0};
+  auto freed = std::make_shared<std::atomic<int>>(0);
+  bool refused = false;
+  tendril::hub::current().set_error_handler([&](const std::string&, std::exception_ptr) {
+    try {
+      offload([&calls](const notes_destruction&) { ++calls; }, notes_destruction(freed));
+    } catch (const tendril::blocking_switch_out&) {
+      refused = true;
+    }
+  });
+  tendril::greenlet thrower([] { throw some_error("boom"); }, hub_greenlet);
+  {
+    tendril::detail::waiter come_back;  // the hub resumes us once it handled the error
+    come_back.wake();
+    thrower.switch_to();
+  }
+  tendril::hub::current().set_error_handler({});
+  EXPECT_TRUE(refused);
+  // Whatever ran on the pool meanwhile has ended: a call queued there would have by now.
+  offload([] {});
+  tendril::sleep(50ms);
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_GE(freed->load(), 1);  // the bound arguments were freed, not leaked
 }
 
 TEST(offload, a_call_waiting_for_an_event_that_the_calling_thread_sets_gets_it) {
