@@ -9,11 +9,24 @@
 #include <mutex>
 
 #include "greenlet/greenlet_record.hpp"
+#include "greenlet/thread_state.hpp"
 #include "hub/hub_impl.hpp"
+#include "tendril/task/timeout.hpp"
 
 namespace tendril::detail {
 
 char fd_closed_marker;
+
+void keep_interrupt_pending(std::exception_ptr e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const timeout_error& t) {
+    if (t.source() != nullptr) repend_timeout(const_cast<timeout*>(t.source()));
+  } catch (...) {
+    greenlet_record* g = thread_state::get().current();
+    if (!g->interrupt) g->interrupt = e;
+  }
+}
 
 namespace {
 thread_local fd_table* t_table = nullptr;

@@ -17,6 +17,7 @@
 #define TENDRIL_SRC_IO_FD_TABLE_HPP
 
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <vector>
 
@@ -139,6 +140,11 @@ class fd_table {
 
 // The value a waiter's payload takes when its descriptor was closed under it.
 extern char fd_closed_marker;
+
+// keep_interrupt_pending() keeps a kill or a timeout that ended a wait pending for the current
+// greenlet's next blocking call, for a caller that returns what completed meanwhile instead
+// (the hooks, which cannot throw through C; a file read that got bytes from a terminal).
+void keep_interrupt_pending(std::exception_ptr e) noexcept;
 
 }  // namespace tendril::detail
 

@@ -112,6 +112,24 @@ std::int64_t pool_write(const job_fd& job, const std::string& data, std::uint64_
   return n < 0 ? -errno : n;
 }
 
+// run_keeping_bytes() runs a native read or write. One that a kill or a timeout interrupted
+// after it moved bytes returns their count, and the interrupt comes at the next blocking call:
+// a terminal's bytes read are gone from it, and a write that happened must not be retried
+// (in append mode it would be written twice).
+// Test: file.bytes_a_terminal_read_took_as_its_time_ran_out_are_returned.
+std::int64_t run_keeping_bytes(fd_table& t, op_state& st) {
+  std::int64_t moved = 0;
+  try {
+    return t.run(
+        nullptr, st, tendril::detail::forever_ns,
+        [](op_state& s, void* ctx) { *static_cast<std::int64_t*>(ctx) = s.op.result; }, &moved);
+  } catch (...) {
+    if (moved <= 0) throw;
+    tendril::detail::keep_interrupt_pending(std::current_exception());
+    return moved;
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -240,7 +258,7 @@ std::size_t file::read_at(void* buf, std::size_t len, std::uint64_t offset, std:
     st.op.buf = buf;
     st.op.len = len;
     st.op.offset = offset;
-    std::int64_t rc = t.run(nullptr, st, tendril::detail::forever_ns);
+    std::int64_t rc = run_keeping_bytes(t, st);
     if (rc < 0) {
       ec = errno_code(static_cast<int>(-rc));
       return 0;
@@ -283,7 +301,7 @@ std::size_t file::write_at(const void* buf, std::size_t len, std::uint64_t offse
     st.op.len = len;
     // -1 writes at the file position, which an O_APPEND file keeps at its end.
     st.op.offset = append_ ? static_cast<std::uint64_t>(-1) : offset;
-    rc = t.run(nullptr, st, tendril::detail::forever_ns);
+    rc = run_keeping_bytes(t, st);
   } else if (const int d = dup_for_job(fd_); d < 0) {
     rc = d;
   } else {

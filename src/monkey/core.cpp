@@ -190,16 +190,7 @@ namespace {
 
 // A kill or a timeout that ended a hooked wait cannot travel through the C caller as an
 // exception: keep it pending for the greenlet's next cooperative call instead.
-void keep_pending(std::exception_ptr e) noexcept {
-  try {
-    std::rethrow_exception(e);
-  } catch (const timeout_error& t) {
-    if (t.source() != nullptr) repend_timeout(const_cast<timeout*>(t.source()));
-  } catch (...) {
-    greenlet_record* g = thread_state::get().current();
-    if (!g->interrupt) g->interrupt = e;
-  }
-}
+void keep_pending(std::exception_ptr e) noexcept { keep_interrupt_pending(std::move(e)); }
 
 }  // namespace
 

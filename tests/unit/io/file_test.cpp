@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -86,6 +88,40 @@ struct pipe_pair {
   }
   pipe_pair(const pipe_pair&) = delete;
   pipe_pair& operator=(const pipe_pair&) = delete;
+};
+
+// A pseudo-terminal in raw mode: the master's descriptor, and the path of its other side,
+// which a file opens as the character device it is.
+struct pty_pair {
+  int master = -1;
+  std::string slave;
+  pty_pair() {
+    master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0)
+      throw std::system_error(errno, std::generic_category(), "posix_openpt");
+    slave = ::ptsname(master);
+    const int s = ::open(slave.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    termios tio{};
+    if (s < 0 || ::tcgetattr(s, &tio) != 0) throw std::system_error(errno, std::generic_category());
+    ::cfmakeraw(&tio);
+    ::tcsetattr(s, TCSANOW, &tio);
+    ::close(s);
+  }
+  ~pty_pair() { ::close(master); }
+  pty_pair(const pty_pair&) = delete;
+  pty_pair& operator=(const pty_pair&) = delete;
+  // drain() is what the master can read now (the terminal's output), without blocking.
+  std::string drain() const {
+    std::string out;
+    char buf[4096];
+    pollfd p{master, POLLIN, 0};
+    while (::poll(&p, 1, 10) > 0 && (p.revents & POLLIN)) {
+      const ssize_t n = ::read(master, buf, sizeof buf);
+      if (n <= 0) break;
+      out.append(buf, static_cast<std::size_t>(n));
+    }
+    return out;
+  }
 };
 
 }  // namespace
@@ -352,6 +388,104 @@ TEST(file, file_io_on_the_hub_itself_throws_blocking_switch_out) {
   // The hub goes on working, and so does the file.
   EXPECT_EQ(log.write_at("new", 3, 0), 3u);
   EXPECT_EQ(tendril::io::read_file(path), "new");
+}
+
+// A terminal read whose timeout scope ran out in the hub pass that brought its data: on
+// io_uring the read had completed, and its bytes went with the timeout_error. They are
+// returned, and the timeout comes at the next blocking call.
+TEST(file, bytes_a_terminal_read_took_as_its_time_ran_out_are_returned) {
+  if (std::string(tendril::hub::current().backend_name()) != "io_uring")
+    GTEST_SKIP() << "a read on the thread pool cannot be cancelled: a kill leaves it behind";
+  pty_pair pty;
+  file f = file::open(pty.slave, open_mode::read_write);
+  std::string got;
+  std::size_t written = 0;
+  for (int i = 0; i < 5; ++i) {
+    std::size_t returned = 0;
+    bool timed_out_later = false;
+    auto reader = spawn([&] {
+      char buf[64];
+      tendril::timeout t(2ms);
+      returned = f.read(buf, sizeof buf);
+      got.append(buf, returned);
+      try {
+        tendril::sleep(0s);  // the timeout kept pending fires here
+      } catch (const tendril::timeout_error&) {
+        timed_out_later = true;
+      }
+    });
+    tendril::sleep(0s);                                    // the reader is parked in its read
+    std::this_thread::sleep_for(10ms);                     // the whole thread: the time runs out
+    ASSERT_EQ(::write(pty.master, "0123456789", 10), 10);  // and the data comes
+    std::this_thread::sleep_for(1ms);
+    written += 10;
+    try {
+      reader.get();
+    } catch (const tendril::timeout_error&) {
+      // Nothing read: the bytes must still be in the terminal.
+    }
+    if (returned > 0) {
+      EXPECT_TRUE(timed_out_later);
+    }
+    char rest[64];
+    pollfd p{f.native_handle(), POLLIN, 0};
+    while (::poll(&p, 1, 10) > 0) {
+      const ssize_t n = ::read(f.native_handle(), rest, sizeof rest);
+      if (n <= 0) break;
+      got.append(rest, static_cast<std::size_t>(n));
+    }
+  }
+  EXPECT_EQ(got.size(), written);
+  EXPECT_EQ(got.substr(0, 10), "0123456789");
+}
+
+// A terminal write whose timeout scope ran out in the hub pass that let it finish: on io_uring
+// it was reported as interrupted although its bytes were written (a caller that retried wrote
+// them twice). Its count is returned, and the timeout comes at the next blocking call.
+TEST(file, a_terminal_write_that_finished_as_its_time_ran_out_returns_its_count) {
+  if (std::string(tendril::hub::current().backend_name()) != "io_uring")
+    GTEST_SKIP() << "a write on the thread pool cannot be cancelled: a kill leaves it behind";
+  pty_pair pty;
+  file f = file::open(pty.slave, open_mode::write);
+  // Fill the terminal through a descriptor of its own that does not block.
+  const int filler = ::open(pty.slave.c_str(), O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(filler, 0);
+  const std::string block(1024, 'f');
+  std::size_t filled = 0;
+  for (ssize_t n; (n = ::write(filler, block.data(), block.size())) > 0;)
+    filled += static_cast<std::size_t>(n);
+  ::close(filler);
+  std::size_t reported = 0;
+  bool interrupted = false;
+  bool timed_out_later = false;
+  auto writer = spawn([&] {
+    tendril::timeout t(2ms);
+    try {
+      reported = f.write("0123456789", 10);
+    } catch (const tendril::timeout_error&) {
+      interrupted = true;
+      return;
+    }
+    try {
+      tendril::sleep(0s);
+    } catch (const tendril::timeout_error&) {
+      timed_out_later = true;
+    }
+  });
+  tendril::sleep(0s);                 // the writer is parked in its write
+  std::this_thread::sleep_for(10ms);  // the whole thread: the time runs out
+  std::string out = pty.drain();      // and room is made
+  writer.join();
+  out += pty.drain();
+  ASSERT_TRUE(out.size() == filled || out.size() == filled + 10) << out.size() << " " << filled;
+  if (out.size() > filled) {
+    // The bytes went out: the call must say so.
+    EXPECT_FALSE(interrupted);
+    EXPECT_EQ(reported, 10u);
+    EXPECT_TRUE(timed_out_later);
+    EXPECT_EQ(out.substr(filled), "0123456789");
+  }
+  EXPECT_GT(out.size(), filled) << "the race did not happen: the write was cancelled";
 }
 
 // --- wait_readable / wait_writable -----------------------------------------------------------
