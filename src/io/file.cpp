@@ -71,16 +71,18 @@ int dup_for_job(int fd) noexcept {
 // On the thread pool: the data goes through a buffer of the job's own, so that a greenlet
 // killed while it waits never leaves a pool thread writing into its frame. The buffer is no
 // bigger than what is left of a regular file (not the length asked for), and not zeroed.
-read_result pool_read(const job_fd& job, std::size_t len, std::uint64_t offset) {
+// An offset of -1 reads or writes at the file position (a device that cannot seek, append mode).
+read_result pool_read(const job_fd& job, std::size_t len, std::int64_t offset) {
   const int fd = job.get();
   read_result r;
   len = std::min(len, pool_chunk);
   struct stat st {};
-  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+  if (offset >= 0 && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
     const auto size = static_cast<std::uint64_t>(st.st_size);
+    const auto at = static_cast<std::uint64_t>(offset);
     // What is left, and a page more in case the file grows meanwhile (at least one byte, so
     // that the end of the file is read as such).
-    const std::uint64_t left = (offset < size ? size - offset : 0) + 4096;
+    const std::uint64_t left = (at < size ? size - at : 0) + 4096;
     if (left < len) len = static_cast<std::size_t>(left);
   }
   try {
@@ -91,7 +93,8 @@ read_result pool_read(const job_fd& job, std::size_t len, std::uint64_t offset) 
   }
   ssize_t n;
   do {
-    n = ::pread(fd, r.data.get(), len, static_cast<off_t>(offset));
+    n = offset < 0 ? ::read(fd, r.data.get(), len)
+                   : ::pread(fd, r.data.get(), len, static_cast<off_t>(offset));
   } while (n < 0 && errno == EINTR);
   if (n < 0) {
     r.err = errno;
@@ -101,13 +104,12 @@ read_result pool_read(const job_fd& job, std::size_t len, std::uint64_t offset) 
   return r;
 }
 
-std::int64_t pool_write(const job_fd& job, const std::string& data, std::uint64_t offset,
-                        bool append) {
+std::int64_t pool_write(const job_fd& job, const std::string& data, std::int64_t offset) {
   const int fd = job.get();
   ssize_t n;
   do {
-    n = append ? ::write(fd, data.data(), data.size())
-               : ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
+    n = offset < 0 ? ::write(fd, data.data(), data.size())
+                   : ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
   } while (n < 0 && errno == EINTR);
   return n < 0 ? -errno : n;
 }
@@ -138,8 +140,9 @@ namespace {
 // socket, *not_a_file then set). O_NONBLOCK so that opening a FIFO does not block the hub
 // until its other end opens; then FIFOs and sockets are refused (the net API and the hooks
 // are for them), and the flag is cleared again for the rest (a character device keeps its
-// usual blocking reads).
-int open_file(const std::string& p, open_mode mode, unsigned perms, bool* not_a_file) noexcept {
+// usual blocking reads). *seekable tells whether it has offsets (a terminal has not).
+int open_file(const std::string& p, open_mode mode, unsigned perms, bool* not_a_file,
+              bool* seekable) noexcept {
   int flags = O_CLOEXEC | O_NONBLOCK;
   switch (mode) {
     case open_mode::read:
@@ -171,6 +174,7 @@ int open_file(const std::string& p, open_mode mode, unsigned perms, bool* not_a_
     ::close(fd);
     return -err;
   }
+  *seekable = S_ISREG(st.st_mode) || ::lseek(fd, 0, SEEK_CUR) >= 0;
   return fd;
 }
 
@@ -179,7 +183,8 @@ int open_file(const std::string& p, open_mode mode, unsigned perms, bool* not_a_
 file file::open(std::string_view path, open_mode mode, unsigned perms) {
   std::string p(path);
   bool not_a_file = false;
-  const int fd = open_file(p, mode, perms, &not_a_file);
+  bool seekable = true;
+  const int fd = open_file(p, mode, perms, &not_a_file, &seekable);
   if (fd < 0) {
     if (not_a_file) {
       throw std::system_error(errno_code(-fd), "tendril::io: open " + p +
@@ -190,6 +195,7 @@ file file::open(std::string_view path, open_mode mode, unsigned perms) {
   }
   file f(fd, std::move(p));
   f.append_ = mode == open_mode::append;
+  f.seekable_ = seekable;
   return f;
 }
 
@@ -205,13 +211,15 @@ file file::open(std::string_view path, open_mode mode, unsigned perms, std::erro
   ec.clear();
   std::string p(path);
   bool not_a_file = false;
-  const int fd = open_file(p, mode, perms, &not_a_file);
+  bool seekable = true;
+  const int fd = open_file(p, mode, perms, &not_a_file, &seekable);
   if (fd < 0) {
     ec = errno_code(-fd);
     return file();
   }
   file f(fd, std::move(p));
   f.append_ = mode == open_mode::append;
+  f.seekable_ = seekable;
   return f;
 }
 
@@ -219,6 +227,7 @@ file::file(file&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)),
       pos_(other.pos_),
       append_(other.append_),
+      seekable_(other.seekable_),
       path_(std::move(other.path_)) {}
 
 file& file::operator=(file&& other) noexcept {
@@ -227,6 +236,7 @@ file& file::operator=(file&& other) noexcept {
     fd_ = std::exchange(other.fd_, -1);
     pos_ = other.pos_;
     append_ = other.append_;
+    seekable_ = other.seekable_;
     path_ = std::move(other.path_);
   }
   return *this;
@@ -245,7 +255,10 @@ std::size_t file::read_at(void* buf, std::size_t len, std::uint64_t offset, std:
     ec = errno_code(EBADF);
     return 0;
   }
-  if (offset > max_offset) {
+  // A device that cannot seek (a terminal) is read where it is, as read(2) does: pread(2)
+  // would fail with ESPIPE.
+  const std::int64_t at = seekable_ ? static_cast<std::int64_t>(offset) : -1;
+  if (seekable_ && offset > max_offset) {
     ec = errno_code(EINVAL);  // as pread(2) says for a negative offset
     return 0;
   }
@@ -257,7 +270,7 @@ std::size_t file::read_at(void* buf, std::size_t len, std::uint64_t offset, std:
     st.op.fd = fd_;
     st.op.buf = buf;
     st.op.len = len;
-    st.op.offset = offset;
+    st.op.offset = static_cast<std::uint64_t>(at);  // -1: the file position
     std::int64_t rc = run_keeping_bytes(t, st);
     if (rc < 0) {
       ec = errno_code(static_cast<int>(-rc));
@@ -270,7 +283,7 @@ std::size_t file::read_at(void* buf, std::size_t len, std::uint64_t offset, std:
     ec = errno_code(-d);
     return 0;
   }
-  read_result r = offload(pool_read, job_fd(d), len, offset);
+  read_result r = offload(pool_read, job_fd(d), len, at);
   if (r.err) {
     ec = errno_code(r.err);
     return 0;
@@ -286,7 +299,11 @@ std::size_t file::write_at(const void* buf, std::size_t len, std::uint64_t offse
     ec = errno_code(EBADF);
     return 0;
   }
-  if (offset > max_offset && !append_) {
+  // At the file position, which an O_APPEND file keeps at its end, and where a device that
+  // cannot seek writes anyway.
+  const bool positional = seekable_ && !append_;
+  const std::int64_t at = positional ? static_cast<std::int64_t>(offset) : -1;
+  if (positional && offset > max_offset) {
     ec = errno_code(EINVAL);
     return 0;
   }
@@ -299,15 +316,13 @@ std::size_t file::write_at(const void* buf, std::size_t len, std::uint64_t offse
     st.op.fd = fd_;
     st.op.buf = const_cast<void*>(buf);
     st.op.len = len;
-    // -1 writes at the file position, which an O_APPEND file keeps at its end.
-    st.op.offset = append_ ? static_cast<std::uint64_t>(-1) : offset;
+    st.op.offset = static_cast<std::uint64_t>(at);
     rc = run_keeping_bytes(t, st);
   } else if (const int d = dup_for_job(fd_); d < 0) {
     rc = d;
   } else {
     rc = offload(pool_write, job_fd(d),
-                 std::string(static_cast<const char*>(buf), std::min(len, pool_chunk)), offset,
-                 append_);
+                 std::string(static_cast<const char*>(buf), std::min(len, pool_chunk)), at);
   }
   if (rc < 0) {
     ec = errno_code(static_cast<int>(-rc));

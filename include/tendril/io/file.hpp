@@ -44,7 +44,8 @@ class file {
   // read_at() / write_at() at an offset; read() / write() at the file position (which they
   // move). read returns 0 at the end of the file. Like read(2), a call may move fewer bytes
   // than asked (at most 16 MiB on the thread pool, 0x7ffff000 through io_uring). An offset
-  // above INT64_MAX is EINVAL.
+  // above INT64_MAX is EINVAL. A device that cannot seek (a terminal) is read and written
+  // where it is, whatever the offset, as read(2) and write(2) do.
   std::size_t read_at(void* buf, std::size_t len, std::uint64_t offset);
   std::size_t read_at(void* buf, std::size_t len, std::uint64_t offset, std::error_code& ec);
   std::size_t write_at(const void* buf, std::size_t len, std::uint64_t offset);
@@ -65,6 +66,7 @@ class file {
   int fd_ = -1;
   std::uint64_t pos_ = 0;
   bool append_ = false;
+  bool seekable_ = true;
   std::string path_;
 };
 

@@ -390,6 +390,28 @@ TEST(file, file_io_on_the_hub_itself_throws_blocking_switch_out) {
   EXPECT_EQ(tendril::io::read_file(path), "new");
 }
 
+// A terminal reads and writes on every backend: the thread pool used pread and pwrite, which
+// a device that cannot seek refuses (ESPIPE), where io_uring worked.
+TEST(file, a_terminal_is_read_and_written_where_it_is_on_every_backend) {
+  pty_pair pty;
+  file f = file::open(pty.slave, open_mode::read_write);
+  EXPECT_EQ(f.write("hi\n", 3), 3u);
+  EXPECT_EQ(f.write_at("there", 5, 1000), 5u);  // an offset means nothing to it
+  EXPECT_EQ(pty.drain(), "hi\nthere");
+  ASSERT_EQ(::write(pty.master, "abc", 3), 3);
+  char buf[16];
+  tendril::timeout guard(30s);
+  EXPECT_EQ(f.read(buf, sizeof buf), 3u);
+  EXPECT_EQ(std::string(buf, 3), "abc");
+  ASSERT_EQ(::write(pty.master, "de", 2), 2);
+  EXPECT_EQ(f.read_at(buf, sizeof buf, 12345), 2u);
+  EXPECT_EQ(std::string(buf, 2), "de");
+  // And in append mode.
+  file log = file::open(pty.slave, open_mode::append);
+  EXPECT_EQ(log.write("more", 4), 4u);
+  EXPECT_EQ(pty.drain(), "more");
+}
+
 // A terminal read whose timeout scope ran out in the hub pass that brought its data: on
 // io_uring the read had completed, and its bytes went with the timeout_error. They are
 // returned, and the timeout comes at the next blocking call.
