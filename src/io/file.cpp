@@ -159,8 +159,17 @@ int open_file(const std::string& p, open_mode mode, unsigned perms, bool* not_a_
       break;
   }
   const int fd = ::open(p.c_str(), flags, perms);
-  if (fd < 0) return -errno;
   struct stat st {};
+  if (fd < 0) {
+    const int err = errno;
+    // What that open does with a FIFO that has no reader yet (for writing) and with a socket.
+    if (err == ENXIO && ::stat(p.c_str(), &st) == 0 &&
+        (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))) {
+      *not_a_file = true;
+      return -EINVAL;
+    }
+    return -err;
+  }
   int err = 0;
   if (::fstat(fd, &st) != 0) {
     err = errno;

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <string>
@@ -733,6 +735,40 @@ TEST(file, opening_a_fifo_is_refused_without_blocking) {
   char buf[4] = {1, 1, 1, 1};
   EXPECT_EQ(zero.read(buf, sizeof buf), 4u);
   EXPECT_EQ(buf[3], 0);
+}
+
+// A FIFO opened for writing (with no reader) or a Unix socket's path failed with ENXIO, from
+// the open that does not block, before the check that refuses them with EINVAL.
+TEST(file, a_fifo_opened_for_writing_and_a_socket_are_refused_with_einval) {
+  temp_dir dir;
+  const std::string fifo = dir.file("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string sock_path = dir.file("sock");
+  const int sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(sock, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(sock_path.size(), sizeof addr.sun_path);
+  std::memcpy(addr.sun_path, sock_path.c_str(), sock_path.size() + 1);
+  ASSERT_EQ(::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  for (const std::string& path : {fifo, sock_path}) {
+    for (open_mode mode :
+         {open_mode::read, open_mode::write, open_mode::append, open_mode::read_write}) {
+      SCOPED_TRACE(path + " mode " + std::to_string(static_cast<int>(mode)));
+      try {
+        file::open(path, mode);
+        ADD_FAILURE() << "opened";
+      } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), std::errc::invalid_argument) << e.what();
+        EXPECT_TRUE(contains(e.what(), "FIFO or socket")) << e.what();
+        EXPECT_TRUE(contains(e.what(), path)) << e.what();
+      }
+      std::error_code ec;
+      EXPECT_FALSE(file::open(path, mode, ec).is_open());
+      EXPECT_EQ(ec, std::errc::invalid_argument);
+    }
+  }
+  ::close(sock);
 }
 
 // Every throwing call has an error_code twin that reports the failure there instead.
