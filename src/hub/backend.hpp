@@ -37,6 +37,11 @@
 //   wake()          From any thread, async-signal-safe: makes the current wait() return, or
 //                   the next one return at once. Wakes that pile up are merged.
 //   watching()      The number of watches (the hub looks for I/O between passes while any).
+//   forget_after_fork()  In a forked child, whose hub abandons this backend: closes the
+//                   child's copies of the backend's own descriptors (and unmaps the ring)
+//                   without touching the kernel objects it shares with the parent (no
+//                   epoll_ctl, no submission). After it only name() and the destructor may be
+//                   called (the hub is abandoned: it never waits, wakes or watches again).
 //   persistent()    True when a watch stays in the kernel between waits, tied to the file
 //                   the number named when it was made: epoll's registration, io_uring's poll
 //                   in flight (it holds the file). If the number is closed where the owner
@@ -109,6 +114,7 @@ class backend {
   virtual int wait(std::chrono::nanoseconds timeout) noexcept = 0;
   virtual void wake() noexcept = 0;
   virtual std::size_t watching() const noexcept = 0;
+  virtual void forget_after_fork() noexcept = 0;
   virtual bool persistent() const noexcept { return false; }
 
   virtual bool native_ops() const noexcept { return false; }

@@ -38,8 +38,14 @@ class epoll_backend final : public backend {
     epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev);
   }
   ~epoll_backend() override {
+    if (wakefd_ >= 0) ::close(wakefd_);
+    if (epfd_ >= 0) ::close(epfd_);
+  }
+  void forget_after_fork() noexcept override {
+    // The epoll instance and the eventfd live on in the parent: only our copies go.
     ::close(wakefd_);
     ::close(epfd_);
+    wakefd_ = epfd_ = -1;
   }
 
   const char* name() const noexcept override { return "epoll"; }

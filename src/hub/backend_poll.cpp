@@ -28,8 +28,13 @@ class poll_backend final : public backend {
     seqs_.push_back(0);
   }
   ~poll_backend() override {
+    if (wake_pipe_[0] >= 0) ::close(wake_pipe_[0]);
+    if (wake_pipe_[1] >= 0) ::close(wake_pipe_[1]);
+  }
+  void forget_after_fork() noexcept override {
     ::close(wake_pipe_[0]);
     ::close(wake_pipe_[1]);
+    wake_pipe_[0] = wake_pipe_[1] = -1;
   }
 
   const char* name() const noexcept override { return "poll"; }

@@ -145,8 +145,11 @@ void hub_impl::abandon() noexcept {
   // timeout scopes, a parent's task it kills or wakes), and such calls find the thread's new
   // hub: a heap index or a queue link of this hub used there would take another timer's slot
   // or corrupt its run queue. Nothing here is armed or queued any more, and a wake of a
-  // parent's greenlet is dropped (schedule_remote()).
+  // parent's greenlet is dropped (schedule_remote()). Nothing reaches its backend either
+  // (the child's descriptor table is a new one, on the new hub): its descriptors and the
+  // ring's mappings go, or each generation of children would keep those of all before it.
   abandoned_ = true;
+  io_->forget_after_fork();
   timers_.disarm_all();
   while (!ready_.empty()) ready_.pop_front()->list = ready_node::in_no_list;
   while (!remote_.empty()) remote_.pop_front()->list = ready_node::in_no_list;

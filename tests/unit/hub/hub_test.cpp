@@ -4,6 +4,7 @@
 // instead of hanging (and only then), refuses switches that bypass it (invalid_switch) and
 // blocking on itself (blocking_switch_out); one hub per thread, which unwinds its tasks when
 // the thread ends; the thread pool beside it; and a forked child's fresh hub and pool.
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -1068,6 +1069,58 @@ TEST(hub, a_child_forked_without_the_hooks_starts_with_a_fresh_hub_and_none_of_t
   ticker.join();
   EXPECT_EQ(c.status, 0);
   EXPECT_EQ(c.report, "no hub\ntask=1\npool job ran\n");
+}
+
+namespace {
+
+int open_descriptors() {
+  int n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return -1;
+  while (::readdir(d) != nullptr) ++n;
+  ::closedir(d);
+  return n;
+}
+
+}  // namespace
+
+// Each forked child kept the descriptors of its parent's abandoned backend (io_uring's ring
+// and eventfd, epoll's instance and eventfd, poll's pipe): a process forking generation after
+// generation had more with each. The abandoned backend closes them (and unmaps the ring).
+TEST(hub, each_forked_generation_has_as_many_descriptors_as_the_one_before) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  tendril::sleep(1ms);  // the hub starts
+  const pid_t first = ::fork();
+  if (first == 0) {
+    ::close(fds[0]);
+    std::string r;
+    for (int gen = 1;; ++gen) {
+      tendril::sleep(1ms);  // this generation's own hub, and it works
+      r += std::to_string(open_descriptors()) + "\n";
+      if (gen == 3) break;
+      const pid_t next = ::fork();
+      if (next != 0) {  // the last generation reports for all
+        int st = 0;
+        ::waitpid(next, &st, 0);
+        ::_exit(next > 0 && WIFEXITED(st) ? WEXITSTATUS(st) : 1);
+      }
+    }
+    say(fds[1], r);
+    ::_exit(0);
+  }
+  ASSERT_GT(first, 0);
+  ::close(fds[1]);
+  const child_outcome c = wait_for_child(first, fds[0]);
+  ::close(fds[0]);
+  EXPECT_EQ(c.status, 0);
+  std::vector<int> counts;
+  for (std::size_t at = 0, nl; (nl = c.report.find('\n', at)) != std::string::npos; at = nl + 1)
+    counts.push_back(std::stoi(c.report.substr(at, nl - at)));
+  ASSERT_EQ(counts.size(), 3u) << c.report;
+  EXPECT_GT(counts[0], 0);
+  EXPECT_EQ(counts[1], counts[0]) << c.report;
+  EXPECT_EQ(counts[2], counts[0]) << c.report;
 }
 
 // A timeout scope the process forked in kept its timer in the parent's abandoned heap: in the
