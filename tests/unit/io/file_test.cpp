@@ -661,6 +661,25 @@ TEST(wait_ready, one_waiter_running_out_of_time_leaves_the_others_waiting) {
   EXPECT_FALSE(ec_third) << ec_third.message();
 }
 
+// A descriptor closed behind the wait's back (a plain close) was reported ready by the poll
+// backend (its POLLNVAL passed on as an error); the other backends wait on to the limit.
+TEST(wait_ready, a_descriptor_closed_during_the_wait_is_never_reported_ready) {
+  pipe_pair p;
+  EXPECT_TRUE(tendril::io::wait_writable_for(p.write_end, 1s));  // the hub first
+  std::error_code ec;
+  bool ready = true;
+  auto waiting = spawn([&] { ready = tendril::io::wait_readable_for(p.read_end, 300ms, ec); });
+  tendril::sleep(10ms);
+  ASSERT_FALSE(waiting.ready());
+  ::close(p.read_end);
+  p.read_end = -1;
+  waiting.join();
+  EXPECT_FALSE(ready);
+  if (ec) {
+    EXPECT_EQ(ec, std::errc::bad_file_descriptor) << ec.message();
+  }
+}
+
 TEST(wait_ready, a_closed_descriptor_fails_with_ebadf) {
   pipe_pair p;
   // The hub first: its own descriptors must not take the number about to be closed.
