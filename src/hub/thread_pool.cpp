@@ -67,6 +67,20 @@ pool& the_pool() {
 void submit(pool_job& job) {
   pool& p = the_pool();
   std::unique_lock lock(p.mu);
+  // One idle worker per queued job: several jobs submitted before an idle worker wakes all
+  // see it idle, and each but the first needs another worker (within the limit). The thread
+  // starts before the job is linked: if starting throws (std::system_error, or std::bad_alloc
+  // from std::thread's own allocation), a job that no thread would ever run is not left behind
+  // for the caller to free.
+  if (p.queued + 1 > p.idle && p.alive.load() < p.limit) {
+    try {
+      std::thread([&p] { p.worker(); }).detach();
+      p.alive.fetch_add(1);
+    } catch (...) {
+      if (p.alive.load() == 0) throw;
+      // Some threads run: the job waits for one of them.
+    }
+  }
   job.next = nullptr;
   if (p.tail) {
     p.tail->next = &job;
@@ -75,21 +89,6 @@ void submit(pool_job& job) {
   }
   p.tail = &job;
   ++p.queued;
-  // One idle worker per queued job: several jobs submitted before an idle worker wakes all
-  // see it idle, and each but the first needs another worker (within the limit).
-  if (p.queued > p.idle && p.alive.load() < p.limit) {
-    try {
-      std::thread([&p] { p.worker(); }).detach();
-      p.alive.fetch_add(1);
-    } catch (const std::system_error&) {
-      if (p.alive.load() == 0) {
-        p.head = p.tail = nullptr;
-        p.queued = 0;
-        throw;
-      }
-      // Some threads run: the job waits for one of them.
-    }
-  }
   lock.unlock();
   p.work.notify_one();
 }

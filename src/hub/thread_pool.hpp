@@ -17,8 +17,8 @@ struct pool_job {
 
 namespace thread_pool {
 
-// submit() queues a job; any thread. Throws std::system_error if no thread can be started
-// and none is running.
+// submit() queues a job; any thread. If no thread can be started and none is running, throws
+// what starting one threw (std::system_error, std::bad_alloc) and the job is not queued.
 void submit(pool_job& job);
 
 // forget_after_fork() starts a forked child with an empty pool.

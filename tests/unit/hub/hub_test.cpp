@@ -22,6 +22,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -894,6 +895,27 @@ TEST(hub, an_ending_thread_whose_unstarted_task_kills_another_in_a_link_stops_bo
 // --- the thread pool -----------------------------------------------------------------------
 
 namespace {
+// Set, the next operator new on this thread throws std::bad_alloc (as std::thread's own
+// allocation may).
+thread_local bool t_fail_next_new = false;
+}  // namespace
+
+void* operator new(std::size_t n) {
+  if (t_fail_next_new) {
+    t_fail_next_new = false;
+    throw std::bad_alloc();
+  }
+  if (void* p = std::malloc(n != 0 ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+// GCC sees operator new's pointer reach free(): that is this pair's contract.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#pragma GCC diagnostic pop
+
+namespace {
 
 struct pool_run {
   std::mutex mu;
@@ -1010,6 +1032,70 @@ using tendril::test::say;
 using tendril::test::wait_for_child;
 
 }  // namespace
+
+// submit() caught only std::system_error around starting a thread, after linking the job: a
+// std::bad_alloc from std::thread left the job queued while the caller, told it failed, freed
+// it; a worker then ran the freed job.
+TEST(hub, a_pool_job_is_not_left_queued_when_starting_its_thread_throws_bad_alloc) {
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "ThreadSanitizer cannot start threads in a forked child";
+#endif
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {  // a child, whose pool has no thread yet
+    ::close(fds[0]);
+    std::string r;
+    tendril::detail::thread_pool::set_size(2);  // makes the pool: submit() allocates no more
+    pool_run refused;
+    counted_job a;
+    a.run = &run_counted;
+    a.run_state = &refused;
+    t_fail_next_new = true;
+    try {
+      tendril::detail::thread_pool::submit(a);
+      r += "a queued\n";
+    } catch (const std::bad_alloc&) {
+      r += "a refused\n";
+    }
+    t_fail_next_new = false;
+    pool_run s;
+    s.release = false;
+    counted_job b, c;
+    b.run = c.run = &run_counted;
+    b.run_state = c.run_state = &s;
+    tendril::detail::thread_pool::submit(b);  // the first thread, held by b
+    {
+      std::unique_lock lock(s.mu);
+      s.cv.wait_for(lock, 10s, [&] { return s.running == 1; });
+    }
+    t_fail_next_new = true;
+    try {
+      tendril::detail::thread_pool::submit(c);  // a thread runs: c waits for it
+      r += "c queued\n";
+    } catch (const std::bad_alloc&) {
+      r += "c refused\n";
+    }
+    t_fail_next_new = false;
+    {
+      std::lock_guard lock(s.mu);
+      s.release = true;
+    }
+    s.cv.notify_all();
+    std::unique_lock lock(s.mu);
+    r += s.cv.wait_for(lock, 10s, [&] { return s.done == 2; }) ? "b and c ran\n" : "stuck\n";
+    std::lock_guard lock_refused(refused.mu);
+    r += refused.done == 0 ? "a never ran\n" : "a ran\n";
+    say(fds[1], r);
+    ::_exit(0);
+  }
+  ASSERT_GT(pid, 0);
+  ::close(fds[1]);
+  const child_outcome c = wait_for_child(pid, fds[0]);
+  ::close(fds[0]);
+  EXPECT_EQ(c.status, 0);
+  EXPECT_EQ(c.report, "a refused\nc queued\nb and c ran\na never ran\n");
+}
 
 // Only monkey::patch_all() made a forked child forget the parent's hub: without it the
 // parent's tasks ran on in the child, which shared the parent's epoll instance or io_uring
