@@ -137,6 +137,23 @@ void task_start(greenlet_record* r, std::int64_t deadline_ns) {
   static const bool hooked = (hub_impl::set_start_failed_hook(&start_failed), true);
   (void)hooked;
   task_core& t = task_of(r);
+  t.start.greenlet = r;
+  // spawn() passes 0: no need to read the clock (a system call on some machines).
+  const bool now = deadline_ns == 0 || deadline_ns <= hub_now_ns();
+  // A delay too long for the clock (forever_ns): the task never starts by itself, and no timer
+  // keeps the hub from raising loop_exit in a wait that nothing else can end (as sleep does).
+  if (!now && deadline_ns != forever_ns) {
+    t.later.deadline_ns = deadline_ns;
+    t.later.fire = &start_later;
+    t.later.context = &t;
+    try {
+      hub.add_timer(t.later);  // first: the only step that throws
+    } catch (...) {
+      greenlet_discard_unstarted(r);
+      greenlet_abandon_create(r);
+      throw;
+    }
+  }
   t.number = g_task_number.fetch_add(1, std::memory_order_relaxed) + 1;
   r->name_prefix = "Greenlet-";
   r->name_number = t.number;
@@ -145,19 +162,7 @@ void task_start(greenlet_record* r, std::int64_t deadline_ns) {
   t.self = tendril::greenlet(r, tendril::greenlet::adopt_t{});
   t.child.shutdown = &shutdown_child;
   hub.adopt(t.child);
-  t.start.greenlet = r;
-  // spawn() passes 0: no need to read the clock (a system call on some machines).
-  if (deadline_ns == 0 || deadline_ns <= hub_now_ns()) {
-    hub.schedule(t.start);
-  } else if (deadline_ns == forever_ns) {
-    // A delay too long for the clock: the task never starts by itself, and no timer keeps
-    // the hub from raising loop_exit in a wait that nothing else can end (as sleep does).
-  } else {
-    t.later.deadline_ns = deadline_ns;
-    t.later.fire = &start_later;
-    t.later.context = &t;
-    hub.add_timer(t.later);
-  }
+  if (now) hub.schedule(t.start);
 }
 
 bool task_enter(task_core& t) noexcept {

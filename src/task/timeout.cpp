@@ -13,13 +13,13 @@ timeout::timeout(std::int64_t deadline_ns, int) {
   detail::hub_impl& hub = detail::hub_impl::current();
   owner_ = hub.threads().current();
   outer_ = static_cast<timeout*>(owner_->timeouts);
-  owner_->timeouts = this;
   if (deadline_ns != detail::forever_ns) {
     timer_.deadline_ns = deadline_ns;
     timer_.fire = &on_fire;
     timer_.context = this;
-    hub.add_timer(timer_);
+    hub.add_timer(timer_);  // may throw: before the greenlet's chain points here
   }
+  owner_->timeouts = this;
 }
 
 timeout::~timeout() {

@@ -80,7 +80,8 @@ greenlet_record* task_create(std::size_t body_size, std::size_t body_align, cons
                              void** extra);
 void task_abandon(greenlet_record* r) noexcept;
 // task_start() numbers the task, hands it to the hub and schedules its start (now, or at
-// deadline_ns for spawn_later).
+// deadline_ns for spawn_later). Throws std::bad_alloc if the hub has no room for
+// spawn_later's timer; r is then freed.
 void task_start(greenlet_record* r, std::int64_t deadline_ns);
 task_core& task_of(greenlet_record* r) noexcept;
 task_core& current_task();

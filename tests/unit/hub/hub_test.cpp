@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "child_process.hpp"
+#include "failing_new.hpp"
 #include "hub/backend.hpp"
 #include "hub/clock.hpp"
 #include "hub/hub_impl.hpp"
@@ -895,27 +896,6 @@ TEST(hub, an_ending_thread_whose_unstarted_task_kills_another_in_a_link_stops_bo
 // --- the thread pool -----------------------------------------------------------------------
 
 namespace {
-// Set, the next operator new on this thread throws std::bad_alloc (as std::thread's own
-// allocation may).
-thread_local bool t_fail_next_new = false;
-}  // namespace
-
-void* operator new(std::size_t n) {
-  if (t_fail_next_new) {
-    t_fail_next_new = false;
-    throw std::bad_alloc();
-  }
-  if (void* p = std::malloc(n != 0 ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-// GCC sees operator new's pointer reach free(): that is this pair's contract.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-#pragma GCC diagnostic pop
-
-namespace {
 
 struct pool_run {
   std::mutex mu;
@@ -1051,14 +1031,14 @@ TEST(hub, a_pool_job_is_not_left_queued_when_starting_its_thread_throws_bad_allo
     counted_job a;
     a.run = &run_counted;
     a.run_state = &refused;
-    t_fail_next_new = true;
+    tendril::test::fail_next_new();
     try {
       tendril::detail::thread_pool::submit(a);
       r += "a queued\n";
     } catch (const std::bad_alloc&) {
       r += "a refused\n";
     }
-    t_fail_next_new = false;
+    tendril::test::stop_failing_new();
     pool_run s;
     s.release = false;
     counted_job b, c;
@@ -1069,14 +1049,14 @@ TEST(hub, a_pool_job_is_not_left_queued_when_starting_its_thread_throws_bad_allo
       std::unique_lock lock(s.mu);
       s.cv.wait_for(lock, 10s, [&] { return s.running == 1; });
     }
-    t_fail_next_new = true;
+    tendril::test::fail_next_new();
     try {
       tendril::detail::thread_pool::submit(c);  // a thread runs: c waits for it
       r += "c queued\n";
     } catch (const std::bad_alloc&) {
       r += "c refused\n";
     }
-    t_fail_next_new = false;
+    tendril::test::stop_failing_new();
     {
       std::lock_guard lock(s.mu);
       s.release = true;

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -19,6 +20,7 @@
 #include <variant>
 #include <vector>
 
+#include "failing_new.hpp"
 #include "hub/clock.hpp"
 #include "tendril/tendril.hpp"
 
@@ -849,6 +851,29 @@ TEST_F(tasks, spawn_later_killed_before_its_time_never_runs) {
   tendril::sleep(2s);
   EXPECT_FALSE(ran);
   EXPECT_FALSE(t.started());
+}
+
+// The task was handed to the hub before spawn_later's timer was added: when that threw
+// std::bad_alloc, the task and what its body held stayed, unreachable, until the thread ended.
+TEST_F(tasks, spawn_later_that_finds_no_room_for_its_timer_frees_the_task_at_once) {
+  // The timer heap's entry (deadline, sequence, node): its first push allocates one.
+  constexpr std::size_t heap_entry = 2 * sizeof(std::int64_t) + sizeof(void*);
+  auto held = std::make_shared<int>(1);
+  bool refused = false;
+  long uses = 0;
+  std::thread([&] {
+    tendril::sleep(0s);  // this thread's hub, whose timer heap has no room yet
+    tendril::test::fail_next_new(heap_entry);
+    try {
+      tendril::spawn_later(1s, [held] {});
+    } catch (const std::bad_alloc&) {
+      refused = true;
+    }
+    tendril::test::stop_failing_new();
+    uses = held.use_count();
+  }).join();
+  EXPECT_TRUE(refused);
+  EXPECT_EQ(uses, 1);
 }
 
 // --- names and ids -------------------------------------------------------------------------

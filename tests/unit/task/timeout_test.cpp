@@ -7,11 +7,16 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <new>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
+#include "failing_new.hpp"
+#include "greenlet/greenlet_record.hpp"
+#include "greenlet/thread_state.hpp"
 #include "hub/clock.hpp"
 #include "tendril/tendril.hpp"
 
@@ -371,4 +376,32 @@ TEST_F(timeouts, a_timed_wait_of_a_duration_too_large_for_the_clock_is_ended_by_
   });
   EXPECT_TRUE(e.wait_until(std::chrono::steady_clock::time_point::max()));
   tendril::joinall(setter, again);
+}
+
+// The constructor linked the scope into its greenlet's chain before adding its timer: when
+// that threw std::bad_alloc, the chain kept the unmade scope for the next blocking call to read.
+TEST_F(timeouts, a_scope_whose_timer_finds_no_room_is_not_left_in_its_greenlets_chain) {
+  bool refused = false;
+  const void* chain = &refused;
+  bool outer_fired = false;
+  std::thread([&] {
+    tendril::sleep(0s);  // this thread's hub, whose timer heap has no room yet
+    tendril::test::fail_next_new();
+    try {
+      timeout t(5s);
+    } catch (const std::bad_alloc&) {
+      refused = true;
+    }
+    chain = tendril::detail::thread_state::get().current()->timeouts;
+    if (chain != nullptr) return;  // the next blocking call would read a scope that is gone
+    timeout outer(1s);
+    try {
+      tendril::sleep(2s);
+    } catch (const timeout_error& e) {
+      outer_fired = e.source() == &outer;
+    }
+  }).join();
+  EXPECT_TRUE(refused);
+  EXPECT_EQ(chain, nullptr);
+  EXPECT_TRUE(outer_fired);
 }

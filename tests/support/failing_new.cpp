@@ -1,0 +1,29 @@
+#include "failing_new.hpp"
+
+#include <cstdlib>
+#include <new>
+
+namespace {
+thread_local bool t_armed = false;
+thread_local std::size_t t_size = 0;
+}  // namespace
+
+namespace tendril::test {
+void fail_next_new(std::size_t size) noexcept {
+  t_size = size;
+  t_armed = true;
+}
+void stop_failing_new() noexcept { t_armed = false; }
+}  // namespace tendril::test
+
+void* operator new(std::size_t n) {
+  if (t_armed && (t_size == 0 || t_size == n)) {
+    t_armed = false;
+    throw std::bad_alloc();
+  }
+  if (void* p = std::malloc(n != 0 ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }

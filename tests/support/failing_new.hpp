@@ -1,0 +1,18 @@
+// A replaced operator new that fails on demand (failing_new.cpp, linked into the test
+// binaries that need it), for the paths where an allocation's std::bad_alloc must leave
+// things as they were.
+#ifndef TENDRIL_TESTS_SUPPORT_FAILING_NEW_HPP
+#define TENDRIL_TESTS_SUPPORT_FAILING_NEW_HPP
+
+#include <cstddef>
+
+namespace tendril::test {
+
+// fail_next_new() makes the next operator new on this thread throw std::bad_alloc: the next
+// one of `size` bytes, or of any size if size is 0. Once only; stop_failing_new() disarms it.
+void fail_next_new(std::size_t size = 0) noexcept;
+void stop_failing_new() noexcept;
+
+}  // namespace tendril::test
+
+#endif
