@@ -58,6 +58,13 @@ void offload_job::run_and_wait(offload_job* job) {
   auto* st = new (job->impl_) offload_state;
   st->job = job;
   st->node.run = &run_job;
+  if (thread_pool::on_worker()) {
+    // A pool thread that waited for the pool could wait for itself (every thread busy the
+    // same way): as gevent does, the call runs here (nested offload(), resolve(), files).
+    job->call();
+    job->release();  // the pool side's reference
+    return;
+  }
   hub_impl& hub = hub_impl::current();
   waiter w(true);
   st->w = &w;

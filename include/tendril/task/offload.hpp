@@ -43,8 +43,9 @@ class offload_job {
 // offload() calls f(args...) (bound by value) on a thread of the pool and returns its result
 // or rethrows its exception; the calling greenlet waits, the others run. If the greenlet is
 // killed or its timeout fires while it waits, that is raised at once and the call finishes
-// unobserved. Switches: yes. Throws std::system_error if no pool thread can be started,
-// std::invalid_argument if TENDRIL_THREADPOOL_SIZE is not a whole number from 1, and
+// unobserved. Called on a pool thread (from a call offloaded there), it calls f there and
+// then, without waiting. Switches: yes. Throws std::system_error if no pool thread can be
+// started, std::invalid_argument if TENDRIL_THREADPOOL_SIZE is not a whole number from 1, and
 // blocking_switch_out on the hub itself (without calling f).
 template <class F, class... Args>
 auto offload(F&& f, Args&&... args) {

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "hub/thread_pool.hpp"
 #include "tendril/sync/waiter.hpp"
 #include "tendril/tendril.hpp"
 
@@ -261,4 +262,37 @@ TEST(offload, calls_offloaded_at_once_run_at_once_beside_an_idle_thread) {
   for (int i = 0; i < n; ++i) calls.push_back(spawn([&] { return offload(meet); }));
   tendril::joinall(calls);
   for (auto& c : calls) EXPECT_TRUE(c.get());
+}
+
+// An offload() on a pool thread waited for the pool: with every thread busy the same way
+// (here the only one), for ever. It now runs the call on that thread, as gevent does.
+TEST(offload, a_call_offloaded_from_a_pool_thread_runs_there_at_once) {
+  const std::size_t saved = tendril::detail::thread_pool::size();
+  tendril::detail::thread_pool::set_size(1);
+  std::thread::id outer, inner;
+  std::string failed;
+  int r = 0;
+  try {
+    tendril::timeout limit(10s);
+    r = offload([&] {
+      outer = std::this_thread::get_id();
+      const int two = offload([&] {
+        inner = std::this_thread::get_id();
+        return 2;
+      });
+      try {
+        offload([] { throw some_error("inner"); });
+      } catch (const some_error& e) {
+        return two + (std::string(e.what()) == "inner" ? 1 : 0);
+      }
+      return two;
+    });
+  } catch (const tendril::timeout_error&) {
+    failed = "timed out";
+  }
+  tendril::detail::thread_pool::set_size(saved);
+  offload([] {});  // a second thread takes a stuck inner call, if any
+  EXPECT_EQ(failed, "");
+  EXPECT_EQ(r, 3);
+  EXPECT_EQ(inner, outer);
 }
