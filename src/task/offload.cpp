@@ -65,14 +65,24 @@ void offload_job::run_and_wait(offload_job* job) {
     job->release();  // the pool side's reference
     return;
   }
-  hub_impl& hub = hub_impl::current();
+  auto give_up = [&] {
+    st->~offload_state();
+    delete job;
+  };
+  hub_impl* made = nullptr;
+  try {
+    made = &hub_impl::current();  // may make the hub, which may throw (no backend, memory)
+  } catch (...) {
+    give_up();
+    throw;
+  }
+  hub_impl& hub = *made;
   waiter w(true);
   st->w = &w;
   try {
     thread_pool::submit(st->node);
   } catch (...) {
-    st->~offload_state();
-    delete job;
+    give_up();
     throw;
   }
   hub.add_pool_jobs(1);

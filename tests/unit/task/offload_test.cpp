@@ -7,8 +7,10 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -295,4 +297,29 @@ TEST(offload, a_call_offloaded_from_a_pool_thread_runs_there_at_once) {
   EXPECT_EQ(failed, "");
   EXPECT_EQ(r, 3);
   EXPECT_EQ(inner, outer);
+}
+
+// offload() allocated its job before making the hub: when that threw (here no such
+// backend), the job and the arguments bound into it were never freed.
+TEST(offload, frees_its_arguments_when_the_hub_cannot_be_made) {
+  auto held = std::make_shared<int>(7);
+  std::string thrown;
+  std::optional<std::string> old_backend;
+  if (const char* b = std::getenv("TENDRIL_BACKEND")) old_backend = b;
+  ::setenv("TENDRIL_BACKEND", "bogus", 1);
+  std::thread([&] {  // a thread without a hub yet
+    try {
+      offload([](const std::shared_ptr<int>& p) { return *p; }, held);
+    } catch (const std::invalid_argument& e) {
+      thrown = e.what();
+    }
+  })
+      .join();
+  if (old_backend) {
+    ::setenv("TENDRIL_BACKEND", old_backend->c_str(), 1);
+  } else {
+    ::unsetenv("TENDRIL_BACKEND");
+  }
+  EXPECT_NE(thrown.find("bogus"), std::string::npos) << thrown;
+  EXPECT_EQ(held.use_count(), 1);
 }
