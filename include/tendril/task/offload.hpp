@@ -40,8 +40,9 @@ class offload_job {
 
 }  // namespace detail
 
-// offload() calls f(args...) (bound by value) on a thread of the pool and returns its result
-// or rethrows its exception; the calling greenlet waits, the others run. If the greenlet is
+// offload() calls f(args...) (bound by value, and passed as rvalues as std::thread does) on a
+// thread of the pool and returns its result or rethrows its exception; the calling greenlet
+// waits, the others run. If the greenlet is
 // killed or its timeout fires while it waits, that is raised at once and the call finishes
 // unobserved. Called on a pool thread (from a call offloaded there), it calls f there and
 // then, without waiting. Switches: yes. Throws std::system_error if no pool thread can be
@@ -49,7 +50,7 @@ class offload_job {
 // blocking_switch_out on the hub itself (without calling f).
 template <class F, class... Args>
 auto offload(F&& f, Args&&... args) {
-  using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>;
+  using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&&...>;
   struct job final : detail::offload_job {
     std::decay_t<F> fn;
     std::tuple<std::decay_t<Args>...> a;
@@ -58,10 +59,10 @@ auto offload(F&& f, Args&&... args) {
     void call() noexcept override {
       try {
         if constexpr (std::is_void_v<R>) {
-          std::apply(fn, a);
+          std::apply(fn, std::move(a));
           result.emplace(true);
         } else {
-          result.emplace(std::apply(fn, a));
+          result.emplace(std::apply(fn, std::move(a)));
         }
       } catch (...) {
         error_ = std::current_exception();

@@ -72,6 +72,13 @@ TEST(offload, binds_arguments_by_value) {
   EXPECT_EQ(s, "abc");
 }
 
+// The bound arguments were passed as lvalues: a move-only parameter taken by value did not
+// compile (spawn() and std::thread accept it).
+TEST(offload, passes_bound_arguments_as_rvalues_so_move_only_ones_work) {
+  auto r = offload([](std::unique_ptr<int> p) { return *p + 1; }, std::make_unique<int>(41));
+  EXPECT_EQ(r, 42);
+}
+
 TEST(offload, a_void_call_returns_once_it_ran) {
   std::atomic<bool> ran{false};
   offload([&] { ran = true; });
