@@ -343,12 +343,20 @@ auto joinall_until(std::chrono::time_point<Clock, Duration> tp, Tasks&&... tasks
 }
 
 // killall() kills every task of a range (which may be a temporary), then (with block) waits
-// for all of them.
+// for all of them. Called by one of those tasks, it kills and waits for the others only (as
+// group::kill() does): killing itself would end it with the rest of the range not killed.
+// Switches: when block.
 template <class Range, class = decltype(std::begin(std::declval<Range&>()))>
 void killall(Range&& tasks, bool block = true) {
-  for (auto& t : tasks) t.kill(false);
+  const detail::greenlet_record* me = detail::calling_task();
+  auto other = [me](auto& t) { return me == nullptr || t.greenlet().record() != me; };
+  for (auto& t : tasks) {
+    if (other(t)) t.kill(false);
+  }
   if (block) {
-    for (auto& t : tasks) t.join();
+    for (auto& t : tasks) {
+      if (other(t)) t.join();
+    }
   }
 }
 

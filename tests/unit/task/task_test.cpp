@@ -406,6 +406,30 @@ TEST_F(tasks, killall_without_block_returns_before_the_tasks_end) {
   for (auto& t : all) EXPECT_TRUE(t.successful());
 }
 
+// A task that called killall() on a range it is in killed the tasks listed before it, then
+// itself (a logic_error from its own kill); the tasks after it were never killed.
+TEST_F(tasks, killall_called_by_one_of_the_tasks_kills_the_others_and_returns) {
+  std::vector<task<void>> all;
+  std::string seen = "not run";
+  for (int i = 0; i < 3; ++i) {
+    all.push_back(spawn([&, i] {
+      if (i != 1) return tendril::sleep(1h);
+      tendril::sleep(0s);  // the others asleep
+      try {
+        tendril::killall(all);
+        seen = "returned";
+      } catch (const std::logic_error& e) {
+        seen = e.what();
+      }
+    }));
+  }
+  all[1].join();
+  EXPECT_EQ(seen, "returned");
+  EXPECT_TRUE(all[0].ready());
+  EXPECT_TRUE(all[2].ready());
+  tendril::killall(all);
+}
+
 // --- kill ----------------------------------------------------------------------------------
 
 TEST_F(tasks, kill_before_start_never_runs_the_body) {
