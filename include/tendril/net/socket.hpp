@@ -50,9 +50,9 @@ class socket {
 
   // set_timeout() limits each blocking call on this socket to d (a negative d acts as zero);
   // clear_timeout() removes the limit (the default). A call that runs out of time fails with
-  // std::errc::timed_out.
+  // std::errc::timed_out. Throws std::invalid_argument for a NaN d.
   template <class Rep, class Period>
-  void set_timeout(std::chrono::duration<Rep, Period> d) noexcept {
+  void set_timeout(std::chrono::duration<Rep, Period> d) {
     timeout_ns_ = detail::saturating_ns(d);
   }
   void clear_timeout() noexcept { timeout_ns_ = detail::forever_ns; }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <limits>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -331,6 +332,30 @@ TEST_F(timeouts, a_duration_too_large_for_the_clock_never_fires) {
   EXPECT_FALSE(a.fired());
   EXPECT_FALSE(b.fired());
   EXPECT_FALSE(c.fired());
+}
+
+// A NaN compares false with everything: timeout(NaN) never fired, sleep(NaN) slept for ever,
+// spawn_later(NaN) never started, and nothing named the bad input.
+TEST_F(timeouts, a_nan_duration_or_time_point_is_refused_with_invalid_argument) {
+  const std::chrono::duration<double> nan(std::numeric_limits<double>::quiet_NaN());
+  auto says_nan = [](auto&& call) {
+    try {
+      call();
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what()).find("NaN") != std::string::npos;
+    }
+    return false;
+  };
+  EXPECT_TRUE(says_nan([&] { timeout t(nan); }));
+  EXPECT_TRUE(says_nan([&] { tendril::sleep(nan); }));
+  EXPECT_TRUE(says_nan([&] { tendril::spawn_later(nan, [] {}); }));
+  auto t = spawn([] {});
+  EXPECT_TRUE(says_nan([&] { t.join_for(nan); }));
+  event never;
+  EXPECT_TRUE(says_nan([&] { never.wait_for(nan); }));
+  const std::chrono::time_point<std::chrono::steady_clock, std::chrono::duration<double>> at(nan);
+  EXPECT_TRUE(says_nan([&] { tendril::sleep_until(at); }));
+  t.join();
 }
 
 TEST_F(timeouts, a_time_point_in_the_past_fires_at_once) {
