@@ -51,6 +51,9 @@ class offload_job {
 template <class F, class... Args>
 auto offload(F&& f, Args&&... args) {
   using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&&...>;
+  static_assert(!std::is_reference_v<R>,
+                "tendril::offload: the callable returns a reference, which offload() cannot "
+                "carry back; return a value, a pointer or a std::reference_wrapper");
   struct job final : detail::offload_job {
     std::decay_t<F> fn;
     std::tuple<std::decay_t<Args>...> a;

@@ -63,6 +63,9 @@ struct task_core {
 
 template <class R>
 struct task_state : task_core {
+  static_assert(!std::is_reference_v<R>,
+                "tendril::spawn: the callable returns a reference, which a task cannot hold; "
+                "return a value, a pointer or a std::reference_wrapper");
   std::optional<std::conditional_t<std::is_void_v<R>, bool, R>> value;
   bool taken = false;  // a move-only result was moved out by get()
 };
