@@ -25,9 +25,10 @@ void raise_pending_interrupt(greenlet_record* g) {
 
 bool pending_for_real(greenlet_record* g) noexcept { return g->interrupt || pending_timeout(g); }
 
-// The greenlet whose pending interrupt a wait of g raises: g's own, else (g a generator's
-// body, which runs for its consumer) its consumer's: a kill or a timeout that came while the
-// consumer was inside next() is raised at the first blocking call made for it.
+}  // namespace
+
+// A kill or a timeout that came while the consumer was inside next() is raised at the first
+// blocking call made for it.
 greenlet_record* pending_owner(greenlet_record* g) noexcept {
   for (greenlet_record* r = g; r != nullptr; r = r->parent) {
     if (has_pending_interrupt(r) && pending_for_real(r)) return r;
@@ -35,6 +36,8 @@ greenlet_record* pending_owner(greenlet_record* g) noexcept {
   }
   return nullptr;
 }
+
+namespace {
 
 // The hub's way to deliver loop_exit (and anything else) to a parked greenlet.
 bool interrupt_parked(greenlet_record* g, std::exception_ptr e) {

@@ -42,11 +42,11 @@ void sleep_until_ns(std::int64_t deadline_ns) {
 void yield_now() {
   // A kill or a timeout that is pending is raised here, as by any other blocking call: the
   // wait below is woken before it starts, so it would let the wake win, and a loop that only
-  // yields could never be killed or timed out (sleep_test's
-  // a_greenlet_that_only_yields_can_be_killed). A wait whose deadline has passed raises what
-  // is pending, or else returns at once.
-  greenlet_record* self = thread_state::get().current();
-  if (self->interrupt || self->timeouts) {
+  // yields could never be killed or timed out, nor could the consumer a generator's body
+  // yields for (sleep_test's a_greenlet_that_only_yields_can_be_killed and
+  // a_generator_body_that_only_yields_is_ended_by_its_consumers_kill_or_timeout). A wait
+  // whose deadline has passed raises what is pending.
+  if (pending_owner(thread_state::get().current()) != nullptr) {
     waiter check;
     check.wait(0);
   }

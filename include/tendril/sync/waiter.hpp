@@ -99,6 +99,11 @@ class waiter {
 // that of the generator's body if it is parked (it runs for g). Null if none is. Hub thread.
 waiter* parked_waiter(greenlet_record* g) noexcept;
 
+// pending_owner() is the greenlet whose pending kill or fired timeout a blocking call of g
+// raises: g's own, else (g a generator's body, which runs for its consumer) its consumer's.
+// Null if nothing is pending. Hub thread.
+greenlet_record* pending_owner(greenlet_record* g) noexcept;
+
 // An intrusive FIFO of waiters. Not thread-safe by itself: the owning object guards it.
 class waiter_list {
  public:

@@ -143,6 +143,39 @@ TEST_F(sleeping, a_greenlet_that_only_yields_can_be_killed) {
   EXPECT_LE(rounds, 3);
 }
 
+// yield_now() looked only at the calling greenlet's own kill and timeouts: a generator's body
+// looping on sleep(0s) never saw its consumer's kill or fired timeout (other waits do).
+TEST_F(sleeping, a_generator_body_that_only_yields_is_ended_by_its_consumers_kill_or_timeout) {
+  constexpr int give_up = 100'000;
+  int rounds = 0;
+  auto spin = [&](tendril::generator<int>::yielder& y) {
+    for (rounds = 0; rounds < give_up; ++rounds) {
+      tendril::detail::test_clock::advance_to(now_ns() + ms_ns);
+      tendril::sleep(0s);
+    }
+    y.yield(rounds);
+  };
+  auto consumer = spawn([&] {
+    tendril::generator<int> g(spin);
+    for (int v : g) (void)v;
+  });
+  tendril::sleep(0s);  // the body spins
+  consumer.kill();
+  EXPECT_TRUE(consumer.ready());
+  EXPECT_LT(rounds, give_up);
+  bool timed_out = false;
+  try {
+    tendril::timeout limit(10ms);
+    tendril::generator<int> g(spin);
+    auto it = g.begin();
+    (void)it;
+  } catch (const tendril::timeout_error&) {
+    timed_out = true;
+  }
+  EXPECT_TRUE(timed_out);
+  EXPECT_LT(rounds, give_up);
+}
+
 TEST_F(sleeping, sleep_zero_does_not_advance_the_clock) {
   auto other = spawn([] { tendril::sleep(1s); });
   const std::int64_t start = now_ns();
