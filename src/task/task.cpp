@@ -188,6 +188,24 @@ __attribute__((no_sanitize("undefined"))) void task_leave(task_core& t) noexcept
   auto keep_exit_pending = [&] {
     if (exit && !self->interrupt) self->interrupt = exit;
   };
+  // On another greenlet (the killer of a task that had not started), what interrupts that
+  // greenlet itself in a link is its own, not the link's failure: its kill (whatever the
+  // exception) stays pending as a greenlet_exit does, and a scope of its that fired is
+  // pending again for its next blocking call.
+  auto keep_own_interrupt = [&](const std::exception_ptr& e) {
+    if (self == r) return false;
+    if (greenlet_record* me = calling_task(); me != nullptr && e == task_of(me).kill_sent) {
+      exit = e;
+      return true;
+    }
+    try {
+      std::rethrow_exception(e);
+    } catch (const timeout_error& te) {
+      return repend_timeout_of(self, te.source());
+    } catch (...) {
+    }
+    return false;
+  };
   if (t.error && r) {
     try {
       hub_impl::current().report_task_error(record_name(r), t.error);
@@ -214,8 +232,10 @@ __attribute__((no_sanitize("undefined"))) void task_leave(task_core& t) noexcept
       std::abort();
 #endif
     } catch (...) {
-      std::fprintf(stderr, "tendril: a link callback of task '%s' threw; ignored\n",
-                   r ? record_name(r).c_str() : "?");
+      if (!keep_own_interrupt(std::current_exception())) {
+        std::fprintf(stderr, "tendril: a link callback of task '%s' threw; ignored\n",
+                     r ? record_name(r).c_str() : "?");
+      }
     }
   }
   if (self == r) {

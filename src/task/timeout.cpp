@@ -78,6 +78,16 @@ timeout* pending_timeout(greenlet_record* g) noexcept {
 
 void repend_timeout(timeout* t) noexcept { t->pending_ = true; }
 
+bool repend_timeout_of(greenlet_record* g, const timeout* t) noexcept {
+  for (auto* s = static_cast<timeout*>(g->timeouts); s; s = s->outer_) {
+    if (s == t) {
+      s->pending_ = true;
+      return true;
+    }
+  }
+  return false;
+}
+
 timeout_error take_pending_timeout(timeout* t) noexcept {
   t->pending_ = false;
   return timeout_error(t);

@@ -198,8 +198,9 @@ class task_base {
   void set_name(std::string name);
 
   // link() calls callback once the task has ended, in the order linked, on the task's own
-  // greenlet right after it ends (or on the killer's, for a task killed before it started);
-  // linking an ended task calls callback at once.
+  // greenlet right after it ends (or on the killer's, for a task killed before it started:
+  // the killer's own kill or fired timeout scope that ends a callback there is raised at
+  // the killer's next blocking call); linking an ended task calls callback at once.
   void link(std::function<void()> callback);
 
   // For wait() and iwait().

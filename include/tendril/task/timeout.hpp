@@ -24,6 +24,8 @@ timeout* pending_timeout(greenlet_record* g) noexcept;
 timeout_error take_pending_timeout(timeout* t) noexcept;
 // Marks a scope that fired as pending again (the hooks could not raise it through C code).
 void repend_timeout(timeout* t) noexcept;
+// The same if t is one of g's scopes; false (nothing done) if it is not.
+bool repend_timeout_of(greenlet_record* g, const timeout* t) noexcept;
 }  // namespace detail
 
 // timeout_error is what a blocking call throws when a timeout scope of its greenlet ran
@@ -65,6 +67,7 @@ class timeout {
   friend timeout* detail::pending_timeout(detail::greenlet_record* g) noexcept;
   friend timeout_error detail::take_pending_timeout(timeout* t) noexcept;
   friend void detail::repend_timeout(timeout* t) noexcept;
+  friend bool detail::repend_timeout_of(detail::greenlet_record* g, const timeout* t) noexcept;
   timeout(std::int64_t deadline_ns, int);
   static void on_fire(detail::timer_node* t);
   // rearm_after_fork() gives the scope's timer to the child's hub (see pending_timeout()).

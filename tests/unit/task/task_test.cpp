@@ -770,6 +770,40 @@ TEST_F(tasks, linking_an_ended_task_calls_at_once) {
   EXPECT_EQ(calls, 2);
 }
 
+// A task killed before it started runs its links on its killer's greenlet. A link that
+// blocked there caught the killer's own timeout or kill as its failure ("a link callback
+// threw; ignored"), and the killer never saw it.
+TEST_F(tasks, links_of_a_task_killed_before_it_started_leave_the_killers_timeout_and_kill_to_it) {
+  const tendril::timeout* fired = nullptr;
+  bool went_on = false;
+  try {
+    tendril::timeout limit(10ms);
+    auto t = spawn([] {});
+    t.link([] { tendril::sleep(1s); });
+    t.kill();  // the link runs here, and the scope fires in it
+    went_on = true;
+    tendril::sleep(1h);
+  } catch (const tendril::timeout_error& e) {
+    fired = e.source();
+  }
+  EXPECT_TRUE(went_on);
+  EXPECT_NE(fired, nullptr);
+  struct stop {};
+  std::string seen;
+  auto killer = spawn([&] {
+    auto t = spawn([] {});
+    t.link([] { tendril::sleep(1s); });
+    t.kill();  // the link runs here, and the killer is killed in it
+    seen = "went on";
+    tendril::sleep(1h);
+    seen = "slept";
+  });
+  tendril::sleep(10ms);
+  killer.kill(std::make_exception_ptr(stop{}));
+  EXPECT_EQ(seen, "went on");
+  EXPECT_FALSE(killer.successful());
+}
+
 TEST_F(tasks, links_run_on_the_tasks_own_greenlet_before_joiners_resume) {
   std::string ran_on;
   bool joiner_saw_link = false;
