@@ -519,7 +519,8 @@ void hub_impl::set_error_handler(tendril::hub::error_handler h) {
   on_error_ = h ? std::make_shared<tendril::hub::error_handler>(std::move(h)) : nullptr;
 }
 
-void hub_impl::report_task_error(const std::string& task_name, std::exception_ptr error) {
+void hub_impl::report_task_error(const std::string& task_name, std::exception_ptr error,
+                                 claim_fn claim) {
   if (on_error_) {
     // Held, not copied: the handler may replace itself, or block while another greenlet
     // replaces it, and must not be destroyed under its own feet (task_test's
@@ -532,6 +533,7 @@ void hub_impl::report_task_error(const std::string& task_name, std::exception_pt
     } catch (const greenlet_exit&) {
       throw;
     } catch (...) {
+      if (claim != nullptr && claim(std::current_exception())) return;
       std::fprintf(stderr, "tendril: the hub's error handler threw while reporting task '%s'\n",
                    task_name.c_str());
     }

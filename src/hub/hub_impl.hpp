@@ -161,8 +161,12 @@ class hub_impl {
   void set_error_handler(tendril::hub::error_handler h);
   // report_task_error() calls the error handler (on the greenlet that failed, or on the hub
   // for a greenlet that is not a task). It throws only a greenlet_exit that ended the handler
-  // (it may block, and its greenlet be killed meanwhile).
-  void report_task_error(const std::string& task_name, std::exception_ptr error);
+  // (it may block, and its greenlet be killed meanwhile). What else ends the handler is
+  // reported and dropped, unless claim (given when the handler runs on another greenlet)
+  // takes it as that greenlet's own interrupt.
+  using claim_fn = bool (*)(const std::exception_ptr& e) noexcept;
+  void report_task_error(const std::string& task_name, std::exception_ptr error,
+                         claim_fn claim = nullptr);
 
   // watch_signals() / unwatch_signals(): see signal_watch. Hub's thread.
   void watch_signals(signal_watch& w) noexcept;

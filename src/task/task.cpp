@@ -48,6 +48,25 @@ bool is_exit(const std::exception_ptr& e) {
   }
 }
 
+// The error handler and the links of a task killed before it started run on its killer's
+// greenlet: what interrupts that greenlet there is its own, not their failure. Its kill
+// (whatever the exception) stays pending for it, and a scope of its that fired is pending
+// again, for its next blocking call.
+bool claim_own_interrupt(const std::exception_ptr& e) noexcept {
+  greenlet_record* self = thread_state::get().current();
+  if (greenlet_record* me = calling_task(); me != nullptr && e == task_of(me).kill_sent) {
+    if (!self->interrupt) self->interrupt = e;
+    return true;
+  }
+  try {
+    std::rethrow_exception(e);
+  } catch (const timeout_error& te) {
+    return repend_timeout_of(self, te.source());
+  } catch (...) {
+  }
+  return false;
+}
+
 // The task was killed before its body ran: it ends here, without a switch.
 void end_unstarted(greenlet_record* r, task_core& t, std::exception_ptr e) noexcept {
   hub_impl* hub = hub_impl::peek();
@@ -188,27 +207,10 @@ __attribute__((no_sanitize("undefined"))) void task_leave(task_core& t) noexcept
   auto keep_exit_pending = [&] {
     if (exit && !self->interrupt) self->interrupt = exit;
   };
-  // On another greenlet (the killer of a task that had not started), what interrupts that
-  // greenlet itself in a link is its own, not the link's failure: its kill (whatever the
-  // exception) stays pending as a greenlet_exit does, and a scope of its that fired is
-  // pending again for its next blocking call.
-  auto keep_own_interrupt = [&](const std::exception_ptr& e) {
-    if (self == r) return false;
-    if (greenlet_record* me = calling_task(); me != nullptr && e == task_of(me).kill_sent) {
-      exit = e;
-      return true;
-    }
-    try {
-      std::rethrow_exception(e);
-    } catch (const timeout_error& te) {
-      return repend_timeout_of(self, te.source());
-    } catch (...) {
-    }
-    return false;
-  };
   if (t.error && r) {
     try {
-      hub_impl::current().report_task_error(record_name(r), t.error);
+      hub_impl::current().report_task_error(record_name(r), t.error,
+                                            self == r ? nullptr : &claim_own_interrupt);
     } catch (const greenlet_exit&) {
       exit = std::current_exception();
     }
@@ -232,7 +234,7 @@ __attribute__((no_sanitize("undefined"))) void task_leave(task_core& t) noexcept
       std::abort();
 #endif
     } catch (...) {
-      if (!keep_own_interrupt(std::current_exception())) {
+      if (self == r || !claim_own_interrupt(std::current_exception())) {
         std::fprintf(stderr, "tendril: a link callback of task '%s' threw; ignored\n",
                      r ? record_name(r).c_str() : "?");
       }

@@ -804,6 +804,29 @@ TEST_F(tasks, links_of_a_task_killed_before_it_started_leave_the_killers_timeout
   EXPECT_FALSE(killer.successful());
 }
 
+// The same for the hub's error handler, which reports such a task killed with an exception of
+// its own: the killer's timeout that ended a blocking handler was reported as the handler's.
+TEST_F(tasks, the_error_handler_of_a_task_killed_before_it_started_leaves_the_killers_timeout) {
+  tendril::hub::current().set_error_handler(
+      [](const std::string&, std::exception_ptr) { tendril::sleep(1s); });
+  struct restore {
+    ~restore() { tendril::hub::current().set_error_handler({}); }
+  } guard;
+  const tendril::timeout* fired = nullptr;
+  bool went_on = false;
+  try {
+    tendril::timeout limit(10ms);
+    auto t = spawn([] {});
+    t.kill(std::make_exception_ptr(std::runtime_error("stop")));  // reported here
+    went_on = true;
+    tendril::sleep(1h);
+  } catch (const tendril::timeout_error& e) {
+    fired = e.source();
+  }
+  EXPECT_TRUE(went_on);
+  EXPECT_NE(fired, nullptr);
+}
+
 TEST_F(tasks, links_run_on_the_tasks_own_greenlet_before_joiners_resume) {
   std::string ran_on;
   bool joiner_saw_link = false;
