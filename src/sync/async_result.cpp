@@ -2,6 +2,11 @@
 
 namespace tendril::detail {
 
+async_core::~async_core() {
+  if (!waiters_.empty() || !observers_.empty()) [[unlikely]]
+    destroyed_while_waited("tendril::async_result", waiters_.size() + observers_.size());
+}
+
 void async_core::settle(void (*store)(void* ctx), void* ctx) {
   std::lock_guard lock(mu_);
   store(ctx);

@@ -2,6 +2,11 @@
 
 namespace tendril {
 
+event::~event() {
+  if (!waiters_.empty() || !observers_.empty()) [[unlikely]]
+    detail::destroyed_while_waited("tendril::event", waiters_.size() + observers_.size());
+}
+
 void event::set() {
   std::lock_guard lock(mu_);
   flag_.store(true, std::memory_order_release);

@@ -42,6 +42,11 @@ void mutex::unlock() {
   sem_.release();
 }
 
+condition_variable::~condition_variable() {
+  if (!waiters_.empty()) [[unlikely]]
+    detail::destroyed_while_waited("tendril::condition_variable", waiters_.size());
+}
+
 bool condition_variable::wait_deadline(std::unique_lock<mutex>& lock, std::int64_t deadline_ns) {
   if (!lock.owns_lock())
     throw std::logic_error("tendril::condition_variable::wait: the lock is not held");

@@ -13,6 +13,8 @@ semaphore::semaphore(std::ptrdiff_t initial) : count_(initial) {
   }
 }
 
+semaphore::~semaphore() { check_unwaited("tendril::semaphore"); }
+
 bool semaphore::try_acquire() noexcept {
   std::lock_guard lock(mu_);
   if (count_ > 0 && waiters_.empty()) {

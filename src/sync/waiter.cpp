@@ -1,6 +1,8 @@
 #include "tendril/sync/waiter.hpp"
 
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 
 #include "greenlet/greenlet_record.hpp"
 #include "hub/hub_impl.hpp"
@@ -83,6 +85,12 @@ void waiter::finish_wait() noexcept {
   if (timer_.armed()) hub_->cancel_timer(timer_);
   if (cross_thread_) hub_->add_cross_thread_waits(-1);
   node_.greenlet->waiter = nullptr;
+}
+
+void destroyed_while_waited(const char* type, std::size_t n) noexcept {
+  std::fprintf(stderr, "tendril: a %s destroyed while %zu greenlet%s in it\n", type, n,
+               n == 1 ? " waits" : "s wait");
+  std::abort();
 }
 
 waiter* parked_waiter(greenlet_record* g) noexcept {

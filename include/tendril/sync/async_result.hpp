@@ -23,6 +23,11 @@ namespace detail {
 // The part of async_result that does not depend on T.
 class async_core {
  public:
+  async_core() = default;
+  async_core(const async_core&) = delete;
+  async_core& operator=(const async_core&) = delete;
+  // Destroying it while greenlets wait in it stops the process with a message.
+  ~async_core();
   // settle() runs store(ctx) under the lock, marks the result ready and wakes everyone.
   void settle(void (*store)(void* ctx), void* ctx);
   bool ready() const noexcept;
@@ -52,6 +57,9 @@ class async_result {
   async_result() = default;
   async_result(const async_result&) = delete;
   async_result& operator=(const async_result&) = delete;
+  // Destroying it while greenlets wait in it (get(), wait(), or wait() and iwait() over
+  // several objects) stops the process with a message: they could never return.
+  ~async_result() = default;
 
   // set() stores the value and wakes every waiter. Switches: no. Any thread.
   template <class U = T, class = std::enable_if_t<!std::is_void_v<U>>>

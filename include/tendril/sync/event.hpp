@@ -20,7 +20,9 @@ class event {
   event() = default;
   event(const event&) = delete;
   event& operator=(const event&) = delete;
-  ~event() = default;
+  // Destroying it while greenlets wait in it (wait(), or wait() and iwait() over several
+  // objects) stops the process with a message: they could never return.
+  ~event();
 
   // set() sets the flag and wakes every waiter (even those that will find it cleared again
   // by the time they run: they return true). Switches: no. Any thread.

@@ -23,6 +23,8 @@ class mutex {
   mutex() : sem_(1) {}
   mutex(const mutex&) = delete;
   mutex& operator=(const mutex&) = delete;
+  // Destroying it while greenlets wait for it stops the process with a message.
+  ~mutex() { sem_.check_unwaited("tendril::mutex"); }
 
   // lock() takes the mutex, waiting for it. Switches: yes, when it waits.
   void lock();
@@ -57,6 +59,8 @@ class condition_variable {
   condition_variable() = default;
   condition_variable(const condition_variable&) = delete;
   condition_variable& operator=(const condition_variable&) = delete;
+  // Destroying it while greenlets wait in it stops the process with a message.
+  ~condition_variable();
 
   // Switches: yes.
   void wait(std::unique_lock<mutex>& lock) { wait_deadline(lock, detail::forever_ns); }

@@ -4,6 +4,8 @@
 #ifndef TENDRIL_SYNC_OBSERVER_HPP
 #define TENDRIL_SYNC_OBSERVER_HPP
 
+#include <cstddef>
+
 namespace tendril::detail {
 
 struct observer {
@@ -18,6 +20,11 @@ struct observer {
 class observer_list {
  public:
   bool empty() const noexcept { return head_ == nullptr; }
+  std::size_t size() const noexcept {
+    std::size_t n = 0;
+    for (const observer* o = head_; o != nullptr; o = o->next) ++n;
+    return n;
+  }
   void push_back(observer& o) noexcept {
     o.prev = tail_;
     o.next = nullptr;

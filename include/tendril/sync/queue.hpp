@@ -38,7 +38,9 @@ class queue {
   explicit queue(std::size_t maxsize = unbounded) : maxsize_(maxsize) {}
   queue(const queue&) = delete;
   queue& operator=(const queue&) = delete;
-  ~queue() = default;
+  // Destroying it while greenlets wait in it (get(), put(), or wait() and iwait() over
+  // several objects) stops the process with a message: they could never return.
+  ~queue() { check_unwaited("tendril::queue"); }
 
   // put() appends item, waiting while the queue is full. Throws queue_closed. Switches: yes.
   void put(T item) { put_deadline(item, detail::forever_ns); }
@@ -138,6 +140,15 @@ class queue {
   void unobserve(detail::observer& o) noexcept { observers_.remove(o); }
 
  protected:
+  // check_unwaited() stops the process if greenlets wait in it, or others (joiners) wait in
+  // the derived part (for the destructors; type names the class destroyed).
+  void check_unwaited(const char* type, std::size_t others = 0) const noexcept {
+    if (others != 0 || !getters_.empty() || !putters_.empty() || !observers_.empty()) [[unlikely]] {
+      detail::destroyed_while_waited(
+          type, others + getters_.size() + putters_.size() + observers_.size());
+    }
+  }
+
   template <class U>
   bool put_as(U&& item, std::int64_t deadline_ns) {
     if constexpr (std::is_same_v<U, T&>) {
@@ -266,6 +277,7 @@ template <class T>
 class channel : public queue<T> {
  public:
   channel() : queue<T>(0) {}
+  ~channel() { this->check_unwaited("tendril::channel"); }
 };
 
 // joinable_queue<T>: a queue that also counts unfinished items: put() adds one, task_done()
@@ -274,6 +286,7 @@ template <class T>
 class joinable_queue : public queue<T> {
  public:
   explicit joinable_queue(std::size_t maxsize = queue<T>::unbounded) : queue<T>(maxsize) {}
+  ~joinable_queue() { this->check_unwaited("tendril::joinable_queue", joiners_.size()); }
 
   // put(), put_for(), try_put() and the rest are queue<T>'s: an item counts as unfinished
   // once the queue has accepted it (a put that timed out, was killed or was refused by

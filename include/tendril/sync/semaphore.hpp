@@ -23,7 +23,8 @@ class semaphore {
   explicit semaphore(std::ptrdiff_t initial = 1);
   semaphore(const semaphore&) = delete;
   semaphore& operator=(const semaphore&) = delete;
-  virtual ~semaphore() = default;
+  // Destroying it while greenlets wait in it stops the process with a message.
+  virtual ~semaphore();
 
   // acquire() takes a permit, waiting for one. Switches: yes (only when it waits).
   void acquire() { acquire_deadline(detail::forever_ns); }
@@ -51,10 +52,17 @@ class semaphore {
 
  protected:
   void give(std::ptrdiff_t n);
+  // check_unwaited() stops the process if greenlets wait (for the destructors; type names
+  // the class destroyed).
+  void check_unwaited(const char* type) const noexcept {
+    if (nwaiting_ != 0) [[unlikely]]
+      detail::destroyed_while_waited(type, nwaiting_);
+  }
   mutable std::mutex mu_;
   std::ptrdiff_t count_;
 
  private:
+  friend class mutex;  // its destructor names itself
   detail::waiter_list waiters_;
   std::size_t nwaiting_ = 0;
 };
@@ -64,6 +72,7 @@ class semaphore {
 class bounded_semaphore : public semaphore {
  public:
   explicit bounded_semaphore(std::ptrdiff_t initial = 1) : semaphore(initial), initial_(initial) {}
+  ~bounded_semaphore() override { check_unwaited("tendril::bounded_semaphore"); }
   void release(std::ptrdiff_t n = 1) override;
 
  private:

@@ -15,6 +15,7 @@
 #define TENDRIL_SYNC_WAITER_HPP
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 
@@ -108,6 +109,11 @@ greenlet_record* pending_owner(greenlet_record* g) noexcept;
 class waiter_list {
  public:
   bool empty() const noexcept { return head_ == nullptr; }
+  std::size_t size() const noexcept {
+    std::size_t n = 0;
+    for (const waiter* w = head_; w != nullptr; w = w->next) ++n;
+    return n;
+  }
   waiter* front() const noexcept { return head_; }
   void push_back(waiter& w) noexcept {
     w.prev = tail_;
@@ -134,6 +140,11 @@ class waiter_list {
   waiter* head_ = nullptr;
   waiter* tail_ = nullptr;
 };
+
+// destroyed_while_waited() stops the process: an object (type, such as "tendril::event") was
+// destroyed while n greenlets wait in it, which would leave each to unlink itself from freed
+// memory when it resumes. Called by the destructors, which check only whether a list is empty.
+[[noreturn]] void destroyed_while_waited(const char* type, std::size_t n) noexcept;
 
 }  // namespace tendril::detail
 
