@@ -1,6 +1,14 @@
 #include "tendril/sync/event.hpp"
 
 namespace tendril {
+namespace {
+
+std::uintptr_t this_thread_token() noexcept {
+  static thread_local const char token = 0;
+  return reinterpret_cast<std::uintptr_t>(&token);
+}
+
+}  // namespace
 
 event::~event() {
   if (!waiters_.empty() || !observers_.empty()) [[unlikely]]
@@ -9,7 +17,7 @@ event::~event() {
 
 void event::set() {
   std::lock_guard lock(mu_);
-  flag_.store(true, std::memory_order_release);
+  flag_.store(this_thread_token(), std::memory_order_release);
   // Claim and schedule with the lock held: a waiter that times out meanwhile takes the same
   // lock to unlink itself, so it is either still here (and woken now) or gone.
   while (detail::waiter* w = waiters_.pop_front()) w->wake();
@@ -18,7 +26,20 @@ void event::set() {
 
 void event::clear() {
   std::lock_guard lock(mu_);
-  flag_.store(false, std::memory_order_release);
+  flag_.store(0, std::memory_order_release);
+}
+
+bool event::is_set() const noexcept {
+  const std::uintptr_t setter = flag_.load(std::memory_order_acquire);
+  if (setter == 0) return false;
+  // A set() of another thread stores the flag first and may still be waking waiters and
+  // unlocking mu_: once the lock was ours, it is done with the event, and the caller may
+  // destroy it (events_across_threads, a_waiter_may_destroy_the_event_as_soon_as_wait_returns).
+  // A set() of this thread has returned already.
+  if (setter != this_thread_token()) {
+    std::lock_guard lock(mu_);
+  }
+  return true;
 }
 
 bool event::wait_deadline(std::int64_t deadline_ns) {

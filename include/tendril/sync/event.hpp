@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <mutex>
 
 #include "tendril/hub/deadline.hpp"
@@ -14,7 +15,9 @@ namespace tendril {
 
 // event: set() wakes every greenlet waiting, and later waits return at once until clear().
 // set(), clear() and is_set() may be called from any thread: set() from another thread wakes
-// the waiters through their own hubs. Waiters in several threads are allowed.
+// the waiters through their own hubs. Waiters in several threads are allowed. Once wait() (or
+// is_set() true) has returned, the caller may destroy the event even if the set() of another
+// thread that ended the wait has not returned yet: that set() no longer touches it.
 class event {
  public:
   event() = default;
@@ -30,7 +33,7 @@ class event {
   // clear() resets the flag. Switches: no. Any thread.
   void clear();
   // is_set() reads the flag. Switches: no. Any thread.
-  bool is_set() const noexcept { return flag_.load(std::memory_order_acquire); }
+  bool is_set() const noexcept;
 
   // wait() blocks until the flag is set (at once if it is). Switches: yes. Throws what
   // interrupts the greenlet (greenlet_exit, timeout_error, loop_exit).
@@ -53,8 +56,10 @@ class event {
  private:
   bool wait_deadline(std::int64_t deadline_ns);
 
-  std::atomic<bool> flag_{false};
-  std::mutex mu_;
+  // 0 while clear; once set, a token of the thread whose set() set it, so that a reader of
+  // another thread knows that set() may still be inside (event.cpp, is_set()).
+  std::atomic<std::uintptr_t> flag_{0};
+  mutable std::mutex mu_;
   detail::waiter_list waiters_;
   detail::observer_list observers_;
 };

@@ -393,6 +393,26 @@ TEST_F(events_across_threads, set_and_clear_racing_with_waits_lose_no_wake) {
   EXPECT_EQ(woke, rounds);
 }
 
+// set() of another thread stored the flag before it woke the waiters and unlocked the event's
+// mutex; a wait() that saw the flag returned at once, and the event destroyed then was written
+// by that set() afterwards (a heap-use-after-free, seen by ASan and ThreadSanitizer).
+TEST_F(events_across_threads, a_waiter_may_destroy_the_event_as_soon_as_wait_returns) {
+  const int rounds = static_cast<int>(tendril::test::scaled(2000, 200));
+  int returned = 0;
+  for (int i = 0; i < rounds; ++i) {
+    auto* e = new event;
+    std::thread setter([e] { e->set(); });
+    if (i % 2 == 0) {
+      while (!e->is_set()) std::this_thread::yield();
+    }
+    e->wait();
+    delete e;
+    ++returned;
+    setter.join();
+  }
+  EXPECT_EQ(returned, rounds);
+}
+
 // Time points far in the future in coarse units (whose distance from now overflows in
 // nanoseconds) mean "no time limit" to every *_until call, not "already past".
 TEST_F(events, wait_until_a_far_coarse_time_point_waits_for_the_set) {
