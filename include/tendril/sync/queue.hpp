@@ -29,7 +29,8 @@ class queue_closed : public std::runtime_error {
 // maxsize items (back-pressure); get() waits while it is empty. A waiting getter receives an
 // item directly from the putter, and a getter or putter whose wait ended by a time limit or a
 // kill never receives or hands over an item. close() ends the queue: getters drain what is
-// left and then get queue_closed, putters get it at once. For the greenlets of one thread.
+// left and then get queue_closed, putters get it at once. What moving an item throws comes
+// out of the put or get that moved it (docs/sync.md). For the greenlets of one thread.
 template <class T>
 class queue {
  public:
@@ -161,13 +162,11 @@ class queue {
 
   bool put_deadline(T& item, std::int64_t deadline_ns) {
     if (closed_) throw queue_closed();
-    while (detail::waiter* w = getters_.pop_front()) {
-      if (w->claim()) {
-        *static_cast<std::optional<T>*>(w->payload) = std::move(item);
-        ++unfinished_;
-        w->schedule();
-        return true;
-      }
+    if (detail::waiter* w = first_waiting(getters_)) {
+      static_cast<std::optional<T>*>(w->payload)->emplace(std::move(item));
+      take(getters_, w);
+      ++unfinished_;
+      return true;
     }
     if (items_.size() < maxsize_) {
       items_.push_back(std::move(item));
@@ -197,13 +196,11 @@ class queue {
       refill();
       return v;
     }
-    while (detail::waiter* w = putters_.pop_front()) {
-      if (w->claim()) {
-        std::optional<T> v(std::move(*static_cast<T*>(w->payload)));
-        ++unfinished_;
-        w->schedule();
-        return v;
-      }
+    if (detail::waiter* w = first_waiting(putters_)) {
+      std::optional<T> v(std::move(*static_cast<T*>(w->payload)));
+      take(putters_, w);
+      ++unfinished_;
+      return v;
     }
     if (closed_) throw queue_closed();
     if (deadline_ns == 0) return std::nullopt;
@@ -231,16 +228,38 @@ class queue {
   }
 
  private:
-  // After a get() made room, the longest waiting putter's item moves into the queue.
+  // first_waiting() is the longest waiter of l whose wait has not ended, left in l (those
+  // that timed out or were killed unlink themselves when they resume: dropped here). Its
+  // item moves first and take() claims it after, so a move that throws leaves it waiting
+  // (channels, a_hand_off_whose_move_throws_leaves_the_other_side_waiting_for_the_next_one).
+  // Nothing can end its wait in between: only this thread's hub ends the queue's waits.
+  static detail::waiter* first_waiting(detail::waiter_list& l) noexcept {
+    while (detail::waiter* w = l.front()) {
+      if (w->current_state() == detail::waiter::waiting) return w;
+      l.pop_front();
+    }
+    return nullptr;
+  }
+  static void take(detail::waiter_list& l, detail::waiter* w) noexcept {
+    l.pop_front();
+    w->wake();
+  }
+
+  // After a get() made room, the longest waiting putter's item moves into the queue. One
+  // whose item fails to move gets that exception from its put(), not the getter.
   void refill() {
     while (items_.size() < maxsize_) {
-      detail::waiter* w = putters_.pop_front();
+      detail::waiter* w = first_waiting(putters_);
       if (w == nullptr) return;
-      if (w->claim()) {
+      try {
         items_.push_back(std::move(*static_cast<T*>(w->payload)));
-        ++unfinished_;
-        w->schedule();
+      } catch (...) {
+        putters_.pop_front();
+        w->interrupt(std::current_exception());
+        continue;
       }
+      take(putters_, w);
+      ++unfinished_;
     }
   }
 
@@ -248,12 +267,10 @@ class queue {
   // next waiting getter, or to the head of the queue (where it was first in line), even if
   // that puts a full queue one over its maxsize (or an item in a channel) for a while.
   void give_back(T&& item) {
-    while (detail::waiter* w = getters_.pop_front()) {
-      if (w->claim()) {
-        *static_cast<std::optional<T>*>(w->payload) = std::move(item);
-        w->schedule();
-        return;
-      }
+    if (detail::waiter* w = first_waiting(getters_)) {
+      static_cast<std::optional<T>*>(w->payload)->emplace(std::move(item));
+      take(getters_, w);
+      return;
     }
     items_.push_front(std::move(item));
     observers_.notify_all();

@@ -37,6 +37,22 @@ class queues : public ::testing::Test {
 class channels : public queues {};
 class joinable_queues : public queues {};
 
+// A copy-only item whose copy (so also its "move") throws for the value fragile::fail_on.
+struct fragile {
+  static inline int fail_on = -1;
+  int v;
+  explicit fragile(int x) : v(x) {}
+  fragile(const fragile& o) : v(o.v) { check(o); }
+  fragile& operator=(const fragile& o) {
+    check(o);
+    v = o.v;
+    return *this;
+  }
+  static void check(const fragile& o) {
+    if (o.v == fail_on) throw std::runtime_error("copy failed");
+  }
+};
+
 // Takes everything left in q without waiting.
 template <class Q>
 std::vector<int> drain(Q& q) {
@@ -250,6 +266,30 @@ TEST_F(queues, a_putter_timing_out_in_the_same_pass_as_a_get_hands_over_nothing)
   tendril::joinall(getter, putter);
   EXPECT_EQ(got, std::optional<int>(0));
   EXPECT_FALSE(put);
+  EXPECT_TRUE(q.empty());
+}
+
+// The putter was claimed before its item moved into the room a get() made: the get() threw
+// (its own item lost) and the putter, claimed but never scheduled, waited for ever.
+TEST_F(queues,
+       a_waiting_putter_whose_item_fails_to_move_in_gets_the_error_and_the_getter_its_item) {
+  queue<fragile> q(1);
+  q.put(fragile(1));
+  std::string putter_saw;
+  auto putter = spawn([&] {
+    try {
+      q.put(fragile(2));
+      putter_saw = "put";
+    } catch (const std::runtime_error& e) {
+      putter_saw = e.what();
+    }
+  });
+  tendril::sleep(0s);
+  fragile::fail_on = 2;
+  EXPECT_EQ(q.get().v, 1);
+  fragile::fail_on = -1;
+  putter.join();
+  EXPECT_EQ(putter_saw, "copy failed");
   EXPECT_TRUE(q.empty());
 }
 
@@ -547,6 +587,37 @@ TEST_F(channels, close_refuses_a_waiting_putter) {
   putter.join();
   EXPECT_TRUE(refused);
   EXPECT_THROW(ch.get(), queue_closed);
+}
+
+// The waiter on the other side was claimed before the item moved: the move threw, and that
+// waiter, claimed but never scheduled, waited for ever (no time limit or kill could end it).
+TEST_F(channels, a_hand_off_whose_move_throws_leaves_the_other_side_waiting_for_the_next_one) {
+  channel<fragile> ch;
+  std::optional<int> got;
+  auto getter = spawn([&] { got = ch.get().v; });
+  tendril::sleep(0s);
+  fragile::fail_on = 1;
+  fragile bad(1);
+  EXPECT_THROW(ch.try_put(bad), std::runtime_error);
+  fragile::fail_on = -1;
+  EXPECT_TRUE(ch.try_put(fragile(2)));
+  getter.join();
+  EXPECT_EQ(got, 2);
+
+  bool put = false;
+  auto putter = spawn([&] {
+    ch.put(fragile(3));
+    put = true;
+  });
+  tendril::sleep(0s);
+  fragile::fail_on = 3;
+  EXPECT_THROW(ch.try_get(), std::runtime_error);
+  fragile::fail_on = -1;
+  std::optional<fragile> taken = ch.try_get();
+  ASSERT_TRUE(taken);
+  EXPECT_EQ(taken->v, 3);
+  putter.join();
+  EXPECT_TRUE(put);
 }
 
 // --- joinable_queue ------------------------------------------------------------------------
