@@ -61,17 +61,20 @@ class async_result {
   // several objects) stops the process with a message: they could never return.
   ~async_result() = default;
 
-  // set() stores the value and wakes every waiter. Switches: no. Any thread.
+  // set() stores the value and wakes every waiter. What making the value throws (a copy of v
+  // that fails) comes out of set(), and the result stays as it was. Switches: no. Any thread.
   template <class U = T, class = std::enable_if_t<!std::is_void_v<U>>>
   void set(U&& v) {
+    // Made before the old value goes: emplace() would destroy that first.
+    stored fresh(std::forward<U>(v));
     struct ctx {
       async_result* self;
-      std::remove_reference_t<U>* v;  // U is a reference type for an lvalue argument
-    } args{this, &v};
+      stored* fresh;
+    } args{this, &fresh};
     core_.settle(
         [](void* p) {
           auto* c = static_cast<ctx*>(p);
-          c->self->value_.emplace(std::forward<U>(*c->v));
+          c->self->replace_value(std::move(*c->fresh));
           c->self->error_ = nullptr;
           c->self->taken_ = false;
         },
@@ -141,6 +144,18 @@ class async_result {
   void unobserve(detail::observer& o) noexcept { core_.unobserve(o); }
 
  private:
+  // replace_value() moves v in. A move that can throw (a copy-only T) goes through T's own
+  // assignment, which never leaves an empty optional behind in a ready result.
+  void replace_value(stored&& v) {
+    if constexpr (!std::is_nothrow_move_constructible_v<stored> &&
+                  std::is_move_assignable_v<stored>) {
+      if (value_) {
+        *value_ = std::move(v);
+        return;
+      }
+    }
+    value_.emplace(std::move(v));
+  }
   auto get_deadline(std::int64_t deadline_ns) {
     if constexpr (std::is_void_v<T>) {
       if (!core_.wait_deadline(deadline_ns)) return false;

@@ -32,6 +32,24 @@ struct some_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A copy-only value whose copies throw while fail is set; alive counts the live ones.
+struct fragile {
+  static inline bool fail = false;
+  static inline int alive = 0;
+  std::string s;
+  explicit fragile(std::string v) : s(std::move(v)) { ++alive; }
+  fragile(const fragile& o) : s(o.s) {
+    if (fail) throw std::runtime_error("copy failed");
+    ++alive;
+  }
+  fragile& operator=(const fragile& o) {
+    if (fail) throw std::runtime_error("copy failed");
+    s = o.s;
+    return *this;
+  }
+  ~fragile() { --alive; }
+};
+
 class async_results : public ::testing::Test {
  protected:
   void SetUp() override { tendril::detail::test_clock::pause(); }
@@ -272,4 +290,24 @@ TEST_F(async_results, a_move_only_value_is_taken_once_and_a_new_set_replaces_it)
   EXPECT_THROW(r.get(), std::runtime_error);
   r.set(std::make_unique<int>(3));
   EXPECT_EQ(*r.get(), 3);
+}
+
+// emplace() destroyed the earlier value before the copy threw: the result stayed ready with
+// an empty optional, and get() dereferenced it.
+TEST_F(async_results, a_set_whose_copy_throws_leaves_the_earlier_value) {
+  {
+    async_result<fragile> r;
+    fragile first("first value"), second("second value");
+    r.set(first);
+    EXPECT_EQ(fragile::alive, 3);
+    fragile::fail = true;
+    EXPECT_THROW(r.set(second), std::runtime_error);
+    fragile::fail = false;
+    EXPECT_EQ(fragile::alive, 3);
+    EXPECT_TRUE(r.ready());
+    EXPECT_EQ(r.get().s, "first value");
+    r.set(second);
+    EXPECT_EQ(r.get().s, "second value");
+  }
+  EXPECT_EQ(fragile::alive, 0);
 }
