@@ -19,14 +19,17 @@ using local_table = std::vector<local_entry>;
 std::atomic<std::uint64_t> g_next_key{1};
 
 void cleanup(greenlet_record* r) noexcept {
-  auto* table = static_cast<local_table*>(r->locals);
-  r->locals = nullptr;
-  // Destroy in reverse order of creation; a destructor may make new locals: loop.
-  while (table) {
-    for (auto it = table->rbegin(); it != table->rend(); ++it) it->destroy(it->value);
-    delete table;
-    table = static_cast<local_table*>(r->locals);
-    r->locals = nullptr;
+  // In reverse order of creation, one at a time, with the table still in place: a destructor
+  // may use a value made earlier (still alive, and found), or make a new one (destroyed next).
+  while (auto* table = static_cast<local_table*>(r->locals)) {
+    if (table->empty()) {
+      r->locals = nullptr;
+      delete table;
+      return;
+    }
+    const local_entry e = table->back();
+    table->pop_back();
+    e.destroy(e.value);
   }
 }
 

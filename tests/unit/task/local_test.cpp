@@ -183,6 +183,29 @@ TEST_F(locals, a_destructor_that_makes_another_local_value_is_cleaned_up_too) {
   EXPECT_EQ(tracked::destroyed, 1);
 }
 
+// The table was taken away before the values were destroyed: a destructor that used a value
+// made earlier (so still alive) got a fresh value-initialised one, leaked until the loop's
+// next round.
+TEST_F(locals, a_destructor_sees_the_values_made_before_its_own) {
+  reset_tracked reset;
+  local<tracked> log;
+  struct uses_log {
+    local<tracked>* log;
+    int* seen;
+    ~uses_log() { *seen = (*log)->value; }
+  };
+  local<std::unique_ptr<uses_log>> conn;
+  int seen = -1;
+  auto t = spawn([&] {
+    log->value = 41;
+    conn.set(std::unique_ptr<uses_log>(new uses_log{&log, &seen}));
+  });
+  t.join();
+  EXPECT_EQ(seen, 41);
+  EXPECT_EQ(tracked::alive, 0);
+  EXPECT_EQ(tracked::destroyed, 1);
+}
+
 TEST_F(locals, the_value_of_a_threads_root_is_destroyed_when_the_thread_ends) {
   reset_tracked reset;
   local<tracked> l;
