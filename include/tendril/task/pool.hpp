@@ -28,9 +28,13 @@ class group {
   group& operator=(const group&) = delete;
   virtual ~group() = default;
 
-  // add() tracks a task (an ended one is forgotten at once). Switches: no (a pool's may
-  // wait for a slot).
-  virtual void add(const task_base& t) { track(t); }
+  // add() tracks a task (an ended one is forgotten at once, one already tracked is not
+  // counted again). A task of another thread throws wrong_thread, an empty handle
+  // std::logic_error. Switches: no (a pool's may wait for a slot).
+  virtual void add(const task_base& t) {
+    check_owned(t);
+    if (!tracks(t)) track(t);
+  }
   // spawn() spawns f(args...) and adds the task. Switches: no (a pool's may wait for a
   // slot, also when called through a group&).
   template <class F, class... Args>
@@ -99,6 +103,9 @@ class group {
     prune();
     if (!t.ready()) tasks_.push_back(t);
   }
+  // check_owned() refuses a task that join() and kill() could not handle later: one of
+  // another thread (wrong_thread, naming it) or an empty handle (std::logic_error).
+  static void check_owned(const task_base& t) { (void)t.core(); }
   bool tracks(const task_base& t) const noexcept {
     for (const task_base& u : tasks_) {
       if (u.greenlet().record() == t.greenlet().record()) return true;
@@ -135,8 +142,10 @@ class pool : public group {
   // returns an empty optional). Switches: yes, while the pool is full.
   using group::spawn;
   // add() waits for a free slot for a task spawned elsewhere (one already in the pool, or
-  // ended, takes none). Switches: yes, while the pool is full.
+  // ended, takes none; one of another thread throws wrong_thread and takes none either).
+  // Switches: yes, while the pool is full.
   void add(const task_base& t) override {
+    check_owned(t);  // before reserve(): adopt() would refuse it and keep the slot
     if (t.ready() || (prune(), tracks(t))) return;
     reserve();
     adopt(t);

@@ -214,6 +214,7 @@ class task_base {
   bool join_deadline(std::int64_t deadline_ns);
 
  protected:
+  friend class group;  // refuses a task of another thread at add()
   // core() is the task's state, for its own thread only: an empty handle throws
   // std::logic_error, a call from another thread wrong_thread (every member that can throw
   // goes through it).

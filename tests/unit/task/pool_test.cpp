@@ -13,6 +13,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "hub/clock.hpp"
@@ -84,6 +85,36 @@ TEST_F(groups, add_tracks_a_task_until_it_ends) {
   tendril::sleep(2s);
   EXPECT_EQ(g.size(), 0u);
   g.join();
+}
+
+// add() of a task already in the group tracked it again (size() counted it twice); a task of
+// another thread was taken, and a pool kept the slot it reserved for it for good.
+TEST_F(groups, add_counts_a_task_once_and_refuses_a_task_of_another_thread) {
+  group g;
+  tendril::event made, release;
+  auto t = g.spawn([&] { release.wait(); });
+  g.add(t);
+  g.add(t);
+  EXPECT_EQ(g.size(), 1u);
+
+  task<void> foreign;
+  std::thread other([&] {
+    foreign = spawn([&] { release.wait(); });
+    made.set();
+    foreign.join();
+  });
+  made.wait();
+  EXPECT_THROW(g.add(foreign), tendril::wrong_thread);
+  EXPECT_EQ(g.size(), 1u);
+  pool p(2);
+  EXPECT_THROW(p.add(foreign), tendril::wrong_thread);
+  EXPECT_EQ(p.free_count(), 2u);
+  EXPECT_EQ(p.size(), 0u);
+  release.set();
+  other.join();
+  EXPECT_THROW(g.add(task<void>()), std::logic_error);
+  g.join();
+  EXPECT_EQ(g.size(), 0u);
 }
 
 TEST_F(groups, join_for_returns_false_when_the_time_runs_out) {
