@@ -67,16 +67,23 @@ class group {
     }
     return true;
   }
-  // kill() kills every task, then (with block) waits for them all. Called by one of the
-  // group's own tasks, it kills the others (that task ends when it returns). Switches: when
-  // block.
+  // kill() kills every task, then (with block) waits for them all, and kills those added
+  // meanwhile too, until none is left (gevent's Group.kill). Called by one of the group's
+  // own tasks, it kills the others (that task ends when it returns). Switches: when block.
   void kill(bool block = true) {
-    std::vector<task_base> all = tasks_;
     const detail::greenlet_record* me = detail::calling_task();
-    for (auto& t : all) {
-      if (t.greenlet().record() != me) t.kill(false);
+    while (true) {
+      prune();
+      std::vector<task_base> round;
+      for (const task_base& t : tasks_) {
+        if (t.greenlet().record() != me) round.push_back(t);
+      }
+      if (round.empty()) return;
+      for (auto& t : round) t.kill(false);
+      if (!block) return;
+      // Once these have ended, any member left was added while they were dying.
+      for (auto& t : round) t.join();
     }
-    if (block) join();
   }
 
  protected:

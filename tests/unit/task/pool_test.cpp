@@ -160,6 +160,39 @@ TEST_F(groups, kill_kills_every_task) {
   for (auto& t : all) EXPECT_TRUE(t.successful());
 }
 
+// kill() killed the members it found when it started, then join() waited for the ones added
+// while those were dying (by a spawner outside the group) to end on their own.
+TEST_F(groups, kill_also_kills_tasks_added_while_it_waits) {
+  group g;
+  int killed = 0;
+  int finished = 0;
+  auto member = [&] {
+    try {
+      tendril::sleep(1h);
+      ++finished;
+    } catch (const tendril::greenlet_exit&) {
+      ++killed;
+      tendril::sleep(30ms);  // cleans up slowly
+      throw;
+    }
+  };
+  for (int i = 0; i < 3; ++i) g.spawn(member);
+  auto spawner = spawn([&] {
+    for (int i = 0; i < 4; ++i) {
+      tendril::sleep(5ms);
+      g.spawn(member);
+    }
+  });
+  tendril::sleep(1ms);
+  const std::int64_t start = now_ns();
+  g.kill();
+  EXPECT_EQ(g.size(), 0u);
+  EXPECT_EQ(killed, 7);
+  EXPECT_EQ(finished, 0);
+  EXPECT_LT(now_ns() - start, 60 * second_ns);
+  spawner.join();
+}
+
 TEST_F(groups, kill_without_block_then_join) {
   group g;
   g.spawn([] { tendril::sleep(1h); });
