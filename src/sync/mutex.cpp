@@ -6,7 +6,7 @@
 
 namespace tendril {
 namespace {
-const void* current_greenlet() { return detail::thread_state::get().current(); }
+detail::greenlet_record* current_greenlet() { return detail::thread_state::get().current(); }
 }  // namespace
 
 void mutex::lock() { lock_deadline(detail::forever_ns); }
@@ -14,31 +14,29 @@ void mutex::lock() { lock_deadline(detail::forever_ns); }
 void mutex::lock_shielded() { lock_deadline(detail::forever_ns, true); }
 
 bool mutex::lock_deadline(std::int64_t deadline_ns, bool shielded) {
-  const void* me = current_greenlet();
-  if (owner_.load(std::memory_order_relaxed) == me) {
-    throw std::logic_error("tendril::mutex::lock: the greenlet '" +
-                           detail::record_name(static_cast<const detail::greenlet_record*>(me)) +
+  detail::greenlet_record* me = current_greenlet();
+  if (owner_.load(std::memory_order_relaxed) == me->id) {
+    throw std::logic_error("tendril::mutex::lock: the greenlet '" + detail::record_name(me) +
                            "' already holds this mutex (it is not recursive)");
   }
   bool got = sem_.acquire_deadline(deadline_ns, shielded);
-  if (got) owner_.store(me, std::memory_order_relaxed);
+  if (got) owner_.store(me->id, std::memory_order_relaxed);
   return got;
 }
 
 bool mutex::try_lock() {
   if (!sem_.try_acquire()) return false;
-  owner_.store(current_greenlet(), std::memory_order_relaxed);
+  owner_.store(current_greenlet()->id, std::memory_order_relaxed);
   return true;
 }
 
 void mutex::unlock() {
-  const void* me = current_greenlet();
-  if (owner_.load(std::memory_order_relaxed) != me) {
-    throw std::logic_error("tendril::mutex::unlock: greenlet '" +
-                           detail::record_name(static_cast<const detail::greenlet_record*>(me)) +
+  detail::greenlet_record* me = current_greenlet();
+  if (owner_.load(std::memory_order_relaxed) != me->id) {
+    throw std::logic_error("tendril::mutex::unlock: greenlet '" + detail::record_name(me) +
                            "' does not hold this mutex");
   }
-  owner_.store(nullptr, std::memory_order_relaxed);
+  owner_.store(no_owner, std::memory_order_relaxed);
   sem_.release();
 }
 

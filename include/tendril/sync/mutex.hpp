@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
 
 #include "tendril/hub/deadline.hpp"
@@ -47,9 +48,12 @@ class mutex {
  private:
   bool lock_deadline(std::int64_t deadline_ns, bool shielded = false);
   semaphore sem_;
-  // The greenlet that holds it. Atomic: a greenlet of another thread reads it (to refuse a
-  // recursive lock) while the holder sets it; the semaphore orders the holders themselves.
-  std::atomic<const void*> owner_{nullptr};
+  // The id of the greenlet that holds it (this_greenlet::get_id(), unique in the process: a
+  // record's address is reused by a later greenlet once the holder ended). Atomic: a
+  // greenlet of another thread reads it (to refuse a recursive lock) while the holder sets
+  // it; the semaphore orders the holders themselves.
+  static constexpr std::uint64_t no_owner = 0;  // ids start at 1
+  std::atomic<std::uint64_t> owner_{no_owner};
 };
 
 // condition_variable: wait(lock) releases the mutex and waits for notify_one() or

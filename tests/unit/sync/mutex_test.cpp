@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -133,6 +134,45 @@ TEST_F(mutexes, unlock_by_a_greenlet_that_does_not_hold_it_throws_logic_error) {
   EXPECT_TRUE(contains(error, "does not hold")) << error;
   EXPECT_FALSE(m.try_lock());  // still held by main
   m.unlock();
+}
+
+// The holder was known by its record's address: once it ended without unlocking, a later
+// greenlet whose record reused that address passed for it (its unlock() succeeded, its
+// lock() threw "already holds this mutex").
+TEST_F(mutexes, a_later_greenlet_never_passes_for_a_holder_that_ended) {
+  // A holder, then two checkers, one after another, all the same function (so records of
+  // one size): a task's record is freed while the next one runs, so the second checker's
+  // reuses the holder's.
+  constexpr int rounds = 10;
+  std::vector<std::unique_ptr<mutex>> held;
+  bool hold = false;
+  int unlock_refused = 0;
+  int lock_timed_out = 0;
+  auto step = [&] {
+    if (hold) {
+      held.back()->lock();
+      return;
+    }
+    for (auto& m : held) {
+      try {
+        m->unlock();
+      } catch (const std::logic_error&) {
+        ++unlock_refused;
+      }
+      if (!m->try_lock_for(1ms)) ++lock_timed_out;
+    }
+  };
+  for (int i = 0; i < rounds; ++i) {
+    held.push_back(std::make_unique<mutex>());
+    hold = true;
+    spawn(step).join();
+    hold = false;
+    spawn(step).join();
+    spawn(step).join();
+  }
+  const int tries = rounds * (rounds + 1);
+  EXPECT_EQ(unlock_refused, tries);
+  EXPECT_EQ(lock_timed_out, tries);
 }
 
 TEST_F(mutexes, try_lock_for_returns_false_when_the_time_runs_out) {
