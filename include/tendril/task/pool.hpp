@@ -5,9 +5,11 @@
 
 #include <chrono>
 #include <cstddef>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -141,8 +143,9 @@ class group {
 // it ends (returned, threw, was killed before or after it started).
 class pool : public group {
  public:
+  // Throws std::invalid_argument for a size above PTRDIFF_MAX (a semaphore's largest count).
   explicit pool(std::size_t size)
-      : size_(size), slots_(std::make_shared<semaphore>(static_cast<std::ptrdiff_t>(size))) {}
+      : size_(size), slots_(std::make_shared<semaphore>(slot_count(size))) {}
 
   // spawn() (group's) waits for a free slot, then spawns. pool(0) has none ever: spawn()
   // and add() throw std::logic_error at once rather than wait forever (spawn_for() waits and
@@ -231,6 +234,14 @@ class pool : public group {
   }
 
  private:
+  static std::ptrdiff_t slot_count(std::size_t size) {
+    if (size > static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max())) {
+      throw std::invalid_argument("tendril::pool: a size of " + std::to_string(size) +
+                                  " is more than a pool counts (PTRDIFF_MAX)");
+    }
+    return static_cast<std::ptrdiff_t>(size);
+  }
+
   std::size_t size_;
   std::shared_ptr<semaphore> slots_;
 };

@@ -9,6 +9,7 @@
 #include <any>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -328,6 +329,24 @@ TEST_F(pools, free_count_counts_the_free_slots) {
   EXPECT_EQ(p.free_count(), 2u);
   p.join();
   EXPECT_EQ(p.free_count(), 3u);
+}
+
+// The size was cast to a negative ptrdiff_t: the error named a semaphore and a count (-1)
+// the caller never passed.
+TEST_F(pools, a_size_above_ptrdiff_max_is_refused_naming_the_pool_and_the_size) {
+  for (std::size_t n : {std::numeric_limits<std::size_t>::max(),
+                        std::size_t{std::numeric_limits<std::ptrdiff_t>::max()} + 1}) {
+    try {
+      pool p(n);
+      ADD_FAILURE() << "pool(" << n << ") was made";
+    } catch (const std::invalid_argument& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("tendril::pool"), std::string::npos) << what;
+      EXPECT_NE(what.find(std::to_string(n)), std::string::npos) << what;
+    }
+  }
+  pool largest(std::numeric_limits<std::ptrdiff_t>::max());
+  EXPECT_EQ(largest.free_count(), std::size_t{std::numeric_limits<std::ptrdiff_t>::max()});
 }
 
 TEST_F(pools, spawn_waits_for_a_free_slot) {
