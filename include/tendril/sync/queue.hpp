@@ -19,6 +19,14 @@
 
 namespace tendril {
 
+namespace detail {
+// this_thread_id() is the calling thread's id (gettid(), read once per thread).
+int this_thread_id() noexcept;
+// queue_of_another_thread() throws wrong_thread: a queue in which greenlets of thread owner
+// waited was used from the calling thread.
+[[noreturn]] void queue_of_another_thread(int owner);
+}  // namespace detail
+
 // queue_closed: get() on a closed queue that has been drained, or put() on a closed queue.
 class queue_closed : public std::runtime_error {
  public:
@@ -30,7 +38,8 @@ class queue_closed : public std::runtime_error {
 // item directly from the putter, and a getter or putter whose wait ended by a time limit or a
 // kill never receives or hands over an item. close() ends the queue: getters drain what is
 // left and then get queue_closed, putters get it at once. What moving an item throws comes
-// out of the put or get that moved it (docs/sync.md). For the greenlets of one thread.
+// out of the put or get that moved it (docs/sync.md). For the greenlets of one thread: once
+// one of them waited in it, a call from another thread throws wrong_thread.
 template <class T>
 class queue {
  public:
@@ -88,6 +97,7 @@ class queue {
 
   // close() ends the queue (see above). Switches: no.
   void close() {
+    check_thread();
     closed_ = true;
     while (detail::waiter* w = getters_.pop_front()) w->wake();  // their slots stay empty
     while (detail::waiter* w = putters_.pop_front()) {
@@ -150,6 +160,18 @@ class queue {
     }
   }
 
+  // The wait lists belong to the hub of the thread whose greenlets wait in them: a call
+  // from another thread would change them unguarded, and its wakes would not count as ones
+  // another thread might make (so that thread's waits would end in a misleading loop_exit).
+  void check_thread() const {
+    if (thread_ != 0 && thread_ != detail::this_thread_id()) [[unlikely]]
+      detail::queue_of_another_thread(thread_);
+  }
+  // note_thread() is called before a wait: the first one names the queue's thread.
+  void note_thread() noexcept {
+    if (thread_ == 0) thread_ = detail::this_thread_id();
+  }
+
   template <class U>
   bool put_as(U&& item, std::int64_t deadline_ns) {
     if constexpr (std::is_same_v<U, T&>) {
@@ -161,6 +183,7 @@ class queue {
   }
 
   bool put_deadline(T& item, std::int64_t deadline_ns) {
+    check_thread();
     if (closed_) throw queue_closed();
     if (detail::waiter* w = first_waiting(getters_)) {
       static_cast<std::optional<T>*>(w->payload)->emplace(std::move(item));
@@ -175,6 +198,7 @@ class queue {
       return true;
     }
     if (deadline_ns == 0) return false;
+    note_thread();
     detail::waiter w;
     w.payload = &item;
     putters_.push_back(w);
@@ -190,6 +214,7 @@ class queue {
   }
 
   std::optional<T> get_deadline(std::int64_t deadline_ns) {
+    check_thread();
     if (!items_.empty()) {
       std::optional<T> v(std::move(items_.front()));
       items_.pop_front();
@@ -204,6 +229,7 @@ class queue {
     }
     if (closed_) throw queue_closed();
     if (deadline_ns == 0) return std::nullopt;
+    note_thread();
     std::optional<T> slot;
     detail::waiter w;
     w.payload = &slot;
@@ -282,6 +308,7 @@ class queue {
   detail::waiter_list getters_;  // payload: std::optional<T>* to fill
   detail::waiter_list putters_;  // payload: T* to take from
   detail::observer_list observers_;
+  int thread_ = 0;  // the thread of the first greenlet that waited in it (0: none yet)
 
  protected:
   // Items accepted (put, handed to a getter, or taken from a waiting putter), counted where
@@ -312,6 +339,7 @@ class joinable_queue : public queue<T> {
   // task_done() marks one item finished; calling it more often than put() is a bug
   // (std::logic_error).
   void task_done() {
+    this->check_thread();
     if (unfinished_ == 0) {
       throw std::logic_error(
           "tendril::joinable_queue::task_done: called more times than items were put");
@@ -335,7 +363,9 @@ class joinable_queue : public queue<T> {
 
  private:
   bool join_deadline(std::int64_t deadline_ns) {
+    this->check_thread();
     if (unfinished_ == 0) return true;
+    this->note_thread();
     detail::waiter w;
     joiners_.push_back(w);
     struct unlink {

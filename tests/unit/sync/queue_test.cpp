@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "hub/clock.hpp"
@@ -27,6 +28,10 @@ namespace {
 constexpr std::int64_t second_ns = 1'000'000'000;
 
 std::int64_t now_ns() { return tendril::detail::hub_now_ns(); }
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 class queues : public ::testing::Test {
  protected:
@@ -291,6 +296,38 @@ TEST_F(queues,
   putter.join();
   EXPECT_EQ(putter_saw, "copy failed");
   EXPECT_TRUE(q.empty());
+}
+
+// Nothing refused it: the other thread changed the wait lists of this thread's hub unguarded,
+// and what came out, if anything, was a misleading loop_exit.
+TEST_F(queues, a_call_from_another_thread_once_a_greenlet_waited_in_it_throws_wrong_thread) {
+  joinable_queue<int> q;
+  std::optional<int> got;
+  auto getter = spawn([&] { got = q.get(); });
+  tendril::sleep(0s);
+  std::string refused;
+  int refusals = 0;
+  std::thread other([&] {
+    auto refuse = [&](auto call) {
+      try {
+        call();
+      } catch (const tendril::wrong_thread& e) {
+        refused = e.what();
+        ++refusals;
+      }
+    };
+    refuse([&] { q.put(1); });
+    refuse([&] { q.try_get(); });
+    refuse([&] { q.close(); });
+    refuse([&] { q.task_done(); });
+  });
+  other.join();
+  EXPECT_EQ(refusals, 4);
+  EXPECT_TRUE(contains(refused, "tendril::queue")) << refused;
+  EXPECT_FALSE(q.closed());
+  q.put(2);
+  getter.join();
+  EXPECT_EQ(got, 2);
 }
 
 // A getter switched into by hand (invalid_switch) after a put had handed it its item: the
