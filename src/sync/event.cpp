@@ -1,14 +1,8 @@
 #include "tendril/sync/event.hpp"
 
 namespace tendril {
-namespace {
 
-std::uintptr_t this_thread_token() noexcept {
-  static thread_local const char token = 0;
-  return reinterpret_cast<std::uintptr_t>(&token);
-}
-
-}  // namespace
+using detail::this_thread_token;
 
 event::~event() {
   if (!waiters_.empty() || !observers_.empty()) [[unlikely]]
@@ -20,7 +14,10 @@ void event::set() {
   flag_.store(this_thread_token(), std::memory_order_release);
   // Claim and schedule with the lock held: a waiter that times out meanwhile takes the same
   // lock to unlink itself, so it is either still here (and woken now) or gone.
-  while (detail::waiter* w = waiters_.pop_front()) w->wake();
+  while (detail::waiter* w = waiters_.pop_front()) {
+    detail::mark_woken_here(*w);
+    w->wake();
+  }
   observers_.notify_all();
 }
 
@@ -54,6 +51,7 @@ bool event::wait_deadline(std::int64_t deadline_ns) {
     event* e;
     detail::waiter* w;
     ~unlink() {
+      if (detail::woken_here(*w)) return;  // set() unlinked it; the event may be gone
       std::lock_guard lock(e->mu_);
       e->waiters_.remove(*w);
     }

@@ -46,6 +46,7 @@ bool semaphore::acquire_deadline(std::int64_t deadline_ns, bool shielded) {
     semaphore* s;
     detail::waiter* w;
     ~unlink() {
+      if (detail::woken_here(*w)) return;  // give() unlinked it; the semaphore may be gone
       std::lock_guard lock(s->mu_);
       if (w->linked) {
         s->waiters_.remove(*w);
@@ -74,6 +75,7 @@ void semaphore::give(std::ptrdiff_t n) {
     detail::waiter* w = waiters_.pop_front();
     if (w == nullptr) break;
     --nwaiting_;
+    detail::mark_woken_here(*w);
     if (w->wake()) --n;
   }
   count_ += n;

@@ -87,6 +87,11 @@ void waiter::finish_wait() noexcept {
   node_.greenlet->waiter = nullptr;
 }
 
+std::uintptr_t this_thread_token() noexcept {
+  static thread_local const char token = 0;
+  return reinterpret_cast<std::uintptr_t>(&token);
+}
+
 void destroyed_while_waited(const char* type, std::size_t n) noexcept {
   std::fprintf(stderr, "tendril: a %s destroyed while %zu greenlet%s in it\n", type, n,
                n == 1 ? " waits" : "s wait");

@@ -17,7 +17,9 @@ namespace tendril {
 // set(), clear() and is_set() may be called from any thread: set() from another thread wakes
 // the waiters through their own hubs. Waiters in several threads are allowed. Once wait() (or
 // is_set() true) has returned, the caller may destroy the event even if the set() of another
-// thread that ended the wait has not returned yet: that set() no longer touches it.
+// thread that ended the wait has not returned yet: that set() no longer touches it. Once a
+// set() returned, the event may be destroyed too while the greenlets of the same thread that
+// it woke have yet to resume: they no longer touch it either.
 class event {
  public:
   event() = default;

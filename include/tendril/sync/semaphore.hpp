@@ -16,7 +16,8 @@ namespace tendril {
 // semaphore(n) holds n permits. acquire() takes one, waiting while there is none; release()
 // gives permits back. Waiters are served first come, first served: a released permit goes
 // to the longest waiter, never to a greenlet that arrives later. release() may be called from
-// any thread and wakes waiters through their own hubs.
+// any thread and wakes waiters through their own hubs. Once release() returned, the semaphore
+// may be destroyed while the greenlets of the same thread that it woke have yet to resume.
 class semaphore {
  public:
   // Throws std::invalid_argument for a negative count.

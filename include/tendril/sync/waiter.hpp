@@ -141,6 +141,23 @@ class waiter_list {
   waiter* tail_ = nullptr;
 };
 
+// this_thread_token() identifies the calling thread (the address of a thread_local of its
+// own).
+std::uintptr_t this_thread_token() noexcept;
+
+// An object whose waits may be woken from any thread marks each waiter it claims with
+// mark_woken_here() before its wake; woken_here() is then true in the waiter's greenlet when
+// that wake came from its own thread, which has returned from it by the time the greenlet
+// resumes: the waiter must not touch the object any more, which may be gone (set() then
+// destroyed). A wake from another thread may still be inside: take the object's lock once.
+inline void mark_woken_here(waiter& w) noexcept {
+  w.payload = reinterpret_cast<void*>(this_thread_token());
+}
+inline bool woken_here(const waiter& w) noexcept {
+  return w.current_state() == waiter::woken &&
+         w.payload == reinterpret_cast<void*>(this_thread_token());
+}
+
 // destroyed_while_waited() stops the process: an object (type, such as "tendril::event") was
 // destroyed while n greenlets wait in it, which would leave each to unlink itself from freed
 // memory when it resumes. Called by the destructors, which check only whether a list is empty.

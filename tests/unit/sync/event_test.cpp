@@ -3,9 +3,11 @@
 // loop_exit for a wait nobody can end. Modelled on gevent's test__event.py.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -280,6 +282,29 @@ TEST_F(events, a_reused_event_works_after_clear) {
     e.clear();
     setter.join();
   }
+}
+
+// A waiter woken by set() took the event's lock to unlink itself when it resumed: an event
+// destroyed once set() returned, before its waiters ran, was written after it was freed.
+TEST_F(events, may_be_destroyed_once_set_returned_though_its_waiters_have_not_resumed) {
+  auto* e = new event;
+  int returned = 0;
+  std::vector<task<void>> waiters;
+  for (int i = 0; i < 3; ++i)
+    waiters.push_back(spawn([e, &returned] {
+      e->wait();
+      ++returned;
+    }));
+  tendril::sleep(0s);
+  e->set();
+  delete e;
+  // The freed block, handed out again at once and filled: a later write to it shows.
+  auto* reused = static_cast<unsigned char*>(::operator new(sizeof(event)));
+  std::memset(reused, 0xAB, sizeof(event));
+  tendril::joinall(waiters);
+  EXPECT_EQ(returned, 3);
+  EXPECT_EQ(std::count(reused, reused + sizeof(event), 0xAB), std::ptrdiff_t{sizeof(event)});
+  ::operator delete(reused);
 }
 
 // --- other threads -------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -589,4 +590,31 @@ TEST_F(condition_variables, a_relock_that_can_never_succeed_in_a_timeout_scope_r
   EXPECT_FALSE(lock.owns_lock());
   never.set();
   holder.join();
+}
+
+// A notified waiter took the variable's lock to unlink itself when it resumed: a
+// condition_variable destroyed once notify_all() returned was written after it was freed.
+TEST_F(condition_variables,
+       may_be_destroyed_once_notify_returned_though_its_waiters_have_not_resumed) {
+  mutex m;
+  auto* cv = new condition_variable;
+  int woke = 0;
+  std::vector<task<void>> waiters;
+  for (int i = 0; i < 3; ++i)
+    waiters.push_back(spawn([&m, cv, &woke] {
+      std::unique_lock lock(m);
+      cv->wait(lock);
+      ++woke;
+    }));
+  tendril::sleep(0s);
+  cv->notify_all();
+  delete cv;
+  // The freed block, handed out again at once and filled: a later write to it shows.
+  auto* reused = static_cast<unsigned char*>(::operator new(sizeof(condition_variable)));
+  std::memset(reused, 0xAB, sizeof(condition_variable));
+  tendril::joinall(waiters);
+  EXPECT_EQ(woke, 3);
+  EXPECT_EQ(std::count(reused, reused + sizeof(condition_variable), 0xAB),
+            std::ptrdiff_t{sizeof(condition_variable)});
+  ::operator delete(reused);
 }

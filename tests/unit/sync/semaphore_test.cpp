@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -384,4 +385,29 @@ TEST_F(semaphores, a_release_past_ptrdiff_max_throws_and_changes_nothing) {
   EXPECT_THROW(b.release(max), std::logic_error);
   EXPECT_EQ(b.count(), 1);
   EXPECT_TRUE(b.try_acquire());
+}
+
+// A waiter handed a permit took the semaphore's lock to unlink itself when it resumed: a
+// semaphore (or the mutex around it) destroyed once release() returned was written after it
+// was freed.
+TEST_F(semaphores, may_be_destroyed_once_release_returned_though_its_waiters_have_not_resumed) {
+  auto* s = new semaphore(0);
+  int acquired = 0;
+  std::vector<task<void>> waiters;
+  for (int i = 0; i < 3; ++i)
+    waiters.push_back(spawn([s, &acquired] {
+      s->acquire();
+      ++acquired;
+    }));
+  tendril::sleep(0s);
+  s->release(3);
+  delete s;
+  // The freed block, handed out again at once and filled: a later write to it shows.
+  auto* reused = static_cast<unsigned char*>(::operator new(sizeof(semaphore)));
+  std::memset(reused, 0xAB, sizeof(semaphore));
+  tendril::joinall(waiters);
+  EXPECT_EQ(acquired, 3);
+  EXPECT_EQ(std::count(reused, reused + sizeof(semaphore), 0xAB),
+            std::ptrdiff_t{sizeof(semaphore)});
+  ::operator delete(reused);
 }
