@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "death_fixture.hpp"
 #include "greenlet/greenlet_record.hpp"
 #include "tendril/greenlet/generator.hpp"
 #include "tendril/greenlet/greenlet.hpp"
@@ -59,18 +60,7 @@ void overflow_named(const char* name, tendril::stack_size stack = small_stack) {
   g.switch_to();
 }
 
-class greenlet_death : public testing::Test {
- protected:
-  // threadsafe re-executes the test binary for each death test; a cross build run under
-  // qemu-user can do that only where binfmt_misc knows the target's binaries (containers
-  // often lack it), so there the child is forked instead (each statement starts its own
-  // threads, so none runs when the child is forked).
-#if defined(TENDRIL_TESTS_EMULATED)
-  void SetUp() override { GTEST_FLAG_SET(death_test_style, "fast"); }
-#else
-  void SetUp() override { GTEST_FLAG_SET(death_test_style, "threadsafe"); }
-#endif
-};
+class greenlet_death : public tendril::test::death_fixture {};
 
 }  // namespace
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "death_fixture.hpp"
 #include "tendril/task/sleep.hpp"
 #include "tendril/task/task.hpp"
 
@@ -21,15 +22,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-class hub_death : public testing::Test {
- protected:
-  // As greenlet_death: threadsafe re-executes the binary, except under emulation.
-#if defined(TENDRIL_TESTS_EMULATED)
-  void SetUp() override { GTEST_FLAG_SET(death_test_style, "fast"); }
-#else
-  void SetUp() override { GTEST_FLAG_SET(death_test_style, "threadsafe"); }
-#endif
-};
+class hub_death : public tendril::test::death_fixture {};
 
 // Closes every epoll descriptor of the process with a raw system call.
 void close_epoll_descriptors() {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <mutex>
 
+#include "death_fixture.hpp"
 #include "tendril/sync/async_result.hpp"
 #include "tendril/sync/event.hpp"
 #include "tendril/sync/mutex.hpp"
@@ -18,15 +19,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-class sync_death : public testing::Test {
- protected:
-  // As greenlet_death: threadsafe re-executes the binary, except under emulation.
-#if defined(TENDRIL_TESTS_EMULATED)
-  void SetUp() override { GTEST_FLAG_SET(death_test_style, "fast"); }
-#else
-  void SetUp() override { GTEST_FLAG_SET(death_test_style, "threadsafe"); }
-#endif
-};
+class sync_death : public tendril::test::death_fixture {};
 
 // Spawns f, lets it block, then destroys *obj.
 template <class T, class F>
