@@ -1,5 +1,7 @@
 #include "failing_new.hpp"
 
+#include "context/sanitizer.hpp"
+
 #include <cstdlib>
 #include <new>
 
@@ -14,6 +16,21 @@ void fail_next_new(std::size_t size) noexcept {
   t_armed = true;
 }
 void stop_failing_new() noexcept { t_armed = false; }
+bool failing_new_works() noexcept {
+  // valgrind's operator new takes the place of this one, not its operator delete: a probe
+  // would free valgrind's block here (a mismatched free, which fails the run).
+  if (tendril::detail::sanitizer::running_on_valgrind()) return false;
+  fail_next_new();
+  try {
+    static int* volatile sink = nullptr;  // kept, so the compiler cannot drop the new
+    sink = new int(0);
+    delete sink;
+  } catch (const std::bad_alloc&) {
+    return true;
+  }
+  stop_failing_new();
+  return false;
+}
 }  // namespace tendril::test
 
 void* operator new(std::size_t n) {

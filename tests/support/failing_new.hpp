@@ -12,6 +12,10 @@ namespace tendril::test {
 // one of `size` bytes, or of any size if size is 0. Once only; stop_failing_new() disarms it.
 void fail_next_new(std::size_t size = 0) noexcept;
 void stop_failing_new() noexcept;
+// failing_new_works() tells whether this operator new is the one the program calls: under
+// valgrind, which puts its own in its place, it is not, and tests that need an allocation to
+// fail skip.
+bool failing_new_works() noexcept;
 
 }  // namespace tendril::test
 
