@@ -68,6 +68,15 @@ inline child_outcome wait_for_child(pid_t pid, int from, void (*pause)() = pause
   return out;
 }
 
+// collect_child() is the parent's side of a child reporting on the pipe `fds`: it closes
+// the write end, waits for the child (wait_for_child()) and closes the read end.
+inline child_outcome collect_child(pid_t pid, const int (&fds)[2], void (*pause)() = pause_thread) {
+  ::close(fds[1]);
+  child_outcome out = wait_for_child(pid, fds[0], pause);
+  ::close(fds[0]);
+  return out;
+}
+
 }  // namespace tendril::test
 
 #endif

@@ -1008,8 +1008,8 @@ TEST(hub, thread_pool_starts_no_more_threads_than_its_size) {
 namespace {
 
 using tendril::test::child_outcome;
+using tendril::test::collect_child;
 using tendril::test::say;
-using tendril::test::wait_for_child;
 
 }  // namespace
 
@@ -1071,9 +1071,7 @@ TEST(hub, a_pool_job_is_not_left_queued_when_starting_its_thread_throws_bad_allo
     ::_exit(0);
   }
   ASSERT_GT(pid, 0);
-  ::close(fds[1]);
-  const child_outcome c = wait_for_child(pid, fds[0]);
-  ::close(fds[0]);
+  const child_outcome c = collect_child(pid, fds);
   EXPECT_EQ(c.status, 0);
   EXPECT_EQ(c.report, "a refused\nc queued\nb and c ran\na never ran\n");
 }
@@ -1129,9 +1127,7 @@ TEST(hub, a_child_forked_without_the_hooks_starts_with_a_fresh_hub_and_none_of_t
     ::_exit(0);
   }
   ASSERT_GT(pid, 0);
-  ::close(fds[1]);
-  const child_outcome c = wait_for_child(pid, fds[0]);
-  ::close(fds[0]);
+  const child_outcome c = collect_child(pid, fds);
   stop = true;
   ticker.join();
   EXPECT_EQ(c.status, 0);
@@ -1177,9 +1173,7 @@ TEST(hub, each_forked_generation_has_as_many_descriptors_as_the_one_before) {
     ::_exit(0);
   }
   ASSERT_GT(first, 0);
-  ::close(fds[1]);
-  const child_outcome c = wait_for_child(first, fds[0]);
-  ::close(fds[0]);
+  const child_outcome c = collect_child(first, fds);
   EXPECT_EQ(c.status, 0);
   std::vector<int> counts;
   for (std::size_t at = 0, nl; (nl = c.report.find('\n', at)) != std::string::npos; at = nl + 1)
@@ -1221,9 +1215,7 @@ TEST(hub, a_timeout_scope_the_process_forked_in_still_limits_the_child) {
     }
   }
   ASSERT_GT(pid, 0);
-  ::close(fds[1]);
-  const child_outcome c = wait_for_child(pid, fds[0]);
-  ::close(fds[0]);
+  const child_outcome c = collect_child(pid, fds);
   EXPECT_EQ(c.status, 0);
   EXPECT_EQ(c.report, "the scope fired\n");
 }
@@ -1266,9 +1258,7 @@ TEST(hub, leaving_a_timeout_scope_the_process_forked_in_leaves_the_childs_timers
     ::_exit(0);
   }
   ASSERT_GT(pid, 0);
-  ::close(fds[1]);
-  const child_outcome c = wait_for_child(pid, fds[0]);
-  ::close(fds[0]);
+  const child_outcome c = collect_child(pid, fds);
   later.kill();
   EXPECT_EQ(c.status, 0);
   EXPECT_EQ(c.report, "the sleeper woke\nleft the scope\nslept\n");
@@ -1300,9 +1290,7 @@ TEST(hub, a_task_that_forked_and_waits_for_nothing_in_the_child_gets_loop_exit) 
   forker.set_name("forker");
   forker.join();
   ASSERT_GT(pid, 0);
-  ::close(fds[1]);
-  const child_outcome c = wait_for_child(pid, fds[0]);
-  ::close(fds[0]);
+  const child_outcome c = collect_child(pid, fds);
   EXPECT_EQ(c.status, 0);
   EXPECT_EQ(c.report, "loop_exit\n");
 }

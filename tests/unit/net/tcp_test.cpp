@@ -767,8 +767,8 @@ using tendril::test::child_outcome;
 
 // The parent's hub runs while it waits for a child (its waits are what took a child's events
 // when the two shared an epoll instance).
-child_outcome wait_for_child(pid_t pid, int from) {
-  return tendril::test::wait_for_child(pid, from, [] { tendril::sleep(2ms); });
+child_outcome wait_for_child(pid_t pid, const int (&fds)[2]) {
+  return tendril::test::collect_child(pid, fds, [] { tendril::sleep(2ms); });
 }
 
 }  // namespace
@@ -810,9 +810,7 @@ TEST(tcp, a_child_forked_without_the_hooks_has_a_table_of_its_own_and_its_socket
     ::_exit(0);
   }
   ASSERT_GT(pid, 0);
-  ::close(fds[1]);
-  const child_outcome c = wait_for_child(pid, fds[0]);
-  ::close(fds[0]);
+  const child_outcome c = wait_for_child(pid, fds);
   EXPECT_EQ(c.status, 0);
   EXPECT_EQ(c.report, "no table\necho=hello\n");
   // And the parent's own wait was not disturbed.
@@ -858,11 +856,9 @@ TEST(tcp, sockets_made_before_a_fork_work_in_the_child_without_the_hooks) {
     ::_exit(0);
   }
   ASSERT_GT(pid, 0);
-  ::close(fds[1]);
   tcp_stream c = tendril::net::connect("127.0.0.1", l.local_address().port());
   c.send_all(std::string("hello"));
-  const child_outcome out = wait_for_child(pid, fds[0]);
-  ::close(fds[0]);
+  const child_outcome out = wait_for_child(pid, fds);
   EXPECT_EQ(out.status, 0);
   EXPECT_EQ(out.report, "accepted: hello\nsent on the pair\n");
   {
