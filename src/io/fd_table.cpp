@@ -308,7 +308,8 @@ std::int64_t fd_table::run(fd_record* r, op_state& st, std::int64_t deadline_ns,
   // Before the submission: once the kernel has the operation, the frame must wait for its
   // end, and on the hub nothing can (std::terminate in cancel_and_wait()).
   // Test: file.file_io_on_the_hub_itself_throws_blocking_switch_out.
-  hub_.refuse_on_hub();
+  if (hub_.running_in_hub()) [[unlikely]]
+    hub_.refuse_on_hub();
   st.op.complete = &on_complete;
   st.op.context = &st;
   st.done = false;
