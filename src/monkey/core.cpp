@@ -358,6 +358,12 @@ void fresh(int fd, std::uint8_t b) noexcept {
 }
 
 void on_pool(void (*fn)(void*), void* ctx) noexcept {
+  if (thread_pool::on_worker()) {
+    // A pool thread that waited for the pool could wait for itself (every worker busy the
+    // same way, or a pool of one): the call runs here, blocking, as offload() does there.
+    fn(ctx);
+    return;
+  }
   struct job {
     pool_job node;
     void (*fn)(void*);

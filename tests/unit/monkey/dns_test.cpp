@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <netdb.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -185,6 +186,23 @@ TEST_F(hooked_dns, a_bad_pool_size_is_named_once_and_lookups_still_answer) {
       testing::ExitedWithCode(0),
       "^tendril: TENDRIL_THREADPOOL_SIZE='abc'[^\n]*; the hooks' blocking calls run on the "
       "calling thread\n$");
+}
+
+// A lookup made on a pool thread (inside offload(), once that thread has a hub) ran on the
+// pool too and waited for it: with a pool of one thread, for itself, for ever.
+TEST_F(hooked_dns, a_lookup_on_a_pool_thread_runs_there_instead_of_waiting_for_the_pool) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process: no pool made yet
+  EXPECT_EXIT(
+      {
+        ::setenv("TENDRIL_THREADPOOL_SIZE", "1", 1);
+        ::alarm(30);  // a hang ends the child with SIGALRM, not exit code 0
+        const found f = tendril::offload([] {
+          tendril::sleep(0s);  // the pool thread now has a hub: the hooks are active on it
+          return lookup_addrinfo("localhost", "80", 0);
+        });
+        std::_Exit(f.rc == 0 && !f.items.empty() ? 0 : 1);
+      },
+      testing::ExitedWithCode(0), "");
 }
 
 TEST_F(hooked_dns, many_greenlets_resolve_at_once) {
