@@ -21,6 +21,7 @@ namespace tendril::io {
 
 using tendril::detail::fd_record;
 using tendril::detail::fd_table;
+using tendril::detail::io_direction;
 using tendril::detail::io_op;
 using tendril::detail::op_state;
 
@@ -119,16 +120,41 @@ std::int64_t pool_write(const job_fd& job, const std::string& data, std::int64_t
 // a terminal's bytes read are gone from it, and a write that happened must not be retried
 // (in append mode it would be written twice).
 // Test: file.bytes_a_terminal_read_took_as_its_time_ran_out_are_returned.
-std::int64_t run_keeping_bytes(fd_table& t, op_state& st) {
+// The same holds for one that close() ended (r: the file's record, linked so that close()
+// can cancel it) after it moved bytes.
+// Test: file.closing_a_terminal_ends_a_read_another_greenlet_waits_in_with_ebadf.
+std::int64_t run_keeping_bytes(fd_table& t, fd_record* r, op_state& st) {
   std::int64_t moved = 0;
   try {
-    return t.run(
-        nullptr, st, tendril::detail::forever_ns,
+    const std::int64_t rc = t.run(
+        r, st, tendril::detail::forever_ns,
         [](op_state& s, void* ctx) { *static_cast<std::int64_t*>(ctx) = s.op.result; }, &moved);
+    return rc == -EBADF && moved > 0 ? moved : rc;
   } catch (...) {
     if (moved <= 0) throw;
     tendril::detail::keep_interrupt_pending(std::current_exception());
     return moved;
+  }
+}
+
+// polled_io() reads or writes a terminal on a readiness backend as a socket is: the call on
+// its non-blocking description, and on EAGAIN a wait on its record, which close() ends with
+// EBADF. A pool job could not be stopped: it went on waiting for input after the close, and
+// took bytes meant for whoever came next. n >= 0, or -errno.
+// Test: file.closing_a_terminal_ends_a_read_another_greenlet_waits_in_with_ebadf.
+std::int64_t polled_io(fd_table& t, int fd, std::uint32_t gen, io_direction d, void* buf,
+                       std::size_t len) {
+  fd_record* r = t.find(fd, gen);
+  if (r == nullptr) r = &t.borrow(fd);  // a file opened in another thread
+  const std::uint32_t life = r->gen;
+  while (true) {
+    const ssize_t n = d == io_direction::read ? ::read(fd, buf, len) : ::write(fd, buf, len);
+    if (n >= 0) return n;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return -errno;
+    if (const int rc = t.wait(*r, d, tendril::detail::forever_ns); rc < 0) return rc;
+    // Woken as ready, then closed before this greenlet ran: the number may be another file's.
+    if (!r->open || r->gen != life) return -EBADF;
   }
 }
 
@@ -140,9 +166,11 @@ namespace {
 // socket, *not_a_file then set). O_NONBLOCK so that opening a FIFO does not block the hub
 // until its other end opens; then FIFOs and sockets are refused (the net API and the hooks
 // are for them), and the flag is cleared again for the rest (a character device keeps its
-// usual blocking reads). *seekable tells whether it has offsets (a terminal has not).
+// usual blocking reads), but for a terminal when *polled (a readiness backend: see
+// polled_io()); *polled then tells whether it is one. *seekable tells whether it has offsets
+// (a terminal has not).
 int open_file(const std::string& p, open_mode mode, unsigned perms, bool* not_a_file,
-              bool* seekable) noexcept {
+              bool* seekable, bool* polled) noexcept {
   int flags = O_CLOEXEC | O_NONBLOCK;
   switch (mode) {
     case open_mode::read:
@@ -176,24 +204,38 @@ int open_file(const std::string& p, open_mode mode, unsigned perms, bool* not_a_
   } else if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
     err = EINVAL;
     *not_a_file = true;
-  } else if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
-    err = errno;
+  } else {
+    *seekable = S_ISREG(st.st_mode) || ::lseek(fd, 0, SEEK_CUR) >= 0;
+    *polled = *polled && S_ISCHR(st.st_mode) && ::isatty(fd);
+    if (!*polled && ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) err = errno;
   }
   if (err != 0) {
     ::close(fd);
     return -err;
   }
-  *seekable = S_ISREG(st.st_mode) || ::lseek(fd, 0, SEEK_CUR) >= 0;
   return fd;
 }
 
 }  // namespace
 
+// adopt() is the file of a descriptor open_file() gave, with a fresh life of its record in the
+// thread's table: close() ends, through it, what other greenlets have under way on the file.
+// Throws std::bad_alloc (and then closes fd).
+file file::adopt(int fd, std::string path, open_mode mode, bool seekable, bool polled) {
+  file f(fd, std::move(path));
+  f.append_ = mode == open_mode::append;
+  f.seekable_ = seekable;
+  f.polled_ = polled;
+  f.gen_ = fd_table::current().open(fd).gen;
+  return f;
+}
+
 file file::open(std::string_view path, open_mode mode, unsigned perms) {
   std::string p(path);
   bool not_a_file = false;
   bool seekable = true;
-  const int fd = open_file(p, mode, perms, &not_a_file, &seekable);
+  bool polled = !fd_table::current().native();
+  const int fd = open_file(p, mode, perms, &not_a_file, &seekable, &polled);
   if (fd < 0) {
     if (not_a_file) {
       throw std::system_error(errno_code(-fd), "tendril::io: open " + p +
@@ -202,10 +244,7 @@ file file::open(std::string_view path, open_mode mode, unsigned perms) {
     }
     fail("open", p, errno_code(-fd));
   }
-  file f(fd, std::move(p));
-  f.append_ = mode == open_mode::append;
-  f.seekable_ = seekable;
-  return f;
+  return adopt(fd, std::move(p), mode, seekable, polled);
 }
 
 file file::open(std::string_view path, std::error_code& ec) {
@@ -221,31 +260,38 @@ file file::open(std::string_view path, open_mode mode, unsigned perms, std::erro
   std::string p(path);
   bool not_a_file = false;
   bool seekable = true;
-  const int fd = open_file(p, mode, perms, &not_a_file, &seekable);
+  bool polled = !fd_table::current().native();
+  const int fd = open_file(p, mode, perms, &not_a_file, &seekable, &polled);
   if (fd < 0) {
     ec = errno_code(-fd);
     return file();
   }
-  file f(fd, std::move(p));
-  f.append_ = mode == open_mode::append;
-  f.seekable_ = seekable;
-  return f;
+  try {
+    return adopt(fd, std::move(p), mode, seekable, polled);
+  } catch (const std::bad_alloc&) {
+    ec = errno_code(ENOMEM);
+    return file();
+  }
 }
 
 file::file(file&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)),
+      gen_(other.gen_),
       pos_(other.pos_),
       append_(other.append_),
       seekable_(other.seekable_),
+      polled_(other.polled_),
       path_(std::move(other.path_)) {}
 
 file& file::operator=(file&& other) noexcept {
   if (this != &other) {
     close();
     fd_ = std::exchange(other.fd_, -1);
+    gen_ = other.gen_;
     pos_ = other.pos_;
     append_ = other.append_;
     seekable_ = other.seekable_;
+    polled_ = other.polled_;
     path_ = std::move(other.path_);
   }
   return *this;
@@ -254,7 +300,11 @@ file& file::operator=(file&& other) noexcept {
 file::~file() { close(); }
 
 void file::close() noexcept {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ < 0) return;
+  if (fd_table* t = fd_table::peek()) {
+    if (fd_record* r = t->find(fd_, gen_)) t->close(*r);
+  }
+  ::close(fd_);
   fd_ = -1;
 }
 
@@ -273,14 +323,19 @@ std::size_t file::read_at(void* buf, std::size_t len, std::uint64_t offset, std:
   }
   if (len == 0) return 0;
   fd_table& t = fd_table::current();
-  if (t.native()) {
-    op_state st;
-    st.op.op = io_op::code::read;
-    st.op.fd = fd_;
-    st.op.buf = buf;
-    st.op.len = len;
-    st.op.offset = static_cast<std::uint64_t>(at);  // -1: the file position
-    std::int64_t rc = run_keeping_bytes(t, st);
+  if (polled_ || t.native()) {
+    std::int64_t rc;
+    if (polled_) {
+      rc = polled_io(t, fd_, gen_, io_direction::read, buf, len);
+    } else {
+      op_state st;
+      st.op.op = io_op::code::read;
+      st.op.fd = fd_;
+      st.op.buf = buf;
+      st.op.len = len;
+      st.op.offset = static_cast<std::uint64_t>(at);  // -1: the file position
+      rc = run_keeping_bytes(t, t.find(fd_, gen_), st);
+    }
     if (rc < 0) {
       ec = errno_code(static_cast<int>(-rc));
       return 0;
@@ -319,14 +374,16 @@ std::size_t file::write_at(const void* buf, std::size_t len, std::uint64_t offse
   if (len == 0) return 0;
   fd_table& t = fd_table::current();
   std::int64_t rc;
-  if (t.native()) {
+  if (polled_) {
+    rc = polled_io(t, fd_, gen_, io_direction::write, const_cast<void*>(buf), len);
+  } else if (t.native()) {
     op_state st;
     st.op.op = io_op::code::write;
     st.op.fd = fd_;
     st.op.buf = const_cast<void*>(buf);
     st.op.len = len;
     st.op.offset = static_cast<std::uint64_t>(at);
-    rc = run_keeping_bytes(t, st);
+    rc = run_keeping_bytes(t, t.find(fd_, gen_), st);
   } else if (const int d = dup_for_job(fd_); d < 0) {
     rc = d;
   } else {

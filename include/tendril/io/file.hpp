@@ -1,7 +1,8 @@
 // tendril::io: regular files read and written without stalling the hub: on io_uring the
 // kernel does the I/O while the greenlet waits; on the other backends the calls run on the
 // thread pool (a regular file is always "ready" to a readiness backend, so its reads would
-// otherwise block the whole thread on the disk).
+// otherwise block the whole thread on the disk), but for a terminal, waited on for readiness
+// as a socket is (its descriptor is then non-blocking).
 #ifndef TENDRIL_IO_FILE_HPP
 #define TENDRIL_IO_FILE_HPP
 
@@ -59,14 +60,19 @@ class file {
   std::uint64_t size(std::error_code& ec) const;
   bool is_open() const noexcept { return fd_ >= 0; }
   int native_handle() const noexcept { return fd_; }
+  // close() closes the file; a read or write that another greenlet of this thread has under
+  // way on it ends with EBADF (what it moved before stays moved). Never switches.
   void close() noexcept;
 
  private:
   file(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  static file adopt(int fd, std::string path, open_mode mode, bool seekable, bool polled);
   int fd_ = -1;
+  std::uint32_t gen_ = 0;  // the life of fd_'s record in the thread's descriptor table
   std::uint64_t pos_ = 0;
   bool append_ = false;
   bool seekable_ = true;
+  bool polled_ = false;  // non-blocking, waited for through the record (readiness backends)
   std::string path_;
 };
 
