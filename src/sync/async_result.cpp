@@ -8,10 +8,11 @@ async_core::~async_core() {
 }
 
 void async_core::settle(void (*store)(void* ctx), void* ctx) {
+  woken_batch woken;  // lets the waiters go once the lock is released
   std::lock_guard lock(mu_);
   store(ctx);
   ready_ = true;
-  while (waiter* w = waiters_.pop_front()) w->wake();
+  while (waiter* w = waiters_.pop_front()) woken.wake(*w);
   observers_.notify_all();
 }
 
@@ -31,6 +32,7 @@ bool async_core::wait_deadline(std::int64_t deadline_ns) {
     async_core* c;
     waiter* w;
     ~unlink() {
+      if (let_go(*w)) return;  // settle() unlinked it; the result may be gone
       std::lock_guard lock(c->mu_);
       c->waiters_.remove(*w);
     }

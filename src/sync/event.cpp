@@ -10,14 +10,12 @@ event::~event() {
 }
 
 void event::set() {
+  detail::woken_batch woken;  // lets the waiters go once the lock is released
   std::lock_guard lock(mu_);
   flag_.store(this_thread_token(), std::memory_order_release);
   // Claim and schedule with the lock held: a waiter that times out meanwhile takes the same
   // lock to unlink itself, so it is either still here (and woken now) or gone.
-  while (detail::waiter* w = waiters_.pop_front()) {
-    detail::mark_woken_here(*w);
-    w->wake();
-  }
+  while (detail::waiter* w = waiters_.pop_front()) woken.wake(*w);
   observers_.notify_all();
 }
 
@@ -51,7 +49,7 @@ bool event::wait_deadline(std::int64_t deadline_ns) {
     event* e;
     detail::waiter* w;
     ~unlink() {
-      if (detail::woken_here(*w)) return;  // set() unlinked it; the event may be gone
+      if (detail::let_go(*w)) return;  // set() unlinked it; the event may be gone
       std::lock_guard lock(e->mu_);
       e->waiters_.remove(*w);
     }

@@ -64,7 +64,7 @@ bool condition_variable::wait_deadline(std::unique_lock<mutex>& lock, std::int64
     retaken.release();
   };
   auto unlink = [&] {
-    if (detail::woken_here(w)) return;  // a notify unlinked it; the variable may be gone
+    if (detail::let_go(w)) return;  // a notify unlinked it; the variable may be gone
     std::lock_guard guard(mu_);
     waiters_.remove(w);
   };
@@ -90,19 +90,17 @@ bool condition_variable::wait_deadline(std::unique_lock<mutex>& lock, std::int64
 }
 
 void condition_variable::notify_one() noexcept {
+  detail::woken_batch woken;
   std::lock_guard guard(mu_);
   while (detail::waiter* w = waiters_.pop_front()) {
-    detail::mark_woken_here(*w);
-    if (w->wake()) return;
+    if (woken.wake(*w)) return;
   }
 }
 
 void condition_variable::notify_all() noexcept {
+  detail::woken_batch woken;
   std::lock_guard guard(mu_);
-  while (detail::waiter* w = waiters_.pop_front()) {
-    detail::mark_woken_here(*w);
-    w->wake();
-  }
+  while (detail::waiter* w = waiters_.pop_front()) woken.wake(*w);
 }
 
 }  // namespace tendril

@@ -46,7 +46,7 @@ bool semaphore::acquire_deadline(std::int64_t deadline_ns, bool shielded) {
     semaphore* s;
     detail::waiter* w;
     ~unlink() {
-      if (detail::woken_here(*w)) return;  // give() unlinked it; the semaphore may be gone
+      if (detail::let_go(*w)) return;  // give() unlinked it; the semaphore may be gone
       std::lock_guard lock(s->mu_);
       if (w->linked) {
         s->waiters_.remove(*w);
@@ -61,35 +61,36 @@ bool semaphore::acquire_deadline(std::int64_t deadline_ns, bool shielded) {
     // Handed a permit, then ended by an exception anyway (a greenlet destroyed while its
     // wake was on the run queue): the permit goes to the next waiter, not with it.
     if (w.current_state() == detail::waiter::woken) {
+      detail::woken_batch woken;
       std::lock_guard lock(mu_);
-      give(1);
+      give(1, woken);
     }
     throw;
   }
 }
 
-void semaphore::give(std::ptrdiff_t n) {
+void semaphore::give(std::ptrdiff_t n, detail::woken_batch& woken) {
   // Hand permits to the longest waiters first; a waiter that just timed out or was killed
   // cannot be claimed and is skipped (it unlinks itself).
   while (n > 0) {
     detail::waiter* w = waiters_.pop_front();
     if (w == nullptr) break;
     --nwaiting_;
-    detail::mark_woken_here(*w);
-    if (w->wake()) --n;
+    if (woken.wake(*w)) --n;
   }
   count_ += n;
 }
 
 void semaphore::release(std::ptrdiff_t n) {
   if (n < 0) throw std::invalid_argument("tendril::semaphore::release: a negative count");
+  detail::woken_batch woken;
   std::lock_guard lock(mu_);
   if (n > std::numeric_limits<std::ptrdiff_t>::max() - count_) {
     throw std::overflow_error("tendril::semaphore::release: " + std::to_string(count_) +
                               " free plus " + std::to_string(n) +
                               " released is more than a ptrdiff_t holds");
   }
-  give(n);
+  give(n, woken);
 }
 
 std::ptrdiff_t semaphore::count() const noexcept {
@@ -104,6 +105,7 @@ std::size_t semaphore::waiting() const noexcept {
 
 void bounded_semaphore::release(std::ptrdiff_t n) {
   if (n < 0) throw std::invalid_argument("tendril::bounded_semaphore::release: a negative count");
+  detail::woken_batch woken;
   std::lock_guard lock(mu_);
   // Permits handed to waiters are in use, not free: count_ + n may not exceed the start.
   if (n > initial_ - count_) {
@@ -111,7 +113,7 @@ void bounded_semaphore::release(std::ptrdiff_t n) {
                            std::to_string(count_) + " free of " + std::to_string(initial_) +
                            ", releasing " + std::to_string(n) + ")");
   }
-  give(n);
+  give(n, woken);
 }
 
 }  // namespace tendril

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 
 #include "greenlet/greenlet_record.hpp"
 #include "hub/hub_impl.hpp"
@@ -90,6 +91,10 @@ void waiter::finish_wait() noexcept {
 std::uintptr_t this_thread_token() noexcept {
   static thread_local const char token = 0;
   return reinterpret_cast<std::uintptr_t>(&token);
+}
+
+void wait_for_waker(const waiter& w) noexcept {
+  while (!w.waker_gone.load(std::memory_order_acquire)) std::this_thread::yield();
 }
 
 void destroyed_while_waited(const char* type, std::size_t n) noexcept {

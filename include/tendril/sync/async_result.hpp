@@ -48,7 +48,8 @@ class async_core {
 
 // async_result<T>: set(v) or set_exception(e) once it is known; get() waits and returns the
 // value or rethrows. set() and set_exception() may be called from any thread; a later set
-// replaces the earlier result. T = void has set() without an argument.
+// replaces the earlier result. T = void has set() without an argument. Once a set returned,
+// its thread may destroy the result while greenlets it woke in wait() have yet to resume.
 template <class T>
 class async_result {
   using stored = std::conditional_t<std::is_void_v<T>, bool, T>;

@@ -18,8 +18,8 @@ namespace tendril {
 // the waiters through their own hubs. Waiters in several threads are allowed. Once wait() (or
 // is_set() true) has returned, the caller may destroy the event even if the set() of another
 // thread that ended the wait has not returned yet: that set() no longer touches it. Once a
-// set() returned, the event may be destroyed too while the greenlets of the same thread that
-// it woke have yet to resume: they no longer touch it either.
+// set() returned, its thread may destroy the event too while the greenlets it woke have yet
+// to resume: they no longer touch it either.
 class event {
  public:
   event() = default;

@@ -58,8 +58,8 @@ class mutex {
 
 // condition_variable: wait(lock) releases the mutex and waits for notify_one() or
 // notify_all(), then takes the mutex again before returning (also when it throws). Once a
-// notify returned, the variable may be destroyed while the greenlets of the same thread that
-// it woke have yet to resume.
+// notify returned, its thread may destroy the variable while the greenlets it woke have yet
+// to resume.
 class condition_variable {
  public:
   condition_variable() = default;

@@ -16,8 +16,8 @@ namespace tendril {
 // semaphore(n) holds n permits. acquire() takes one, waiting while there is none; release()
 // gives permits back. Waiters are served first come, first served: a released permit goes
 // to the longest waiter, never to a greenlet that arrives later. release() may be called from
-// any thread and wakes waiters through their own hubs. Once release() returned, the semaphore
-// may be destroyed while the greenlets of the same thread that it woke have yet to resume.
+// any thread and wakes waiters through their own hubs. Once release() returned, its thread may
+// destroy the semaphore while the greenlets it woke have yet to resume.
 class semaphore {
  public:
   // Throws std::invalid_argument for a negative count.
@@ -52,7 +52,8 @@ class semaphore {
   bool acquire_deadline(std::int64_t deadline_ns, bool shielded = false);
 
  protected:
-  void give(std::ptrdiff_t n);
+  // give() hands up to n permits to waiters, the rest to the count. With mu_ held.
+  void give(std::ptrdiff_t n, detail::woken_batch& woken);
   // check_unwaited() stops the process if greenlets wait (for the destructors; type names
   // the class destroyed).
   void check_unwaited(const char* type) const noexcept {

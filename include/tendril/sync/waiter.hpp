@@ -73,6 +73,8 @@ class waiter {
   waiter* next = nullptr;
   bool linked = false;
   void* payload = nullptr;
+  // Set by the woken_batch that woke it once the waker no longer touches the object.
+  std::atomic<bool> waker_gone{false};
 
  private:
   bool transition(state to) noexcept {
@@ -145,17 +147,51 @@ class waiter_list {
 // own).
 std::uintptr_t this_thread_token() noexcept;
 
-// An object whose waits may be woken from any thread marks each waiter it claims with
-// mark_woken_here() before its wake; woken_here() is then true in the waiter's greenlet when
-// that wake came from its own thread, which has returned from it by the time the greenlet
-// resumes: the waiter must not touch the object any more, which may be gone (set() then
-// destroyed). A wake from another thread may still be inside: take the object's lock once.
-inline void mark_woken_here(waiter& w) noexcept {
-  w.payload = reinterpret_cast<void*>(this_thread_token());
-}
-inline bool woken_here(const waiter& w) noexcept {
-  return w.current_state() == waiter::woken &&
-         w.payload == reinterpret_cast<void*>(this_thread_token());
+// An object whose waits may be woken from any thread, and that either side may destroy as
+// soon as its own call returned (the waker once set() or release() returned, a waiter once its
+// wait did), wakes through a woken_batch declared before its lock guard: the batch lets each
+// waiter it woke go only once that guard has unlocked, the waker's last touch of the object.
+// The woken waiter checks let_go() and, if true, never touches the object again.
+class woken_batch {
+ public:
+  woken_batch() = default;
+  woken_batch(const woken_batch&) = delete;
+  woken_batch& operator=(const woken_batch&) = delete;
+  ~woken_batch() {
+    while (waiter* w = head_) {
+      head_ = w->next;  // read first: once let go, w may be gone
+      w->next = nullptr;
+      w->waker_gone.store(true, std::memory_order_release);
+    }
+  }
+  // claim() is w.claim(), keeping a claimed w to let go; the caller then schedules it.
+  bool claim(waiter& w) noexcept {
+    if (!w.claim()) return false;
+    w.next = head_;  // w is off the object's list, its links free
+    head_ = &w;
+    return true;
+  }
+  bool wake(waiter& w) noexcept {
+    if (!claim(w)) return false;
+    w.schedule();
+    return true;
+  }
+
+ private:
+  waiter* head_ = nullptr;
+};
+
+// wait_for_waker() waits (yielding the thread) until a woken_batch of another thread lets w go.
+void wait_for_waker(const waiter& w) noexcept;
+
+// let_go() is true if a woken_batch woke w, once its waker no longer touches the object. A
+// wake from this thread has returned by the time w's greenlet resumes; one from another
+// thread may still be inside, about to unlock, and is waited for.
+inline bool let_go(const waiter& w) noexcept {
+  if (w.current_state() != waiter::woken) return false;
+  if (!w.waker_gone.load(std::memory_order_acquire)) [[unlikely]]
+    wait_for_waker(w);
+  return true;
 }
 
 // destroyed_while_waited() stops the process: an object (type, such as "tendril::event") was

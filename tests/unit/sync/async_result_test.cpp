@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "fenced.hpp"
 #include "hub/clock.hpp"
 #include "tendril/tendril.hpp"
 
@@ -310,4 +311,30 @@ TEST_F(async_results, a_set_whose_copy_throws_leaves_the_earlier_value) {
     EXPECT_EQ(r.get().s, "second value");
   }
   EXPECT_EQ(fragile::alive, 0);
+}
+
+// A wait() woken by the set() of another thread took the result's lock when it resumed: a
+// result that thread destroyed once set() returned was touched after it was gone.
+TEST(async_results_across_threads,
+     the_setting_thread_may_destroy_it_before_the_waits_it_woke_return) {
+  tendril::test::fenced<async_result<int>> r;
+  int returned = 0;
+  std::vector<task<void>> waiters;
+  for (int i = 0; i < 2; ++i)
+    waiters.push_back(spawn([&, i] {
+      if (i == 0) {
+        r->wait();
+      } else {
+        EXPECT_TRUE(r->wait_for(60s));
+      }
+      ++returned;
+    }));
+  tendril::sleep(0s);
+  std::thread setter([&] {
+    r->set(1);
+    r.destroy();
+  });
+  setter.join();  // blocks this thread: the woken greenlets resume only after
+  tendril::joinall(waiters);
+  EXPECT_EQ(returned, 2);
 }

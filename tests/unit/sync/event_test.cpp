@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "context/sanitizer.hpp"
+#include "fenced.hpp"
 #include "hub/clock.hpp"
 #include "tendril/tendril.hpp"
 #include "test_scale.hpp"
@@ -436,6 +437,32 @@ TEST_F(events_across_threads, a_waiter_may_destroy_the_event_as_soon_as_wait_ret
     setter.join();
   }
   EXPECT_EQ(returned, rounds);
+}
+
+// A waiter woken by the set() of another thread took the event's lock when it resumed: an
+// event that thread destroyed once set() returned was touched after it was gone.
+TEST_F(events_across_threads,
+       the_setting_thread_may_destroy_it_before_the_greenlets_it_woke_resume) {
+  tendril::test::fenced<event> e;
+  int returned = 0;
+  std::vector<task<void>> waiters;
+  for (int i = 0; i < 3; ++i)
+    waiters.push_back(spawn([&, i] {
+      if (i == 0) {
+        e->wait();
+      } else {
+        EXPECT_TRUE(e->wait_for(60s));
+      }
+      ++returned;
+    }));
+  tendril::sleep(0s);
+  std::thread setter([&] {
+    e->set();
+    e.destroy();
+  });
+  setter.join();  // blocks this thread: the woken greenlets resume only after
+  tendril::joinall(waiters);
+  EXPECT_EQ(returned, 3);
 }
 
 // Time points far in the future in coarse units (whose distance from now overflows in

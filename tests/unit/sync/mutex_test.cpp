@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "fenced.hpp"
 #include "hub/clock.hpp"
 #include "tendril/tendril.hpp"
 
@@ -481,6 +482,29 @@ TEST(condition_variables_across_threads, notify_from_another_thread_wakes_a_wait
   EXPECT_TRUE(lock.owns_lock());
   stop = true;
   th.join();
+}
+
+// A waiter woken by the notify of another thread took the variable's lock when it resumed: a
+// condition_variable that thread destroyed once notify_all() returned was touched after it was
+// gone.
+TEST(condition_variables_across_threads,
+     the_notifying_thread_may_destroy_it_before_the_greenlet_it_woke_resumes) {
+  mutex m;
+  tendril::test::fenced<condition_variable> cv;
+  bool woke = false;
+  auto waiter = spawn([&] {
+    std::unique_lock lock(m);
+    cv->wait(lock);
+    woke = true;
+  });
+  tendril::sleep(0s);
+  std::thread notifier([&] {
+    cv->notify_all();
+    cv.destroy();
+  });
+  notifier.join();  // blocks this thread: the woken greenlet resumes only after
+  waiter.join();
+  EXPECT_TRUE(woke);
 }
 
 TEST_F(mutexes, try_lock_until_gives_up_at_a_time_point) {

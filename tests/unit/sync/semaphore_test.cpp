@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "fenced.hpp"
 #include "hub/clock.hpp"
 #include "tendril/tendril.hpp"
 
@@ -291,6 +292,28 @@ TEST(semaphores_across_threads, release_from_another_thread_wakes_a_timed_waiter
   });
   EXPECT_TRUE(s.try_acquire_for(60s));
   th.join();
+}
+
+// A waiter woken by the release() of another thread took the semaphore's lock when it
+// resumed: a semaphore that thread destroyed once release() returned was touched after it was
+// gone.
+TEST(semaphores_across_threads,
+     the_releasing_thread_may_destroy_it_before_the_greenlet_it_woke_resumes) {
+  tendril::test::fenced<semaphore> s(0);
+  bool acquired = false;
+  auto waiter = spawn([&] {
+    s->acquire();
+    acquired = true;
+  });
+  tendril::sleep(0s);
+  ASSERT_EQ(s->waiting(), 1u);
+  std::thread releaser([&] {
+    s->release();
+    s.destroy();
+  });
+  releaser.join();  // blocks this thread: the woken greenlet resumes only after
+  waiter.join();
+  EXPECT_TRUE(acquired);
 }
 
 TEST(semaphores_across_threads, permits_flow_between_two_threads_without_loss) {
