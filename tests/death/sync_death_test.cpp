@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <mutex>
+#include <string>
+#include <thread>
 
 #include "death_fixture.hpp"
 #include "tendril/sync/async_result.hpp"
@@ -82,4 +84,34 @@ TEST_F(sync_death, every_sync_object_destroyed_while_a_greenlet_waits_in_it_stop
         destroy_while_waited(q, [](tendril::joinable_queue<int>& jq) { jq.join(); });
       },
       "tendril: a tendril::joinable_queue destroyed while 1 greenlet waits in it");
+}
+
+// The getters that set() woke read the value from the result when they resumed: one
+// destroyed before they ran (by the greenlet that set it, or by another thread that set it
+// while theirs was held up) was read after it was freed.
+TEST_F(sync_death, an_async_result_destroyed_before_the_getters_it_woke_took_its_value_stops) {
+  EXPECT_DEATH(
+      {
+        auto* r = new tendril::async_result<std::string>;
+        for (int i = 0; i < 2; ++i) tendril::spawn([r] { r->get(); });
+        tendril::spawn([r] { r->wait(); });  // not a getter: not counted
+        tendril::sleep(1ms);
+        r->set("gone");
+        delete r;
+      },
+      "tendril: a tendril::async_result destroyed while 2 greenlets it woke have yet to take "
+      "its value");
+  EXPECT_DEATH(
+      {
+        auto* r = new tendril::async_result<void>;
+        tendril::spawn([r] { r->get_for(1h); });
+        tendril::sleep(1ms);
+        std::thread setter([r] {
+          r->set();
+          delete r;
+        });
+        setter.join();  // blocks this thread: the getter has not run
+      },
+      "tendril: a tendril::async_result destroyed while 1 greenlet it woke has yet to take its "
+      "value");
 }

@@ -26,13 +26,17 @@ class async_core {
   async_core() = default;
   async_core(const async_core&) = delete;
   async_core& operator=(const async_core&) = delete;
-  // Destroying it while greenlets wait in it stops the process with a message.
+  // Destroying it while greenlets wait in it, or before the getters it woke took the value,
+  // stops the process with a message.
   ~async_core();
   // settle() runs store(ctx) under the lock, marks the result ready and wakes everyone.
   void settle(void (*store)(void* ctx), void* ctx);
   bool ready() const noexcept;
-  // wait_deadline() returns true once ready.
-  bool wait_deadline(std::int64_t deadline_ns);
+  // wait_deadline() returns true once ready. A getter passes woken: set true if settle()
+  // woke it, when it must call took() as it takes the value.
+  bool wait_deadline(std::int64_t deadline_ns, bool* woken = nullptr);
+  // took() counts a woken getter out. With mutex() held.
+  void took() noexcept { --to_take_; }
   void observe(observer& o);
   void unobserve(observer& o) noexcept;
   std::mutex& mutex() noexcept { return mu_; }
@@ -40,6 +44,8 @@ class async_core {
  private:
   mutable std::mutex mu_;
   bool ready_ = false;
+  // Getters that settle() woke and that have yet to take the value (they read it from here).
+  std::size_t to_take_ = 0;
   waiter_list waiters_;
   observer_list observers_;
 };
@@ -59,7 +65,8 @@ class async_result {
   async_result(const async_result&) = delete;
   async_result& operator=(const async_result&) = delete;
   // Destroying it while greenlets wait in it (get(), wait(), or wait() and iwait() over
-  // several objects) stops the process with a message: they could never return.
+  // several objects) stops the process with a message: they could never return. So does
+  // destroying it after a set woke greenlets in get() that have yet to take the value.
   ~async_result() = default;
 
   // set() stores the value and wakes every waiter. What making the value throws (a copy of v
@@ -128,8 +135,9 @@ class async_result {
   // get() waits, then returns the value (a copy; a move-only value is moved out by the first
   // get(), and a second one throws std::logic_error) or rethrows the exception. Switches: yes.
   T get() {
-    wait();
-    return take();
+    bool woken = false;
+    core_.wait_deadline(detail::forever_ns, &woken);
+    return take(woken);
   }
   // get_for() is get() with a time limit: an empty optional if it ran out (T = void: false).
   template <class Rep, class Period>
@@ -158,17 +166,19 @@ class async_result {
     value_.emplace(std::move(v));
   }
   auto get_deadline(std::int64_t deadline_ns) {
+    bool woken = false;
     if constexpr (std::is_void_v<T>) {
-      if (!core_.wait_deadline(deadline_ns)) return false;
-      take();
+      if (!core_.wait_deadline(deadline_ns, &woken)) return false;
+      take(woken);
       return true;
     } else {
-      if (!core_.wait_deadline(deadline_ns)) return std::optional<T>();
-      return std::optional<T>(take());
+      if (!core_.wait_deadline(deadline_ns, &woken)) return std::optional<T>();
+      return std::optional<T>(take(woken));
     }
   }
-  T take() {
+  T take(bool woken) {
     std::unique_lock lock(core_.mutex());
+    if (woken) core_.took();
     if (error_) std::rethrow_exception(error_);
     if constexpr (std::is_void_v<T>) {
       return;
