@@ -1,5 +1,8 @@
 #include "tendril/sync/mutex.hpp"
 
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "greenlet/thread_state.hpp"
@@ -7,7 +10,35 @@
 namespace tendril {
 namespace {
 detail::greenlet_record* current_greenlet() { return detail::thread_state::get().current(); }
+
+// Its holder would unlock freed memory (or a greenlet handed it by unlock() resume in it).
+[[noreturn]] void destroyed_while_held(std::uint64_t holder) noexcept {
+  detail::greenlet_record* me = current_greenlet();
+  if (holder == me->id) {
+    std::fprintf(stderr, "tendril: greenlet '%s' destroyed a tendril::mutex that it holds\n",
+                 detail::record_name(me).c_str());
+  } else if (holder == 0) {  // passed on by a waiter that an exception ended
+    std::fprintf(stderr,
+                 "tendril: a tendril::mutex destroyed while a greenlet woken to take it "
+                 "has yet to run\n");
+  } else {
+    std::fprintf(
+        stderr,
+        "tendril: a tendril::mutex destroyed while greenlet %llu (this_greenlet::get_id()) "
+        "holds it\n",
+        static_cast<unsigned long long>(holder));
+  }
+  std::abort();
+}
+
 }  // namespace
+
+mutex::~mutex() {
+  sem_.check_unwaited("tendril::mutex");
+  std::lock_guard lock(sem_.mu_);
+  if (sem_.count_ == 0) [[unlikely]]
+    destroyed_while_held(owner_.load(std::memory_order_relaxed));
+}
 
 void mutex::lock() { lock_deadline(detail::forever_ns); }
 
@@ -19,7 +50,15 @@ bool mutex::lock_deadline(std::int64_t deadline_ns, bool shielded) {
     throw std::logic_error("tendril::mutex::lock: the greenlet '" + detail::record_name(me) +
                            "' already holds this mutex (it is not recursive)");
   }
-  bool got = sem_.acquire_deadline(deadline_ns, shielded);
+  bool got = false;
+  try {
+    got = sem_.acquire_deadline(deadline_ns, shielded);
+  } catch (...) {
+    // Handed it by unlock(), then ended by an exception anyway: the semaphore passed it on.
+    std::uint64_t mine = me->id;
+    owner_.compare_exchange_strong(mine, no_owner, std::memory_order_relaxed);
+    throw;
+  }
   if (got) owner_.store(me->id, std::memory_order_relaxed);
   return got;
 }
@@ -36,8 +75,20 @@ void mutex::unlock() {
     throw std::logic_error("tendril::mutex::unlock: greenlet '" + detail::record_name(me) +
                            "' does not hold this mutex");
   }
+  detail::woken_batch woken;
+  std::lock_guard lock(sem_.mu_);
+  // The longest waiter holds it from now on, already named as its owner for a destructor
+  // that runs before it does.
+  while (detail::waiter* w = sem_.waiters_.pop_front()) {
+    --sem_.nwaiting_;
+    if (woken.claim(*w)) {
+      owner_.store(w->greenlet()->id, std::memory_order_relaxed);
+      w->schedule();
+      return;
+    }
+  }
   owner_.store(no_owner, std::memory_order_relaxed);
-  sem_.release();
+  ++sem_.count_;
 }
 
 condition_variable::~condition_variable() {

@@ -115,3 +115,42 @@ TEST_F(sync_death, an_async_result_destroyed_before_the_getters_it_woke_took_its
       "tendril: a tendril::async_result destroyed while 1 greenlet it woke has yet to take its "
       "value");
 }
+
+// A mutex destroyed while held was freed under its holder, whose unlock() (or the resumption
+// of the waiter that unlock() handed it to) then wrote to freed memory; the destructor saw no
+// waiter and said nothing.
+TEST_F(sync_death, a_mutex_destroyed_while_held_stops_the_process_naming_its_holder) {
+  EXPECT_DEATH(
+      {
+        auto* m = new tendril::mutex;
+        m->lock();
+        delete m;
+      },
+      "tendril: greenlet 'main' destroyed a tendril::mutex that it holds");
+  EXPECT_DEATH(
+      {
+        auto* m = new tendril::mutex;
+        tendril::spawn([m] {
+          std::lock_guard lock(*m);
+          tendril::sleep(1h);
+        });
+        tendril::sleep(1ms);
+        delete m;
+      },
+      "tendril: a tendril::mutex destroyed while greenlet [0-9]+ \\(this_greenlet::get_id\\(\\)\\) "
+      "holds it");
+  EXPECT_DEATH(
+      {
+        auto* m = new tendril::mutex;
+        m->lock();
+        tendril::spawn([m] {
+          m->lock();
+          m->unlock();
+        });
+        tendril::sleep(1ms);
+        m->unlock();  // handed to the waiter, which has yet to run
+        delete m;
+      },
+      "tendril: a tendril::mutex destroyed while greenlet [0-9]+ \\(this_greenlet::get_id\\(\\)\\) "
+      "holds it");
+}

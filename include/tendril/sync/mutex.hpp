@@ -18,14 +18,16 @@ namespace tendril {
 
 // mutex: held by one greenlet at a time; lock() waits, first come first served. Locking it
 // twice from the same greenlet, or unlocking it from one that does not hold it, throws
-// std::logic_error (the standard makes both undefined; here they are reported).
+// std::logic_error (the standard makes both undefined; here they are reported). unlock()
+// hands it straight to the longest waiter, which holds it from then on, before it runs.
 class mutex {
  public:
   mutex() : sem_(1) {}
   mutex(const mutex&) = delete;
   mutex& operator=(const mutex&) = delete;
-  // Destroying it while greenlets wait for it stops the process with a message.
-  ~mutex() { sem_.check_unwaited("tendril::mutex"); }
+  // Destroying it while a greenlet holds it (also one that unlock() handed it to and that has
+  // yet to run), or while greenlets wait for it, stops the process with a message.
+  ~mutex();
 
   // lock() takes the mutex, waiting for it. Switches: yes, when it waits.
   void lock();

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -146,7 +147,13 @@ TEST_F(mutexes, a_later_greenlet_never_passes_for_a_holder_that_ended) {
   // one size): a task's record is freed while the next one runs, so the second checker's
   // reuses the holder's.
   constexpr int rounds = 10;
-  std::vector<std::unique_ptr<mutex>> held;
+  // Each mutex stays held by a greenlet that ended, and destroying it would stop the
+  // process: its storage goes without its destructor.
+  struct storage {
+    alignas(mutex) unsigned char bytes[sizeof(mutex)];
+  };
+  std::vector<std::unique_ptr<storage>> storages;
+  std::vector<mutex*> held;
   bool hold = false;
   int unlock_refused = 0;
   int lock_timed_out = 0;
@@ -165,7 +172,8 @@ TEST_F(mutexes, a_later_greenlet_never_passes_for_a_holder_that_ended) {
     }
   };
   for (int i = 0; i < rounds; ++i) {
-    held.push_back(std::make_unique<mutex>());
+    storages.push_back(std::make_unique<storage>());
+    held.push_back(new (storages.back()->bytes) mutex);
     hold = true;
     spawn(step).join();
     hold = false;
@@ -231,6 +239,31 @@ TEST_F(mutexes, a_timeout_scope_interrupts_lock) {
   holder.join();
   EXPECT_TRUE(m.try_lock());
   m.unlock();
+}
+
+// The destructor now stops the process while the mutex is held; unlocked, with nobody left
+// to hand it to (the last waiter timed out), it goes quietly, and a waiter it was handed to
+// may destroy it once it unlocked it in turn.
+TEST_F(mutexes, may_be_destroyed_once_unlocked_with_no_waiter_left) {
+  auto* m = new mutex;
+  m->lock();
+  auto late = spawn([m] { return m->try_lock_for(1s); });
+  tendril::sleep(2s);
+  m->unlock();
+  EXPECT_FALSE(late.get());
+  delete m;
+
+  m = new mutex;
+  m->lock();
+  auto heir = spawn([m] {
+    m->lock();
+    m->unlock();
+    delete m;
+  });
+  tendril::sleep(0s);
+  m->unlock();
+  heir.join();
+  EXPECT_TRUE(heir.successful());
 }
 
 // --- condition_variable --------------------------------------------------------------------
