@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <system_error>
+#include <vector>
 
 #include "context/sanitizer.hpp"
 #include "context/stack_pool.hpp"
@@ -104,10 +105,9 @@ void report_escaped(const greenlet_record* r, const std::exception_ptr& e) {
                record_name(r).c_str(), what.c_str());
 }
 
-// The last reference to a suspended greenlet of this thread went away: raise greenlet_exit
-// in it, with the current greenlet as its parent so that control comes back here.
-void kill_for_destruction(thread_state& ts, greenlet_record* r) noexcept {
-  r->refs.store(1, std::memory_order_relaxed);  // ours, while it unwinds
+// unwind() raises greenlet_exit in r, a suspended greenlet of this thread, with the current
+// greenlet as its parent so that control comes back here. Returns whether r ended.
+bool unwind(thread_state& ts, greenlet_record* r) noexcept {
   // Its own parent comes back afterwards, so that its children go there, as they would have
   // (python's greenlet does the same), and so that no cycle of parents outlives the kill: the
   // killer may be r's own descendant (a child that dropped r's last handle), which would
@@ -133,16 +133,31 @@ void kill_for_destruction(thread_state& ts, greenlet_record* r) noexcept {
     link_child(parent, r);
     greenlet_release(parent);
   }
-  if (r->status != greenlet_status::dead) {
-    // It caught greenlet_exit and switched away instead of ending. Nothing refers to it, so
-    // nothing can ever resume it; keep its memory rather than free a stack still in use.
-    std::fprintf(stderr,
-                 "tendril: greenlet '%s' did not end when it was destroyed (it caught "
-                 "greenlet_exit and switched away); its stack is leaked\n",
-                 record_name(r).c_str());
-    return;
+  if (r->status == greenlet_status::dead) return true;
+  // It caught greenlet_exit and switched away instead of ending. Nothing can resume it for
+  // good; keep its memory rather than free a stack still in use, and never unwind it again.
+  r->resisted = true;
+  std::fprintf(stderr,
+               "tendril: greenlet '%s' did not end when it was destroyed (it caught "
+               "greenlet_exit and switched away); its stack is leaked\n",
+               record_name(r).c_str());
+  return false;
+}
+
+// The last reference to a suspended greenlet of this thread went away.
+void kill_for_destruction(thread_state& ts, greenlet_record* r) noexcept {
+  if (r->resisted) return;                      // reported once, its stack leaked
+  r->refs.store(1, std::memory_order_relaxed);  // ours, while it unwinds
+  if (unwind(ts, r)) greenlet_release(r);
+}
+
+// The next record after r in a walk of the tree of children under root (children first).
+greenlet_record* next_in_tree(greenlet_record* r, const greenlet_record* root) noexcept {
+  if (r->first_child) return r->first_child;
+  for (; r != root; r = r->parent) {
+    if (r->next_sibling) return r->next_sibling;
   }
-  greenlet_release(r);
+  return nullptr;
 }
 
 // prepare_destination() gives the greenlet a switch to `target` lands in (its first live
@@ -159,6 +174,33 @@ void prepare_destination(greenlet_record* target) {
 }
 
 }  // namespace
+
+void unwind_at_exit(thread_state& ts) noexcept {
+  greenlet_record* const root = ts.root();
+  std::vector<greenlet_record*> left;
+  for (;;) {
+    ts.run_deferred();
+    try {
+      for (greenlet_record* r = next_in_tree(root, root); r; r = next_in_tree(r, root)) {
+        // Not one parked in the hub, which is gone by now: its wait would resume in it. Nor,
+        // in a forked child, one of the parent's: their frames' work is the parent's.
+        if (r->status != greenlet_status::active || r->parked || r->resisted ||
+            ts.made_in_parent(r))
+          continue;
+        left.push_back(r);
+        greenlet_retain(r);  // unwinding one may drop another's last handle
+      }
+    } catch (const std::bad_alloc&) {
+      // Those found so far are unwound; the rest stay as they are.
+    }
+    if (left.empty()) return;
+    for (greenlet_record* r : left) {
+      if (r->status == greenlet_status::active) static_cast<void>(unwind(ts, r));
+    }
+    for (greenlet_record* r : left) greenlet_release(r);
+    left.clear();
+  }
+}
 
 namespace {
 // Guards every record's `name`: name() may read it on any thread while set_name() replaces

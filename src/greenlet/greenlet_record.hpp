@@ -35,6 +35,8 @@ struct greenlet_record : switch_core {
   // A generator's body: it runs for its parent, the consumer (a kill or timeout of the
   // consumer reaches it, see parked_waiter()). Cleared once the generator lets it go.
   bool generator_body = false;
+  // It caught the greenlet_exit of its destruction and switched away: never unwound again.
+  bool resisted = false;
   // How many greenlets it is waiting for to unwind (kill_for_destruction()).
   std::uint32_t killing = 0;
 

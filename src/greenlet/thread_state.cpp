@@ -1,5 +1,6 @@
 #include "greenlet/thread_state.hpp"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -7,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <mutex>
 
 #include "context/overflow.hpp"
 #include "context/sanitizer.hpp"
@@ -97,6 +99,8 @@ struct thread_state::holder {
 
 thread_state& thread_state::make_for_this_thread() {
   if (t_gone) fatal_used_during_thread_exit();
+  static std::once_flag at_fork;
+  std::call_once(at_fork, [] { pthread_atfork(nullptr, nullptr, &forget_after_fork); });
   thread_local holder h;
   auto* ts = new thread_state();
   h.ts = ts;
@@ -104,6 +108,10 @@ thread_state& thread_state::make_for_this_thread() {
   overflow::install(&describe_overflow);
   overflow::ensure_signal_stack();
   return *ts;
+}
+
+void thread_state::forget_after_fork() noexcept {
+  if (thread_state* ts = peek()) ts->first_own_id_ = next_greenlet_id();
 }
 
 thread_state::thread_state() {
@@ -234,6 +242,9 @@ void thread_state::run_deferred_slow() noexcept {
 }
 
 void thread_state::exit_thread() noexcept {
+  // From anywhere but the root (exit() called in a greenlet) nothing is unwound: the
+  // greenlets that lead to the running one wait in the middle of their switches.
+  if (current_ == root_) unwind_at_exit(*this);
   run_deferred();
   std::vector<greenlet_record*> left;
   {

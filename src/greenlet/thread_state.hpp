@@ -43,6 +43,9 @@ class thread_state : public thread_core {
   bool has_deferred() const noexcept { return has_deferred_.load(std::memory_order_relaxed); }
   greenlet_record* root() const noexcept { return root_; }
   int tid() const noexcept { return tid_; }
+  // made_in_parent() tells whether r was made before this process was forked from its parent
+  // (on this thread, the one that forked): such greenlets never run in the child.
+  bool made_in_parent(const greenlet_record* r) const noexcept { return r->id < first_own_id_; }
   bool exited() const noexcept { return exited_.load(std::memory_order_acquire); }
 
   // A switch is plan(), the jump, landed() and take_inbox() (see switch_to()).
@@ -177,6 +180,7 @@ class thread_state : public thread_core {
   thread_state();
   ~thread_state();
   static thread_state& make_for_this_thread();
+  static void forget_after_fork() noexcept;
   struct holder;
   void asan_landed(greenlet_record* self) noexcept;
   [[noreturn]] static void raise_pending(greenlet_record* self);
@@ -190,6 +194,7 @@ class thread_state : public thread_core {
   std::size_t root_asan_size_ = 0;
 #endif
   int tid_ = 0;
+  std::uint64_t first_own_id_ = 0;  // see made_in_parent()
   std::atomic<bool> exited_{false};
   std::atomic<std::uint32_t> refs_{1};
 
@@ -201,6 +206,12 @@ class thread_state : public thread_core {
 inline thread_state* owner_of(const greenlet_record* r) noexcept {
   return static_cast<thread_state*>(r->owner);
 }
+
+// unwind_at_exit() unwinds every greenlet still suspended on the ending thread, from its root,
+// whatever still refers to it: a handle on another thread or in a thread_local, or a cycle of
+// handles. Its frames could never run again, and the handles on its stack would keep their
+// records (the root's too, and with it this state) for ever.
+void unwind_at_exit(thread_state& ts) noexcept;
 
 // destroy_record() frees a record whose last reference is gone and that has no frames to
 // unwind (unstarted, dead, or of a thread that ended).

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <barrier>
 #include <cstdint>
+#include <cstdlib>
 #include <future>
 #include <memory>
 #include <optional>
@@ -18,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "child_process.hpp"
 #include "context/sanitizer.hpp"
 #include "tendril/greenlet/exceptions.hpp"
 #include "tendril/greenlet/generator.hpp"
@@ -421,14 +423,15 @@ TEST(threads, greenlets_left_suspended_when_a_thread_function_returns_are_unwoun
 
 TEST(threads, a_greenlet_whose_thread_has_exited_can_still_be_released) {
   std::optional<std::thread::id> unwound_on;
+  std::thread::id owner_id;
   auto token = std::make_shared<int>(0);
   greenlet suspended;
   greenlet unstarted;
   greenlet finished;
   on_another_thread([&] {
+    owner_id = std::this_thread::get_id();
     greenlet root = greenlet::current();
     suspended = greenlet([&] {
-      // What its frames own is never released (they can never run again): no handles here.
       notes_thread n{&unwound_on};
       root.switch_to();
     });
@@ -438,21 +441,111 @@ TEST(threads, a_greenlet_whose_thread_has_exited_can_still_be_released) {
     finished = greenlet([] {});
     finished.switch_to();
   });
+  // The suspended one was unwound as its thread ended, there; the unstarted one never ran.
+  ASSERT_TRUE(unwound_on.has_value());
+  EXPECT_EQ(*unwound_on, owner_id);
   EXPECT_EQ(token.use_count(), 2);
   // Still readable, and refused rather than run here.
   EXPECT_EQ(suspended.name(), "orphan");
+  EXPECT_TRUE(suspended.dead());
   EXPECT_THROW(suspended.switch_to(), wrong_thread);
   EXPECT_THROW(unstarted.switch_to(), wrong_thread);
   EXPECT_TRUE(finished.dead());
   suspended = greenlet{};
   unstarted = greenlet{};
   finished = greenlet{};
-  // Its frames can never run again, and never on this thread.
-  EXPECT_FALSE(unwound_on.has_value());
   EXPECT_EQ(token.use_count(), 1);
   EXPECT_EQ(*token, 0);
   // This thread's greenlets are unaffected.
   EXPECT_EQ(std::any_cast<int>(greenlet([] { return 4; }).switch_to()), 4);
+}
+
+// A greenlet that outlived its thread suspended (held elsewhere, in a thread_local, or by a
+// cycle of handles) was never unwound: the handles on its stack kept their records, the
+// root's and the thread's state for ever (LSan, asan preset, reported them).
+TEST(threads, greenlets_suspended_past_their_threads_end_are_unwound_there_and_drop_handles) {
+  struct kept {
+    std::shared_ptr<int> token;
+    std::optional<std::thread::id>* where;
+    ~kept() { *where = std::this_thread::get_id(); }
+  };
+  auto token = std::make_shared<int>(0);
+  std::optional<std::thread::id> held_elsewhere, in_thread_local, in_cycle_a, in_cycle_b;
+  std::thread::id owner_id;
+  greenlet elsewhere;
+  on_another_thread([&] {
+    // Made before the thread's greenlet state, so destroyed after it.
+    static thread_local std::optional<greenlet> tl;
+    tl.emplace();
+    owner_id = std::this_thread::get_id();
+    greenlet root = greenlet::current();
+    // Each holds a handle to the root on its stack, and one to itself off it.
+    auto body = [root, token](std::any where) {
+      kept k{token, std::any_cast<std::optional<std::thread::id>*>(where)};
+      auto self = std::make_unique<greenlet>(greenlet::current());
+      greenlet r = root;
+      r.switch_to();
+    };
+    elsewhere = greenlet(body);
+    elsewhere.switch_to(std::any(&held_elsewhere));
+    *tl = greenlet(body);
+    tl->switch_to(std::any(&in_thread_local));
+    // a holds b; b waits in a switch to its parent, a, holding a handle to a meanwhile.
+    greenlet a([&] {
+      kept k{token, &in_cycle_a};
+      greenlet b([&] {
+        kept kb{token, &in_cycle_b};
+        greenlet::current().parent().switch_to();
+      });
+      b.switch_to();
+      root.switch_to();
+    });
+    a.switch_to();
+  });
+  EXPECT_EQ(held_elsewhere, owner_id);
+  EXPECT_EQ(in_thread_local, owner_id);
+  EXPECT_EQ(in_cycle_a, owner_id);
+  EXPECT_EQ(in_cycle_b, owner_id);
+  EXPECT_EQ(token.use_count(), 1);
+  EXPECT_TRUE(elsewhere.dead());
+}
+
+// A forked child that ends with exit() unwinds its own greenlets left suspended, never the
+// parent's it inherited (their frames' work is the parent's: files flushed twice, ...).
+TEST(threads, a_forked_child_that_exits_unwinds_its_own_greenlets_but_not_the_parents) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  bool quiet = false;
+  struct reports {
+    int fd;
+    const char* what;
+    const bool* quiet;
+    ~reports() {
+      if (!*quiet) tendril::test::say(fd, what);
+    }
+  };
+  auto waits_with = [&](const char* what) {
+    return greenlet([&, what] {
+      reports r{fds[1], what, &quiet};
+      switch_to_parent();
+    });
+  };
+  greenlet parents = waits_with("parent's\n");
+  parents.switch_to();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    static greenlet kept;  // still there when the thread ends, as `parents` is
+    kept = waits_with("child's\n");
+    kept.switch_to();
+    std::exit(0);
+  }
+  ASSERT_GT(pid, 0);
+  const tendril::test::child_outcome c = tendril::test::collect_child(pid, fds);
+  EXPECT_EQ(c.status, 0);
+  EXPECT_EQ(c.report, "child's\n");
+  quiet = true;
+  parents.throw_into(std::make_exception_ptr(tendril::greenlet_exit{}));
 }
 
 TEST(threads, a_root_handle_outlives_its_thread) {
