@@ -42,6 +42,9 @@
 //                   without touching the kernel objects it shares with the parent (no
 //                   epoll_ctl, no submission). After it only name() and the destructor may be
 //                   called (the hub is abandoned: it never waits, wakes or watches again).
+//   resources()     The descriptors and mappings that forget_after_fork() lets go, for a forked
+//                   child to let go of those of hubs it cannot reach (the parent's other
+//                   threads'). The same for the backend's whole life.
 //   persistent()    True when a watch stays in the kernel between waits, tied to the file
 //                   the number named when it was made: epoll's registration, io_uring's poll
 //                   in flight (it holds the file). If the number is closed where the owner
@@ -104,6 +107,15 @@ struct io_op {
   void* context = nullptr;  // for complete()
 };
 
+// What a backend holds of the process: its own descriptors and the mappings of a ring.
+struct backend_resources {
+  int fds[2] = {-1, -1};
+  struct mapping {
+    void* addr = nullptr;
+    std::size_t len = 0;
+  } maps[3];
+};
+
 class backend {
  public:
   virtual ~backend() = default;
@@ -115,6 +127,7 @@ class backend {
   virtual void wake() noexcept = 0;
   virtual std::size_t watching() const noexcept = 0;
   virtual void forget_after_fork() noexcept = 0;
+  virtual backend_resources resources() const noexcept = 0;
   virtual bool persistent() const noexcept { return false; }
 
   virtual bool native_ops() const noexcept { return false; }

@@ -48,6 +48,8 @@ class epoll_backend final : public backend {
     wakefd_ = epfd_ = -1;
   }
 
+  backend_resources resources() const noexcept override { return {{epfd_, wakefd_}, {}}; }
+
   const char* name() const noexcept override { return "epoll"; }
   bool persistent() const noexcept override { return true; }
 

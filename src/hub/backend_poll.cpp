@@ -37,6 +37,10 @@ class poll_backend final : public backend {
     wake_pipe_[0] = wake_pipe_[1] = -1;
   }
 
+  backend_resources resources() const noexcept override {
+    return {{wake_pipe_[0], wake_pipe_[1]}, {}};
+  }
+
   const char* name() const noexcept override { return "poll"; }
 
   int watch(io_watch& w) noexcept override {

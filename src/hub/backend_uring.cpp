@@ -126,6 +126,19 @@ class uring_backend final : public backend {
     forgotten_ = true;
   }
 
+  backend_resources resources() const noexcept override {
+    // What io_uring_queue_exit() unmaps and closes (liburing's own sizes).
+    backend_resources r;
+    r.fds[0] = ring_.ring_fd;
+    r.fds[1] = wakefd_;
+    const std::size_t sqe_size =
+        sizeof(io_uring_sqe) + ((ring_.flags & IORING_SETUP_SQE128) ? 64 : 0);
+    r.maps[0] = {ring_.sq.sqes, sqe_size * ring_.sq.ring_entries};
+    r.maps[1] = {ring_.sq.ring_ptr, ring_.sq.ring_sz};
+    if (ring_.cq.ring_ptr != ring_.sq.ring_ptr) r.maps[2] = {ring_.cq.ring_ptr, ring_.cq.ring_sz};
+    return r;
+  }
+
   const char* name() const noexcept override { return "io_uring"; }
   bool persistent() const noexcept override { return true; }  // a poll in flight holds its file
 

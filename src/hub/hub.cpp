@@ -1,5 +1,6 @@
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -32,6 +33,27 @@ namespace {
 std::atomic<interrupt_fn> g_interrupt{nullptr};
 std::atomic<hub_impl::start_failed_fn> g_start_failed{nullptr};
 thread_local bool t_hub_gone = false;
+
+// Every hub of the process, for a forked child: the hubs of the parent's other threads are
+// reachable there from nowhere else (those threads do not exist in the child), and their
+// descriptors and rings would stay open for ever. Changed only under g_hubs_mu, which fork()
+// holds from its prepare handler on, so that the child finds the list as it was between two
+// changes, and no backend half made or half destroyed.
+std::mutex g_hubs_mu;
+hub_impl* g_hubs = nullptr;
+
+void lock_hubs() noexcept { g_hubs_mu.lock(); }
+void unlock_hubs() noexcept { g_hubs_mu.unlock(); }
+
+// In a forked child: only close() and munmap(), on values noted before the fork.
+void release_in_child(const backend_resources& r) noexcept {
+  for (int fd : r.fds) {
+    if (fd >= 0) ::close(fd);
+  }
+  for (const backend_resources::mapping& m : r.maps) {
+    if (m.addr != nullptr) ::munmap(m.addr, m.len);
+  }
+}
 
 // How long the loop sleeps before it looks again whether another thread is still there to
 // set what a greenlet waits on (see someone_else_could_wake()).
@@ -112,7 +134,8 @@ hub_impl& hub_impl::make_for_this_thread() {
   // Whether or not the hooks are on: a forked child must never run the parent's greenlets,
   // nor share its epoll instance or io_uring ring.
   static std::once_flag at_fork;
-  std::call_once(at_fork, [] { pthread_atfork(nullptr, nullptr, &hub_impl::forget_after_fork); });
+  std::call_once(at_fork,
+                 [] { pthread_atfork(&lock_hubs, &unlock_hubs, &hub_impl::forget_after_fork); });
   thread_local holder h;
   h.h = new hub_impl();
   t_holder_h_ = &h.h;
@@ -123,9 +146,16 @@ hub_impl& hub_impl::make_for_this_thread() {
 void hub_impl::forget_after_fork() noexcept {
   // The child of a fork: the parent's hub (its backend, its ring, its queues of greenlets
   // that will never run here) is abandoned, not destroyed; a new one starts on first use.
-  if (hub_impl* old = t_hub_) old->abandon();
+  hub_impl* const old = t_hub_;
+  if (old) old->abandon();
   if (t_holder_h_) *t_holder_h_ = nullptr;
   t_hub_ = nullptr;
+  // The other threads' hubs are never destroyed here: their backends' descriptors go now.
+  for (hub_impl* h = g_hubs; h != nullptr; h = h->next_hub_) {
+    if (h != old) release_in_child(h->io_resources_);
+  }
+  g_hubs = nullptr;
+  unlock_hubs();
   thread_pool::forget_after_fork();
   // The greenlet that forked ends into the thread's root (its parent may be the old hub).
   // The root, if it waited in the old hub, waits in no hub of the child: the new hub's
@@ -155,17 +185,46 @@ void hub_impl::abandon() noexcept {
   while (!remote_.empty()) remote_.pop_front()->list = ready_node::in_no_list;
 }
 
-hub_impl::hub_impl() : ts_(&thread_state::get()), facade_(this), io_(make_backend()) {
-  children_.next = children_.prev = &children_;
-  greenlet_retain(ts_->root());
-  tendril::greenlet root(ts_->root(), tendril::greenlet::adopt_t{});
-  hub_ = tendril::greenlet([this] { loop(); }, root);
-  hub_.set_name("hub");
+hub_impl::hub_impl() : ts_(&thread_state::get()), facade_(this) {
+  {
+    // Made under the lock, so that a child forked meanwhile finds it listed.
+    std::lock_guard lock(g_hubs_mu);
+    io_ = make_backend();
+    io_resources_ = io_->resources();
+    next_hub_ = g_hubs;
+    if (g_hubs != nullptr) g_hubs->prev_hub_ = this;
+    g_hubs = this;
+  }
+  try {
+    children_.next = children_.prev = &children_;
+    greenlet_retain(ts_->root());
+    tendril::greenlet root(ts_->root(), tendril::greenlet::adopt_t{});
+    hub_ = tendril::greenlet([this] { loop(); }, root);
+    hub_.set_name("hub");
+  } catch (...) {
+    close_backend();
+    throw;
+  }
 }
 
 hub_impl::~hub_impl() {
   drain_children();
   hub_ = tendril::greenlet();  // unwinds the loop (greenlet_exit at its switch)
+  close_backend();
+}
+
+void hub_impl::close_backend() noexcept {
+  // Unlisted and closed under the lock: a child forked in between would close numbers that
+  // another thread may have opened again since.
+  std::lock_guard lock(g_hubs_mu);
+  if (prev_hub_ != nullptr) {
+    prev_hub_->next_hub_ = next_hub_;
+  } else {
+    g_hubs = next_hub_;
+  }
+  if (next_hub_ != nullptr) next_hub_->prev_hub_ = prev_hub_;
+  prev_hub_ = next_hub_ = nullptr;
+  io_.reset();
 }
 
 void hub_impl::set_interrupt_hook(interrupt_fn f) noexcept {

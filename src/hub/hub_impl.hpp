@@ -195,6 +195,8 @@ class hub_impl {
   void drain_children() noexcept;
   // abandon() disarms the timers and empties the queues of the parent's hub in a forked child.
   void abandon() noexcept;
+  // close_backend() takes the hub off the process's list of hubs and closes its backend.
+  void close_backend() noexcept;
 
   static constinit thread_local hub_impl* t_hub_ __attribute__((tls_model("initial-exec")));
   static constinit thread_local hub_impl** t_holder_h_;
@@ -202,6 +204,10 @@ class hub_impl {
   thread_state* ts_;
   tendril::hub facade_;
   std::unique_ptr<backend> io_;
+  // The process's list of hubs (hub.cpp's g_hubs), with what a forked child closes of io_.
+  hub_impl* prev_hub_ = nullptr;
+  hub_impl* next_hub_ = nullptr;
+  backend_resources io_resources_;
   tendril::greenlet hub_;
   timer_heap timers_;
   node_list ready_;

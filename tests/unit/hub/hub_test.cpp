@@ -1184,6 +1184,88 @@ TEST(hub, each_forked_generation_has_as_many_descriptors_as_the_one_before) {
   EXPECT_EQ(counts[2], counts[0]) << c.report;
 }
 
+namespace {
+
+std::set<int> open_descriptor_set() {
+  std::set<int> fds;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return fds;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] != '.') fds.insert(std::atoi(e->d_name));
+  }
+  fds.erase(::dirfd(d));
+  ::closedir(d);
+  return fds;
+}
+
+int io_uring_mappings() {
+  std::ifstream maps("/proc/self/maps");
+  int n = 0;
+  for (std::string line; std::getline(maps, line);) {
+    if (line.find("io_uring") != std::string::npos) ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+// A forked child closed only the descriptors of its own thread's hub: those of the hubs of
+// the parent's other threads (threads the child does not have) stayed open, and their
+// io_uring rings mapped, for the child's whole life.
+TEST(hub, a_forked_child_keeps_nothing_of_the_hubs_of_the_parents_other_threads) {
+  tendril::sleep(1ms);  // this thread's hub
+  const std::set<int> before = open_descriptor_set();
+  constexpr int others = 2;
+  std::mutex mu;
+  std::condition_variable cv;
+  int made = 0;
+  bool end = false;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < others; ++i) {
+    threads.emplace_back([&] {
+      tendril::sleep(1ms);  // a hub of its own, alive when the process forks
+      std::unique_lock lock(mu);
+      ++made;
+      cv.notify_all();
+      cv.wait(lock, [&] { return end; });
+    });
+  }
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return made == others; });
+  }
+  std::vector<int> theirs;
+  for (int fd : open_descriptor_set()) {
+    if (before.count(fd) == 0) theirs.push_back(fd);
+  }
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string r;
+    for (int fd : theirs) {
+      if (::fcntl(fd, F_GETFD) >= 0) r += "descriptor " + std::to_string(fd) + " open\n";
+    }
+    if (const int n = io_uring_mappings(); n > 0) r += std::to_string(n) + " ring mappings\n";
+    tendril::sleep(1ms);  // a new hub, and it works
+    r += std::to_string(spawn([] { return 7; }).get()) + "\n";
+    say(fds[1], r);
+    ::_exit(0);
+  }
+  {
+    std::lock_guard lock(mu);
+    end = true;
+  }
+  cv.notify_all();
+  for (auto& t : threads) t.join();
+  ASSERT_GT(pid, 0);
+  EXPECT_GE(theirs.size(), static_cast<std::size_t>(2 * others));
+  const child_outcome c = collect_child(pid, fds);
+  EXPECT_EQ(c.status, 0);
+  EXPECT_EQ(c.report, "7\n");
+}
+
 // A timeout scope the process forked in kept its timer in the parent's abandoned heap: in the
 // child the scope never fired (here its wait, which nothing else can end, raised loop_exit
 // at once).
