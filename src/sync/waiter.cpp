@@ -93,6 +93,8 @@ std::uintptr_t this_thread_token() noexcept {
   return reinterpret_cast<std::uintptr_t>(&token);
 }
 
+hub_impl* this_thread_hub() noexcept { return hub_impl::peek(); }
+
 void wait_for_waker(const waiter& w) noexcept {
   while (!w.waker_gone.load(std::memory_order_acquire)) std::this_thread::yield();
 }

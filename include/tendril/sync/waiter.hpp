@@ -66,6 +66,8 @@ class waiter {
   // What interrupt() ended the wait with, until the greenlet resumes and raises it. Hub thread.
   const std::exception_ptr& interrupted_with() const noexcept { return error_; }
   greenlet_record* greenlet() const noexcept { return node_.greenlet; }
+  // The hub of the greenlet that waits.
+  hub_impl* hub() const noexcept { return hub_; }
 
   // Intrusive links for the wait list of the object waited on, and a word for that object's
   // own use (a queue keeps a pointer to the item slot here).
@@ -147,14 +149,19 @@ class waiter_list {
 // own).
 std::uintptr_t this_thread_token() noexcept;
 
+// this_thread_hub() is the calling thread's hub, null if it has none.
+hub_impl* this_thread_hub() noexcept;
+
 // An object whose waits may be woken from any thread, and that either side may destroy as
 // soon as its own call returned (the waker once set() or release() returned, a waiter once its
 // wait did), wakes through a woken_batch declared before its lock guard: the batch lets each
 // waiter it woke go only once that guard has unlocked, the waker's last touch of the object.
-// The woken waiter checks let_go() and, if true, never touches the object again.
+// The woken waiter checks let_go() and, if true, never touches the object again. A waiter of
+// the waker's own thread is let go at once: its greenlet cannot run before the waker's call
+// returns (and a second pass over many waiters' stacks cost 18% of an event broadcast).
 class woken_batch {
  public:
-  woken_batch() = default;
+  woken_batch() noexcept : here_(this_thread_hub()) {}
   woken_batch(const woken_batch&) = delete;
   woken_batch& operator=(const woken_batch&) = delete;
   ~woken_batch() {
@@ -167,8 +174,12 @@ class woken_batch {
   // claim() is w.claim(), keeping a claimed w to let go; the caller then schedules it.
   bool claim(waiter& w) noexcept {
     if (!w.claim()) return false;
-    w.next = head_;  // w is off the object's list, its links free
-    head_ = &w;
+    if (w.hub() == here_) {
+      w.waker_gone.store(true, std::memory_order_relaxed);
+    } else {
+      w.next = head_;  // w is off the object's list, its links free
+      head_ = &w;
+    }
     return true;
   }
   bool wake(waiter& w) noexcept {
@@ -178,6 +189,7 @@ class woken_batch {
   }
 
  private:
+  hub_impl* const here_;
   waiter* head_ = nullptr;
 };
 
