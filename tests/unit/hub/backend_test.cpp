@@ -394,17 +394,25 @@ TEST_P(backend_contract, an_error_is_reported_once_until_rearm) {
   b().unwatch(w);
 }
 
+// `count` pipes, each with a probe watching its read end.
+struct watched_pipes {
+  std::vector<std::unique_ptr<pipe_pair>> pipes;
+  std::vector<std::unique_ptr<probe>> probes;
+  watched_pipes(backend& b, std::size_t count) {
+    for (std::size_t i = 0; i < count; ++i) {
+      pipes.push_back(std::make_unique<pipe_pair>());
+      probes.push_back(std::make_unique<probe>(pipes.back()->read.get()));
+      EXPECT_EQ(b.watch(*probes.back()), 0);
+    }
+  }
+};
+
 TEST_P(backend_contract, many_ready_descriptors_are_each_reported_once) {
   // More than one batch of epoll_wait (256 events).
   const std::size_t count = 300;
-  std::vector<std::unique_ptr<pipe_pair>> pipes;
-  std::vector<std::unique_ptr<probe>> probes;
-  for (std::size_t i = 0; i < count; ++i) {
-    pipes.push_back(std::make_unique<pipe_pair>());
-    probes.push_back(std::make_unique<probe>(pipes.back()->read.get()));
-    ASSERT_EQ(b().watch(*probes.back()), 0);
-    put(pipes.back()->write.get());
-  }
+  watched_pipes w(b(), count);
+  auto& [pipes, probes] = w;
+  for (auto& p : pipes) put(p->write.get());
   EXPECT_EQ(b().watching(), count);
   std::size_t reported = 0;
   ASSERT_TRUE(wait_until(b(), [&] {
@@ -423,13 +431,8 @@ TEST_P(backend_contract, many_ready_descriptors_are_each_reported_once) {
 // ran at most 20 completions a wait(), and some connections waited 50 ms and more).
 TEST_P(backend_contract, one_wait_reports_every_descriptor_that_became_ready) {
   const std::size_t count = 200;  // under epoll's 256 a call
-  std::vector<std::unique_ptr<pipe_pair>> pipes;
-  std::vector<std::unique_ptr<probe>> probes;
-  for (std::size_t i = 0; i < count; ++i) {
-    pipes.push_back(std::make_unique<pipe_pair>());
-    probes.push_back(std::make_unique<probe>(pipes.back()->read.get()));
-    ASSERT_EQ(b().watch(*probes.back()), 0);
-  }
+  watched_pipes w(b(), count);
+  auto& [pipes, probes] = w;
   EXPECT_EQ(b().wait(0ns), 0);  // armed, nothing ready yet
   for (auto& p : pipes) put(p->write.get());
   const int n = b().wait(10s);

@@ -111,6 +111,21 @@ struct pty_pair {
   }
   ~pty_pair() { ::close(master); }
   pty_pair(const pty_pair&) = delete;
+  // fill() writes to the terminal through a descriptor of its own that does not block until
+  // it is full, `rounds` times (the kernel moves some of it on between them); the bytes written.
+  std::size_t fill(int rounds = 1) const {
+    const int filler = ::open(slave.c_str(), O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    if (filler < 0) throw std::system_error(errno, std::generic_category(), "open " + slave);
+    const std::string block(1024, 'f');
+    std::size_t filled = 0;
+    for (int round = 0; round < rounds; ++round) {
+      if (round > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      for (ssize_t n; (n = ::write(filler, block.data(), block.size())) > 0;)
+        filled += static_cast<std::size_t>(n);
+    }
+    ::close(filler);
+    return filled;
+  }
   pty_pair& operator=(const pty_pair&) = delete;
   // drain() is what the master can read now (the terminal's output), without blocking.
   std::string drain() const {
@@ -470,14 +485,7 @@ TEST(file, a_terminal_write_that_finished_as_its_time_ran_out_returns_its_count)
     GTEST_SKIP() << "io_uring's race: elsewhere the write waits for room, which the time ends";
   pty_pair pty;
   file f = file::open(pty.slave, open_mode::write);
-  // Fill the terminal through a descriptor of its own that does not block.
-  const int filler = ::open(pty.slave.c_str(), O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-  ASSERT_GE(filler, 0);
-  const std::string block(1024, 'f');
-  std::size_t filled = 0;
-  for (ssize_t n; (n = ::write(filler, block.data(), block.size())) > 0;)
-    filled += static_cast<std::size_t>(n);
-  ::close(filler);
+  const std::size_t filled = pty.fill();
   std::size_t reported = 0;
   bool interrupted = false;
   bool timed_out_later = false;
@@ -558,16 +566,7 @@ TEST(file, closing_a_terminal_ends_a_read_another_greenlet_waits_in_with_ebadf) 
 TEST(file, closing_a_terminal_ends_a_write_another_greenlet_waits_in_with_ebadf) {
   pty_pair pty;
   file f = file::open(pty.slave, open_mode::write);
-  const int filler = ::open(pty.slave.c_str(), O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-  ASSERT_GE(filler, 0);
-  const std::string block(1024, 'f');
-  std::size_t filled = 0;
-  for (int round = 0; round < 3; ++round) {  // the kernel moves some of it on meanwhile
-    for (ssize_t n; (n = ::write(filler, block.data(), block.size())) > 0;)
-      filled += static_cast<std::size_t>(n);
-    std::this_thread::sleep_for(10ms);
-  }
-  ::close(filler);
+  const std::size_t filled = pty.fill(3);
   std::error_code ec;
   auto writer = spawn([&] { f.write("0123456789", 10, ec); });
   tendril::sleep(20ms);  // the writer is parked in its write
