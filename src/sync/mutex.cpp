@@ -79,13 +79,10 @@ void mutex::unlock() {
   std::lock_guard lock(sem_.mu_);
   // The longest waiter holds it from now on, already named as its owner for a destructor
   // that runs before it does.
-  while (detail::waiter* w = sem_.waiters_.pop_front()) {
-    --sem_.nwaiting_;
-    if (woken.claim(*w)) {
-      owner_.store(w->greenlet()->id, std::memory_order_relaxed);
-      w->schedule();
-      return;
-    }
+  if (detail::waiter* w = sem_.claim_longest(woken)) {
+    owner_.store(w->greenlet()->id, std::memory_order_relaxed);
+    w->schedule();
+    return;
   }
   owner_.store(no_owner, std::memory_order_relaxed);
   ++sem_.count_;

@@ -69,14 +69,22 @@ bool semaphore::acquire_deadline(std::int64_t deadline_ns, bool shielded) {
   }
 }
 
-void semaphore::give(std::ptrdiff_t n, detail::woken_batch& woken) {
-  // Hand permits to the longest waiters first; a waiter that just timed out or was killed
-  // cannot be claimed and is skipped (it unlinks itself).
-  while (n > 0) {
-    detail::waiter* w = waiters_.pop_front();
-    if (w == nullptr) break;
+detail::waiter* semaphore::claim_longest(detail::woken_batch& woken) noexcept {
+  // A waiter that just timed out or was killed cannot be claimed and is skipped (it unlinks
+  // itself).
+  while (detail::waiter* w = waiters_.pop_front()) {
     --nwaiting_;
-    if (woken.wake(*w)) --n;
+    if (woken.claim(*w)) return w;
+  }
+  return nullptr;
+}
+
+void semaphore::give(std::ptrdiff_t n, detail::woken_batch& woken) {
+  // Permits go to the longest waiters first.
+  for (; n > 0; --n) {
+    detail::waiter* w = claim_longest(woken);
+    if (w == nullptr) break;
+    w->schedule();
   }
   count_ += n;
 }

@@ -54,6 +54,9 @@ class semaphore {
  protected:
   // give() hands up to n permits to waiters, the rest to the count. With mu_ held.
   void give(std::ptrdiff_t n, detail::woken_batch& woken);
+  // claim_longest() takes the longest waiter that can still be handed a permit, claimed but
+  // not scheduled yet, or null if there is none. With mu_ held.
+  detail::waiter* claim_longest(detail::woken_batch& woken) noexcept;
   // check_unwaited() stops the process if greenlets wait (for the destructors; type names
   // the class destroyed).
   void check_unwaited(const char* type) const noexcept {
