@@ -37,14 +37,10 @@
 //   wake()          From any thread, async-signal-safe: makes the current wait() return, or
 //                   the next one return at once. Wakes that pile up are merged.
 //   watching()      The number of watches (the hub looks for I/O between passes while any).
-//   forget_after_fork()  In a forked child, whose hub abandons this backend: closes the
-//                   child's copies of the backend's own descriptors (and unmaps the ring)
-//                   without touching the kernel objects it shares with the parent (no
-//                   epoll_ctl, no submission). After it only name() and the destructor may be
-//                   called (the hub is abandoned: it never waits, wakes or watches again).
-//   resources()     The descriptors and mappings that forget_after_fork() lets go, for a forked
-//                   child to let go of those of hubs it cannot reach (the parent's other
-//                   threads'). The same for the backend's whole life.
+//   resources()     The backend's own descriptors and the mappings of its ring, the same for
+//                   its whole life: a forked child closes and unmaps them for every hub of the
+//                   parent, without touching the kernel objects they share with the parent (no
+//                   epoll_ctl, no submission), and never uses or destroys those backends again.
 //   persistent()    True when a watch stays in the kernel between waits, tied to the file
 //                   the number named when it was made: epoll's registration, io_uring's poll
 //                   in flight (it holds the file). If the number is closed where the owner
@@ -126,7 +122,6 @@ class backend {
   virtual int wait(std::chrono::nanoseconds timeout) noexcept = 0;
   virtual void wake() noexcept = 0;
   virtual std::size_t watching() const noexcept = 0;
-  virtual void forget_after_fork() noexcept = 0;
   virtual backend_resources resources() const noexcept = 0;
   virtual bool persistent() const noexcept { return false; }
 

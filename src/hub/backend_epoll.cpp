@@ -41,13 +41,6 @@ class epoll_backend final : public backend {
     if (wakefd_ >= 0) ::close(wakefd_);
     if (epfd_ >= 0) ::close(epfd_);
   }
-  void forget_after_fork() noexcept override {
-    // The epoll instance and the eventfd live on in the parent: only our copies go.
-    ::close(wakefd_);
-    ::close(epfd_);
-    wakefd_ = epfd_ = -1;
-  }
-
   backend_resources resources() const noexcept override { return {{epfd_, wakefd_}, {}}; }
 
   const char* name() const noexcept override { return "epoll"; }

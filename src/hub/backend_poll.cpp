@@ -31,12 +31,6 @@ class poll_backend final : public backend {
     if (wake_pipe_[0] >= 0) ::close(wake_pipe_[0]);
     if (wake_pipe_[1] >= 0) ::close(wake_pipe_[1]);
   }
-  void forget_after_fork() noexcept override {
-    ::close(wake_pipe_[0]);
-    ::close(wake_pipe_[1]);
-    wake_pipe_[0] = wake_pipe_[1] = -1;
-  }
-
   backend_resources resources() const noexcept override {
     return {{wake_pipe_[0], wake_pipe_[1]}, {}};
   }

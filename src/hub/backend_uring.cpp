@@ -104,7 +104,7 @@ class uring_backend final : public backend {
     io_uring_submit(&ring_);
   }
   ~uring_backend() override {
-    if (!forgotten_) io_uring_queue_exit(&ring_);
+    io_uring_queue_exit(&ring_);
     if (wakefd_ >= 0) ::close(wakefd_);
     // Polls still in flight died with the ring: free their slots, which only their
     // completions would have freed. Test (ASan): wait_ready.wait_readable_for_returns_false_
@@ -115,19 +115,9 @@ class uring_backend final : public backend {
     }
   }
 
-  void forget_after_fork() noexcept override {
-    // Unmaps our view of the rings (their memory is shared with the parent, which goes on
-    // using them: nothing may be submitted from here) and closes our copies of the ring's
-    // descriptor and the eventfd. The ring's descriptor is never registered, so this makes
-    // no io_uring_register call either.
-    io_uring_queue_exit(&ring_);
-    ::close(wakefd_);
-    wakefd_ = -1;
-    forgotten_ = true;
-  }
-
   backend_resources resources() const noexcept override {
-    // What io_uring_queue_exit() unmaps and closes (liburing's own sizes).
+    // What io_uring_queue_exit() unmaps and closes (liburing's own sizes). The ring's
+    // descriptor is never registered, so a child needs no io_uring_register call either.
     backend_resources r;
     r.fds[0] = ring_.ring_fd;
     r.fds[1] = wakefd_;
@@ -441,7 +431,6 @@ class uring_backend final : public backend {
 
   io_uring ring_{};
   int wakefd_ = -1;
-  bool forgotten_ = false;  // forget_after_fork() unmapped the ring
   std::atomic<bool> wake_pending_{false};
   std::size_t watches_ = 0;
   std::size_t in_flight_ = 0;

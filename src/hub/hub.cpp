@@ -146,14 +146,12 @@ hub_impl& hub_impl::make_for_this_thread() {
 void hub_impl::forget_after_fork() noexcept {
   // The child of a fork: the parent's hub (its backend, its ring, its queues of greenlets
   // that will never run here) is abandoned, not destroyed; a new one starts on first use.
-  hub_impl* const old = t_hub_;
-  if (old) old->abandon();
+  if (hub_impl* old = t_hub_) old->abandon();
   if (t_holder_h_) *t_holder_h_ = nullptr;
   t_hub_ = nullptr;
-  // The other threads' hubs are never destroyed here: their backends' descriptors go now.
-  for (hub_impl* h = g_hubs; h != nullptr; h = h->next_hub_) {
-    if (h != old) release_in_child(h->io_resources_);
-  }
+  // No hub of the parent is ever destroyed here, this thread's included: their backends'
+  // descriptors and rings go now.
+  for (hub_impl* h = g_hubs; h != nullptr; h = h->next_hub_) release_in_child(h->io_resources_);
   g_hubs = nullptr;
   unlock_hubs();
   thread_pool::forget_after_fork();
@@ -176,10 +174,10 @@ void hub_impl::abandon() noexcept {
   // hub: a heap index or a queue link of this hub used there would take another timer's slot
   // or corrupt its run queue. Nothing here is armed or queued any more, and a wake of a
   // parent's greenlet is dropped (schedule_remote()). Nothing reaches its backend either
-  // (the child's descriptor table is a new one, on the new hub): its descriptors and the
-  // ring's mappings go, or each generation of children would keep those of all before it.
+  // (the child's descriptor table is a new one, on the new hub): forget_after_fork() lets go
+  // of its descriptors and the ring's mappings, or each generation of children would keep
+  // those of all before it.
   abandoned_ = true;
-  io_->forget_after_fork();
   timers_.disarm_all();
   while (!ready_.empty()) ready_.pop_front()->list = ready_node::in_no_list;
   while (!remote_.empty()) remote_.pop_front()->list = ready_node::in_no_list;
