@@ -3,11 +3,9 @@
 // loop_exit for a wait nobody can end. Modelled on gevent's test__event.py.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <cstring>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -299,13 +297,10 @@ TEST_F(events, may_be_destroyed_once_set_returned_though_its_waiters_have_not_re
   tendril::sleep(0s);
   e->set();
   delete e;
-  // The freed block, handed out again at once and filled: a later write to it shows.
-  auto* reused = static_cast<unsigned char*>(::operator new(sizeof(event)));
-  std::memset(reused, 0xAB, sizeof(event));
+  const tendril::test::refilled<event> reused;  // the freed block: a later write to it shows
   tendril::joinall(waiters);
   EXPECT_EQ(returned, 3);
-  EXPECT_EQ(std::count(reused, reused + sizeof(event), 0xAB), std::ptrdiff_t{sizeof(event)});
-  ::operator delete(reused);
+  EXPECT_TRUE(reused.untouched());
 }
 
 // --- other threads -------------------------------------------------------------------------

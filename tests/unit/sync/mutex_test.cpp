@@ -10,7 +10,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -666,12 +665,9 @@ TEST_F(condition_variables,
   tendril::sleep(0s);
   cv->notify_all();
   delete cv;
-  // The freed block, handed out again at once and filled: a later write to it shows.
-  auto* reused = static_cast<unsigned char*>(::operator new(sizeof(condition_variable)));
-  std::memset(reused, 0xAB, sizeof(condition_variable));
+  const tendril::test::refilled<condition_variable>
+      reused;  // the freed block: a later write to it shows
   tendril::joinall(waiters);
   EXPECT_EQ(woke, 3);
-  EXPECT_EQ(std::count(reused, reused + sizeof(condition_variable), 0xAB),
-            std::ptrdiff_t{sizeof(condition_variable)});
-  ::operator delete(reused);
+  EXPECT_TRUE(reused.untouched());
 }

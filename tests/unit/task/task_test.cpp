@@ -770,24 +770,40 @@ TEST_F(tasks, linking_an_ended_task_calls_at_once) {
   EXPECT_EQ(calls, 2);
 }
 
+// kill_under_a_timeout() spawns a task and, before it starts, lets `kill` kill it inside a
+// 10 ms timeout scope, then sleeps: whether the caller went on after the kill, and the scope
+// that fired (null if none did).
+namespace {
+struct killed_under_a_timeout {
+  bool went_on = false;
+  const tendril::timeout* fired = nullptr;
+};
+template <class Kill>
+killed_under_a_timeout kill_under_a_timeout(Kill kill) {
+  killed_under_a_timeout k;
+  try {
+    tendril::timeout limit(10ms);
+    auto t = spawn([] {});
+    kill(t);
+    k.went_on = true;
+    tendril::sleep(1h);
+  } catch (const tendril::timeout_error& e) {
+    k.fired = e.source();
+  }
+  return k;
+}
+}  // namespace
+
 // A task killed before it started runs its links on its killer's greenlet. A link that
 // blocked there caught the killer's own timeout or kill as its failure ("a link callback
 // threw; ignored"), and the killer never saw it.
 TEST_F(tasks, links_of_a_task_killed_before_it_started_leave_the_killers_timeout_and_kill_to_it) {
-  const tendril::timeout* fired = nullptr;
-  bool went_on = false;
-  try {
-    tendril::timeout limit(10ms);
-    auto t = spawn([] {});
+  const killed_under_a_timeout k = kill_under_a_timeout([](task<void>& t) {
     t.link([] { tendril::sleep(1s); });
     t.kill();  // the link runs here, and the scope fires in it
-    went_on = true;
-    tendril::sleep(1h);
-  } catch (const tendril::timeout_error& e) {
-    fired = e.source();
-  }
-  EXPECT_TRUE(went_on);
-  EXPECT_NE(fired, nullptr);
+  });
+  EXPECT_TRUE(k.went_on);
+  EXPECT_NE(k.fired, nullptr);
   struct stop {};
   std::string seen;
   auto killer = spawn([&] {
@@ -812,19 +828,11 @@ TEST_F(tasks, the_error_handler_of_a_task_killed_before_it_started_leaves_the_ki
   struct restore {
     ~restore() { tendril::hub::current().set_error_handler({}); }
   } guard;
-  const tendril::timeout* fired = nullptr;
-  bool went_on = false;
-  try {
-    tendril::timeout limit(10ms);
-    auto t = spawn([] {});
+  const killed_under_a_timeout k = kill_under_a_timeout([](task<void>& t) {
     t.kill(std::make_exception_ptr(std::runtime_error("stop")));  // reported here
-    went_on = true;
-    tendril::sleep(1h);
-  } catch (const tendril::timeout_error& e) {
-    fired = e.source();
-  }
-  EXPECT_TRUE(went_on);
-  EXPECT_NE(fired, nullptr);
+  });
+  EXPECT_TRUE(k.went_on);
+  EXPECT_NE(k.fired, nullptr);
 }
 
 TEST_F(tasks, links_run_on_the_tasks_own_greenlet_before_joiners_resume) {
