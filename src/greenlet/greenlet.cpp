@@ -484,6 +484,10 @@ std::any greenlet::throw_into(std::exception_ptr e) {
         "tendril::greenlet::throw_into: null exception_ptr thrown into greenlet '" +
         detail::record_name(rec_) + "'");
   }
+  if (rec_->status == greenlet_status::unstarted && rec_->on_thrown_unstarted) {
+    rec_->on_thrown_unstarted(rec_, std::move(e));
+    return {};
+  }
   // Where it lands may be a lazy greenlet that has no stack yet; given one before anything
   // changes, so that running out of memory leaves everything as it was.
   detail::prepare_destination(rec_->status == greenlet_status::unstarted ? rec_->parent : rec_);

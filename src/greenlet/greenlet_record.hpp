@@ -63,6 +63,9 @@ struct greenlet_record : switch_core {
   void* timeouts = nullptr;                     // its innermost timeout scope
   void* locals = nullptr;                       // its greenlet-local values
   void (*on_dead)(greenlet_record*) = nullptr;  // called by the hub once it died
+  // throw_into() before it started hands `e` here and switches nowhere, instead of raising
+  // it in the parent (a task ends as one killed before it started).
+  void (*on_thrown_unstarted)(greenlet_record*, std::exception_ptr e) noexcept = nullptr;
 
   void (*extra_destroy)(void*) = nullptr;  // destroys the extra storage after the record
 

@@ -86,6 +86,13 @@ void end_unstarted(greenlet_record* r, task_core& t, std::exception_ptr e) noexc
   release_self(t);
 }
 
+// throw_into() on the greenlet of a task not started yet: the task ends as kill(e) would
+// end it, without a switch (gevent's Greenlet.throw). Raised in its parent, the hub, e would
+// leave the task pending for ever.
+void thrown_unstarted(greenlet_record* r, std::exception_ptr e) noexcept {
+  end_unstarted(r, task_of(r), std::move(e));
+}
+
 // The hub goes away with its thread: every task still alive is killed.
 void shutdown_child(hub_child* c) {
   task_core* t = core_of_child(c);
@@ -177,6 +184,7 @@ void task_start(greenlet_record* r, std::int64_t deadline_ns) {
   r->name_prefix = "Greenlet-";
   r->name_number = t.number;
   r->on_dead = &reap;
+  r->on_thrown_unstarted = &thrown_unstarted;
   greenlet_retain(r);
   t.self = tendril::greenlet(r, tendril::greenlet::adopt_t{});
   t.child.shutdown = &shutdown_child;
@@ -186,6 +194,15 @@ void task_start(greenlet_record* r, std::int64_t deadline_ns) {
 
 bool task_enter(task_core& t) noexcept {
   if (t.phase.load(std::memory_order_relaxed) != task_core::pending) return false;
+  if (t.start.queued() || t.later.armed()) [[unlikely]] {
+    // Started by a switch_to() by hand: the hub's start must not come later and resume the
+    // task wherever it then waits (task_test's
+    // a_task_started_by_hand_is_not_started_again_by_the_hub).
+    if (hub_impl* hub = hub_impl::peek()) {
+      hub->unschedule(t.start);
+      hub->cancel_timer(t.later);
+    }
+  }
   t.phase.store(task_core::running, std::memory_order_relaxed);
   t.entered.store(true, std::memory_order_relaxed);
   return true;

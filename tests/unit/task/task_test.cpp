@@ -3,6 +3,7 @@
 // test__greenlet.py (TestBasic, TestStuff, TestJoin, TestLink, TestKill) and test__hub.py.
 #include <gtest/gtest.h>
 
+#include <any>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -1334,6 +1335,76 @@ TEST_F(tasks, a_greenlet_exit_thrown_into_a_parked_task_by_hand_ends_it) {
   e.set();
   t.join();
   EXPECT_TRUE(t.successful());
+}
+
+// throw_into() by hand on an unstarted task's greenlet raised the exception in the hub (or
+// handed it a greenlet_exit) and left the task pending for ever: no joiner woke, no link ran.
+TEST_F(tasks, throwing_into_an_unstarted_task_ends_it_as_a_kill_before_start_would) {
+  error_log log;
+  bool ran = false;
+  int links = 0;
+  auto t = tendril::spawn_later(1s, [&] {
+    ran = true;
+    return 1;
+  });
+  t.link([&] { ++links; });
+  bool joined = false;
+  auto joiner = spawn([&] {
+    t.join();
+    joined = true;
+  });
+  tendril::sleep(0s);  // joiner waits on t
+  const std::int64_t start = now_ns();
+  std::any back = t.greenlet().throw_into(std::make_exception_ptr(some_error("thrown")));
+  EXPECT_FALSE(back.has_value());  // no switch: nothing was handed back
+  EXPECT_TRUE(t.ready());
+  EXPECT_FALSE(t.started());
+  EXPECT_FALSE(t.successful());
+  EXPECT_EQ(what_of(t.exception()), "thrown");
+  EXPECT_EQ(links, 1);
+  ASSERT_EQ(log.reports.size(), 1u);
+  EXPECT_EQ(log.reports[0].task_name, t.name());
+  joiner.join();
+  EXPECT_TRUE(joined);
+  EXPECT_THROW(t.get(), some_error);
+  tendril::sleep(2s);  // past the start spawn_later had set
+  EXPECT_FALSE(ran);
+  EXPECT_EQ(links, 1);
+  EXPECT_GE(now_ns() - start, 2 * second_ns);
+
+  auto killed = spawn([&] { ran = true; });
+  EXPECT_FALSE(killed.greenlet().throw_into(greenlet_exit{}).has_value());
+  EXPECT_TRUE(killed.ready());
+  EXPECT_TRUE(killed.successful());
+  EXPECT_THROW(killed.get(), tendril::task_killed);
+  tendril::sleep(0s);
+  EXPECT_FALSE(ran);
+}
+
+// A task started by a switch_to() by hand stayed on the hub's run queue (or spawn_later's
+// timer): the hub's start later resumed it in the middle of its sleep, which crashed.
+TEST_F(tasks, a_task_started_by_hand_is_not_started_again_by_the_hub) {
+  std::vector<std::string> seen;
+  auto body = [&](const std::string& name) {
+    seen.push_back(name + " started");
+    tendril::sleep(10s);
+    seen.push_back(name + " slept");
+  };
+  const std::int64_t start = now_ns();
+  auto now = spawn(body, "now");
+  auto later = tendril::spawn_later(1s, body, "later");
+  for (task<void>* t : {&now, &later}) {
+    tendril::detail::waiter come_back;  // the hub resumes main once t sleeps
+    come_back.wake();
+    t->greenlet().switch_to();  // by hand, not through the hub
+  }
+  seen.push_back("main");
+  tendril::joinall(now, later);
+  EXPECT_EQ(seen, (std::vector<std::string>{"now started", "later started", "main", "now slept",
+                                            "later slept"}));
+  EXPECT_GE(now_ns() - start, 10 * second_ns);
+  EXPECT_TRUE(now.successful());
+  EXPECT_TRUE(later.successful());
 }
 
 // A spawn_later whose delay is too long for the clock never starts, and arms no timer: a
