@@ -1,13 +1,45 @@
 #include "failing_new.hpp"
 
-#include "context/sanitizer.hpp"
+#include <dlfcn.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <new>
+#include <type_traits>
+
+#include "context/sanitizer.hpp"
 
 namespace {
 thread_local bool t_armed = false;
 thread_local std::size_t t_size = 0;
+
+// When not failing, the operators below hand over to the ones they replace (ASan's or TSan's
+// where a sanitizer runs, else the C++ runtime's), not to malloc() and free(): ASan checks
+// that a block from new is freed by delete, of the size it was made with, only for blocks its
+// own operator new made (hub_test's the_test_operator_new_leaves_asan_its_new_delete_checks).
+static_assert(std::is_same_v<std::size_t, unsigned long>, "the mangled names below use m");
+template <class F>
+F next_operator(const char* mangled) noexcept {
+  // (dlsym() allocates with malloc(), never with operator new.)
+  void* f = ::dlsym(RTLD_NEXT, mangled);
+  if (f == nullptr) {
+    std::fprintf(stderr, "failing_new: no %s after the test's own\n", mangled);
+    std::abort();
+  }
+  return reinterpret_cast<F>(f);
+}
+void* next_new(std::size_t n) {
+  static const auto f = next_operator<void* (*)(std::size_t)>("_Znwm");
+  return f(n);
+}
+void next_delete(void* p) noexcept {
+  static const auto f = next_operator<void (*)(void*) noexcept>("_ZdlPv");
+  f(p);
+}
+void next_sized_delete(void* p, std::size_t n) noexcept {
+  static const auto f = next_operator<void (*)(void*, std::size_t) noexcept>("_ZdlPvm");
+  f(p, n);
+}
 }  // namespace
 
 namespace tendril::test {
@@ -17,8 +49,7 @@ void fail_next_new(std::size_t size) noexcept {
 }
 void stop_failing_new() noexcept { t_armed = false; }
 bool failing_new_works() noexcept {
-  // valgrind's operator new takes the place of this one, not its operator delete: a probe
-  // would free valgrind's block here (a mismatched free, which fails the run).
+  // valgrind's operator new takes the place of this one, which then cannot fail.
   if (tendril::detail::sanitizer::running_on_valgrind()) return false;
   fail_next_new();
   try {
@@ -38,15 +69,13 @@ void* operator new(std::size_t n) {
     t_armed = false;
     throw std::bad_alloc();
   }
-  if (void* p = std::malloc(n != 0 ? n : 1)) return p;
-  throw std::bad_alloc();
+  return next_new(n);
 }
 
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept { next_delete(p); }
+void operator delete(void* p, std::size_t n) noexcept { next_sized_delete(p, n); }
 
-// The nothrow form too (the backends use it): ASan's own would pair with the free() above
-// as an alloc-dealloc mismatch.
+// The nothrow form too, so that it can fail (the backends use it).
 void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
   try {
     return ::operator new(n);
@@ -54,4 +83,4 @@ void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
     return nullptr;
   }
 }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { next_delete(p); }

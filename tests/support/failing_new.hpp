@@ -1,6 +1,7 @@
 // A replaced operator new that fails on demand (failing_new.cpp, linked into the test
 // binaries that need it), for the paths where an allocation's std::bad_alloc must leave
-// things as they were.
+// things as they were. When it does not fail, the operator new and delete it replaces (a
+// sanitizer's, or the C++ runtime's) do the work, so ASan's new/delete checks still hold.
 #ifndef TENDRIL_TESTS_SUPPORT_FAILING_NEW_HPP
 #define TENDRIL_TESTS_SUPPORT_FAILING_NEW_HPP
 

@@ -1016,6 +1016,44 @@ using tendril::test::say;
 
 }  // namespace
 
+// failing_new's operator new and delete went to malloc() and free(): ASan took every new
+// for a malloc, and missed a new freed with free() or a sized delete of the wrong size in the
+// binaries that link it (this one and tendril_task_tests).
+TEST(hub, the_test_operator_new_leaves_asan_its_new_delete_checks) {
+#if !defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "only AddressSanitizer checks how a block from new is freed";
+#else
+  struct small {
+    int a = 0;
+  };
+  struct big : small {
+    int more[16] = {};
+  };
+  auto report_of = [](void (*misuse)()) {
+    int fds[2];
+    EXPECT_EQ(::pipe(fds), 0);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::dup2(fds[1], STDERR_FILENO);  // ASan's report
+      misuse();
+      say(fds[1], "not reported\n");
+      ::_exit(0);
+    }
+    return collect_child(pid, fds).report;
+  };
+  const std::string freed = report_of([] {
+    int* volatile p = new int(1);
+    std::free(p);
+  });
+  EXPECT_TRUE(contains(freed, "alloc-dealloc-mismatch")) << freed;
+  const std::string sized = report_of([] {
+    small* volatile p = new big;
+    delete p;  // the size of a small, not of the big it is
+  });
+  EXPECT_TRUE(contains(sized, "new-delete-type-mismatch")) << sized;
+#endif
+}
+
 // submit() caught only std::system_error around starting a thread, after linking the job: a
 // std::bad_alloc from std::thread left the job queued while the caller, told it failed, freed
 // it; a worker then ran the freed job.
