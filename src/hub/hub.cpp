@@ -1,5 +1,7 @@
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -9,7 +11,9 @@
 #include <cstring>
 #include <mutex>
 #include <system_error>
+#include <thread>
 
+#include "context/sanitizer.hpp"
 #include "hub/clock.hpp"
 #include "hub/hub_impl.hpp"
 #include "hub/thread_pool.hpp"
@@ -112,7 +116,66 @@ int process_threads() {
   return threads > 0 ? threads : -1;
 }
 
+// Whether thread tid of this process is still there.
+bool thread_alive(pid_t tid) noexcept {
+  char path[48];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d", static_cast<int>(tid));
+  return ::access(path, F_OK) == 0;
+}
+
+// ThreadSanitizer's runtime starts a thread of its own with the process's first
+// pthread_create() and keeps it. It never sets an event; counted as a thread that might, it
+// would keep every cross-thread wait of a TSan build from getting loop_exit once the program
+// had started a thread, even one long gone. Its id is learnt at start-up, while the process has
+// one thread: start one and join it, and the thread left besides this one is TSan's. (With
+// threads there already, it is not learnt, and counts.)
+struct sanitizer_thread {
+  pid_t pid = 0;
+  pid_t tid = 0;
+
+  sanitizer_thread() {
+    if constexpr (sanitizer::tsan) learn();
+  }
+
+  void learn() {
+    if (process_threads() != 1) return;
+    pid_t joined = 0;
+    try {
+      std::thread([&joined] { joined = ::gettid(); }).join();
+    } catch (const std::system_error&) {
+      return;  // no thread to be had: nothing learnt, and TSan's, if it comes, counts
+    }
+    // The joined thread leaves /proc a moment after join() returns.
+    for (int i = 0; i < 1000 && thread_alive(joined); ++i) ::sched_yield();
+    DIR* dir = ::opendir("/proc/self/task");
+    if (dir == nullptr) return;
+    const pid_t self = ::gettid();
+    pid_t other = 0;
+    int others = 0;
+    while (const dirent* e = ::readdir(dir)) {
+      const pid_t id = static_cast<pid_t>(std::atoi(e->d_name));
+      if (id > 0 && id != self && id != joined) {
+        other = id;
+        ++others;
+      }
+    }
+    ::closedir(dir);
+    if (others == 1) {
+      pid = ::getpid();
+      tid = other;
+    }
+  }
+};
+
+const sanitizer_thread g_sanitizer_thread;
+
 }  // namespace
+
+int sanitizer_threads() noexcept {
+  // A forked child has another pid, and its own TSan thread if any, which is not known.
+  if (g_sanitizer_thread.tid == 0 || g_sanitizer_thread.pid != ::getpid()) return 0;
+  return thread_alive(g_sanitizer_thread.tid) ? 1 : 0;
+}
 
 struct hub_impl::holder {
   hub_impl* h = nullptr;
@@ -430,8 +493,9 @@ bool other_threads_could_wake(int process_threads, std::size_t pool_workers,
 bool hub_impl::someone_else_could_wake() const {
   if (cross_thread_waits_ == 0) return false;
   // Without a way to know who holds the event, any other thread counts.
-  if (other_threads_could_wake(process_threads(), thread_pool::workers(),
-                               thread_pool::on_worker())) {
+  const int threads = process_threads();
+  if (other_threads_could_wake(threads < 0 ? threads : threads - sanitizer_threads(),
+                               thread_pool::workers(), thread_pool::on_worker())) {
     return true;
   }
   // Look at the remote queue again: a thread that woke a greenlet of this hub after the loop

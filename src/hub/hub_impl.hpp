@@ -86,11 +86,15 @@ struct signal_watch {
 };
 
 // other_threads_could_wake() is the loop's guess whether a thread other than the caller
-// might still end a cross-thread wait: process_threads is the process's thread count (-1 if
-// unknown), pool_workers the thread pool's threads (which never do), on_pool_worker whether
-// the caller is one of those. Switches: no.
+// might still end a cross-thread wait: process_threads is the process's thread count, less
+// sanitizer_threads() (-1 if unknown), pool_workers the thread pool's threads (which never
+// do), on_pool_worker whether the caller is one of those. Switches: no.
 bool other_threads_could_wake(int process_threads, std::size_t pool_workers,
                               bool on_pool_worker) noexcept;
+
+// sanitizer_threads() is how many of the process's threads a sanitizer's runtime keeps for
+// itself (ThreadSanitizer's one, 0 or 1): they never wake anyone. Switches: no.
+int sanitizer_threads() noexcept;
 
 class hub_impl {
  public:
