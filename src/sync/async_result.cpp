@@ -34,7 +34,7 @@ void async_core::settle(void (*store)(void* ctx), void* ctx) {
     const bool getter = w->payload != nullptr;
     if (woken.wake(*w) && getter) ++to_take_;
   }
-  observers_.notify_all();
+  woken.notify_all(observers_);
 }
 
 bool async_core::ready() const noexcept {
@@ -78,7 +78,7 @@ bool async_core::wait_deadline(std::int64_t deadline_ns, bool* woken) {
 void async_core::observe(observer& o) {
   std::lock_guard lock(mu_);
   if (ready_) {
-    o.notify(&o);
+    notify_at_once(o);
     return;
   }
   observers_.push_back(o);

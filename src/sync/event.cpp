@@ -16,7 +16,7 @@ void event::set() {
   // Claim and schedule with the lock held: a waiter that times out meanwhile takes the same
   // lock to unlink itself, so it is either still here (and woken now) or gone.
   while (detail::waiter* w = waiters_.pop_front()) woken.wake(*w);
-  observers_.notify_all();
+  woken.notify_all(observers_);
 }
 
 void event::clear() {
@@ -60,7 +60,7 @@ bool event::wait_deadline(std::int64_t deadline_ns) {
 void event::observe(detail::observer& o) {
   std::lock_guard lock(mu_);
   if (flag_.load(std::memory_order_relaxed)) {
-    o.notify(&o);
+    detail::notify_at_once(o);
     return;
   }
   observers_.push_back(o);

@@ -99,6 +99,10 @@ void wait_for_waker(const waiter& w) noexcept {
   while (!w.waker_gone.load(std::memory_order_acquire)) std::this_thread::yield();
 }
 
+void wait_for_notifier(const observer& o) noexcept {
+  while (o.state.load(std::memory_order_acquire) != observer::let_go) std::this_thread::yield();
+}
+
 void destroyed_while_waited(const char* type, std::size_t n) noexcept {
   std::fprintf(stderr, "tendril: a %s destroyed while %zu greenlet%s in it\n", type, n,
                n == 1 ? " waits" : "s wait");

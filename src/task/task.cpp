@@ -371,7 +371,7 @@ void task_base::link(std::function<void()> callback) {
 void task_base::observe(detail::observer& o) {
   task_core& t = core();
   if (t.phase.load(std::memory_order_relaxed) == task_core::done) {
-    o.notify(&o);
+    detail::notify_at_once(o);
   } else {
     t.observers.push_back(o);
   }

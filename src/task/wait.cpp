@@ -22,14 +22,24 @@ ready_collector::ready_collector(const std::vector<waitable_ref>& objects)
   } catch (...) {
     while (i > 0) {
       --i;
-      objects_[i].unobserve(watches_[i].obs);
+      unobserve(i);
     }
     throw;
   }
 }
 
 ready_collector::~ready_collector() {
-  for (std::size_t i = 0; i < objects_.size(); ++i) objects_[i].unobserve(watches_[i].obs);
+  for (std::size_t i = 0; i < objects_.size(); ++i) unobserve(i);
+}
+
+void ready_collector::unobserve(std::size_t i) noexcept {
+  // An object that notified may be gone already (set, then destroyed by the setter's
+  // thread). The others are still watched, and alive until the wait returns by contract.
+  if (let_go(watches_[i].obs)) return;
+  objects_[i].unobserve(watches_[i].obs);
+  // A set() of another thread that notified it meanwhile (before that lock was ours) still
+  // writes it once unlocked: the watch may be freed only after.
+  (void)let_go(watches_[i].obs);
 }
 
 void ready_collector::on_ready(observer* o) noexcept {
@@ -43,13 +53,26 @@ void ready_collector::on_ready(observer* o) noexcept {
   }
 }
 
+waitable_ref ready_collector::hand_out(std::size_t i) noexcept {
+  // The set() of another thread that notified it may still be inside, holding its lock; once
+  // it is out, the caller may destroy the object. Not under mu_: that set() may be notifying
+  // another watch of this collector (the same object passed twice).
+  (void)let_go(watches_[i].obs);
+  return objects_[i];
+}
+
 std::optional<waitable_ref> ready_collector::next_ready(std::int64_t deadline_ns) {
   while (true) {
+    std::size_t index = objects_.size();  // none
     {
       std::lock_guard lock(mu_);
-      if (handed_out_ < ready_.size()) return objects_[ready_[handed_out_++]];
-      if (handed_out_ == objects_.size()) return std::nullopt;
+      if (handed_out_ < ready_.size()) {
+        index = ready_[handed_out_++];
+      } else if (handed_out_ == objects_.size()) {
+        return std::nullopt;
+      }
     }
+    if (index != objects_.size()) return hand_out(index);
     waiter w(true);
     {
       std::lock_guard lock(mu_);
@@ -65,10 +88,13 @@ std::optional<waitable_ref> ready_collector::next_ready(std::int64_t deadline_ns
       throw;
     }
     if (!woken) {
-      std::lock_guard lock(mu_);
-      sleeper_ = nullptr;
-      if (handed_out_ < ready_.size()) return objects_[ready_[handed_out_++]];
-      return std::nullopt;
+      {
+        std::lock_guard lock(mu_);
+        sleeper_ = nullptr;
+        if (handed_out_ == ready_.size()) return std::nullopt;
+        index = ready_[handed_out_++];
+      }
+      return hand_out(index);
     }
   }
 }

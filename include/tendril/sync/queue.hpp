@@ -143,7 +143,7 @@ class queue {
   bool ready() const noexcept { return !items_.empty() || !putters_.empty() || closed_; }
   void observe(detail::observer& o) {
     if (ready()) {
-      o.notify(&o);
+      detail::notify_at_once(o);
     } else {
       observers_.push_back(o);
     }

@@ -21,6 +21,7 @@
 
 #include "tendril/hub/deadline.hpp"
 #include "tendril/hub/nodes.hpp"
+#include "tendril/sync/observer.hpp"
 
 namespace tendril::detail {
 
@@ -156,7 +157,8 @@ hub_impl* this_thread_hub() noexcept;
 // soon as its own call returned (the waker once set() or release() returned, a waiter once its
 // wait did), wakes through a woken_batch declared before its lock guard: the batch lets each
 // waiter it woke go only once that guard has unlocked, the waker's last touch of the object.
-// The woken waiter checks let_go() and, if true, never touches the object again. A waiter of
+// The woken waiter checks let_go() and, if true, never touches the object again; so do the
+// observers of wait() and iwait() that the batch notifies (observer.hpp). A waiter of
 // the waker's own thread is let go at once: its greenlet cannot run before the waker's call
 // returns (and a second pass over many waiters' stacks cost 18% of an event broadcast).
 class woken_batch {
@@ -169,6 +171,11 @@ class woken_batch {
       head_ = w->next;  // read first: once let go, w may be gone
       w->next = nullptr;
       w->waker_gone.store(true, std::memory_order_release);
+    }
+    while (observer* o = observers_) {
+      observers_ = o->next;
+      o->next = nullptr;
+      o->state.store(observer::let_go, std::memory_order_release);
     }
   }
   // claim() is w.claim(), keeping a claimed w to let go; the caller then schedules it.
@@ -187,10 +194,21 @@ class woken_batch {
     w.schedule();
     return true;
   }
+  // notify_all() unlinks and notifies every observer in l, to let go with the waiters. The
+  // state is stored before notify(), whose wake orders it before the observer's let_go().
+  void notify_all(observer_list& l) noexcept {
+    while (observer* o = l.pop_front()) {
+      o->state.store(observer::notifying, std::memory_order_relaxed);
+      o->notify(o);
+      o->next = observers_;  // o is off the object's list, its links free
+      observers_ = o;
+    }
+  }
 
  private:
   hub_impl* const here_;
   waiter* head_ = nullptr;
+  observer* observers_ = nullptr;
 };
 
 // wait_for_waker() waits (yielding the thread) until a woken_batch of another thread lets w go.
@@ -203,6 +221,22 @@ inline bool let_go(const waiter& w) noexcept {
   if (w.current_state() != waiter::woken) return false;
   if (!w.waker_gone.load(std::memory_order_acquire)) [[unlikely]]
     wait_for_waker(w);
+  return true;
+}
+
+// wait_for_notifier() waits (yielding the thread) until a woken_batch of another thread lets o
+// go.
+void wait_for_notifier(const observer& o) noexcept;
+
+// let_go() is true if an object notified o, once that call no longer touches the object: o is
+// then off the object's list, and the object may be gone. False if o was not notified as far
+// as this thread can tell: one on its way has readied nothing handed out yet, so the object
+// is alive by contract, and taking its lock settles which came first.
+inline bool let_go(const observer& o) noexcept {
+  const observer::phase p = o.state.load(std::memory_order_acquire);
+  if (p == observer::watching) return false;
+  if (p == observer::notifying) [[unlikely]]
+    wait_for_notifier(o);
   return true;
 }
 

@@ -70,6 +70,8 @@ class ready_collector {
     std::size_t index;
   };
   static void on_ready(observer* o) noexcept;
+  void unobserve(std::size_t i) noexcept;
+  waitable_ref hand_out(std::size_t i) noexcept;
 
   std::vector<waitable_ref> objects_;
   std::unique_ptr<watch[]> watches_;
@@ -83,6 +85,10 @@ class ready_collector {
 
 // wait() waits until `count` of the objects are ready (all of them by default) or the time
 // limit passes, and returns the ready ones in the order they became ready. Switches: yes.
+// It never touches a returned object again: the thread whose set() readied one may destroy
+// it once that set() returned, this greenlet as soon as wait() did. The objects not returned
+// must outlive the call. iwait() likewise for each object it yields, the others living on
+// until it is destroyed.
 std::vector<waitable_ref> wait(const std::vector<waitable_ref>& objects,
                                std::size_t count = std::numeric_limits<std::size_t>::max());
 template <class Rep, class Period>

@@ -9,8 +9,10 @@
 #include <thread>
 #include <vector>
 
+#include "fenced.hpp"
 #include "hub/clock.hpp"
 #include "tendril/tendril.hpp"
+#include "test_scale.hpp"
 
 using namespace std::chrono_literals;
 using tendril::async_result;
@@ -235,4 +237,154 @@ TEST_F(waiting, iwait_with_a_limit_ends_the_iteration_once_it_passed) {
   for (const waitable_ref& r : tendril::iwait({e, never}, 200ms)) got.push_back(r.is(e));
   EXPECT_EQ(got, std::vector<bool>{true});  // e, then the limit; never is not yielded
   t.join();
+}
+
+// A wait took each object's lock to stop watching it when it returned: an event that the
+// greenlet which set it destroyed at once, before the waiters ran, was written after it was freed.
+TEST_F(waiting, an_event_set_then_destroyed_before_the_waiters_ran_is_not_touched_again) {
+  auto* e = new event;
+  event unset;  // still watched when the waits return: alive, and unwatched as before
+  int returned = 0;
+  auto by_wait = spawn([&] {
+    EXPECT_EQ(tendril::wait({*e, unset}, 1).size(), 1u);
+    ++returned;
+  });
+  auto by_iwait = spawn([&] {
+    for (const waitable_ref& r : tendril::iwait({unset, *e})) {
+      EXPECT_FALSE(r.is(unset));
+      break;
+    }
+    ++returned;
+  });
+  tendril::sleep(0s);
+  e->set();
+  delete e;
+  const tendril::test::refilled<event> reused;  // the freed block: a later write to it shows
+  tendril::joinall(by_wait, by_iwait);
+  EXPECT_EQ(returned, 2);
+  EXPECT_TRUE(reused.untouched());
+}
+
+// As above, for an async result.
+TEST_F(waiting, a_result_set_then_destroyed_before_the_waiters_ran_is_not_touched_again) {
+  auto* r = new async_result<int>;
+  event unset;
+  int returned = 0;
+  auto by_wait = spawn([&] {
+    EXPECT_EQ(tendril::wait({unset, *r}, 1).size(), 1u);
+    ++returned;
+  });
+  auto by_iwait = spawn([&] {
+    for (const waitable_ref& x : tendril::iwait({*r, unset})) {
+      EXPECT_FALSE(x.is(unset));
+      break;
+    }
+    ++returned;
+  });
+  tendril::sleep(0s);
+  r->set(7);
+  delete r;
+  const tendril::test::refilled<async_result<int>> reused;
+  tendril::joinall(by_wait, by_iwait);
+  EXPECT_EQ(returned, 2);
+  EXPECT_TRUE(reused.untouched());
+}
+
+// Likewise when another thread set the objects and destroyed them as soon as each set()
+// returned: the waits touched them after they were gone.
+TEST_F(waiting, the_thread_that_set_the_objects_may_destroy_them_before_the_waits_return) {
+  tendril::detail::test_clock::resume();  // real time: the other thread is not the hub's
+  tendril::test::fenced<event> e;
+  tendril::test::fenced<async_result<int>> r;
+  event unset;
+  int returned = 0;
+  auto by_wait = spawn([&] {
+    EXPECT_EQ(tendril::wait({*e, *r}).size(), 2u);
+    ++returned;
+  });
+  auto by_iwait = spawn([&] {
+    std::size_t yielded = 0;
+    for (const waitable_ref& x : tendril::iwait({unset, *r, *e})) {
+      EXPECT_FALSE(x.is(unset));
+      if (++yielded == 2) break;
+    }
+    ++returned;
+  });
+  tendril::sleep(0s);
+  std::thread setter([&] {
+    e->set();
+    e.destroy();
+    r->set(1);
+    r.destroy();
+  });
+  setter.join();  // blocks this thread: the woken greenlets resume only after
+  tendril::joinall(by_wait, by_iwait);
+  EXPECT_EQ(returned, 2);
+}
+
+// The same race with the waiter running meanwhile: it may resume between the setter's unlock
+// and the end of its set(), and must then wait for that end rather than touch the object.
+TEST_F(waiting, a_wait_racing_the_thread_that_sets_and_destroys_the_objects_never_touches_them) {
+  tendril::detail::test_clock::resume();
+  const auto rounds = tendril::test::scaled(1000, 100);
+  std::size_t returned = 0;
+  for (std::size_t i = 0; i < rounds; ++i) {
+    auto* e = new event;
+    auto* r = new async_result<int>;
+    auto waits = spawn([&, i] {
+      if (i % 2 == 0) {
+        returned += tendril::wait({*e, *r}).size();
+      } else {
+        for (const waitable_ref& x : tendril::iwait({*r, *e})) {
+          (void)x;
+          ++returned;
+        }
+      }
+    });
+    tendril::sleep(0s);  // watching both
+    std::thread setter([e, r] {
+      r->set(1);
+      delete r;
+      e->set();
+      delete e;
+    });
+    waits.join();  // this thread runs on: the waits may resume while a set() is inside
+    setter.join();
+  }
+  EXPECT_EQ(returned, 2 * rounds);
+}
+
+// The other way round: the waiting greenlet destroys each object as soon as it got it back,
+// while the set() of another thread that readied it may still be inside. iwait() yielded an
+// object as soon as it was notified, with that set() still holding its lock.
+TEST_F(waiting, the_waiter_may_destroy_what_it_got_back_while_the_setting_thread_is_inside) {
+  tendril::detail::test_clock::resume();
+  const auto rounds = tendril::test::scaled(1000, 100);
+  std::size_t destroyed = 0;
+  for (std::size_t i = 0; i < rounds; ++i) {
+    auto* e = new event;
+    auto* r = new async_result<int>;
+    const auto e_at = reinterpret_cast<std::uintptr_t>(e);  // to tell them apart once one is gone
+    std::vector<waitable_ref> objects{*e, *r};
+    std::thread setter([e, r] {
+      e->set();
+      r->set(1);
+    });
+    if (i % 2 == 0) {
+      destroyed += tendril::wait(objects).size();
+      delete e;
+      delete r;
+    } else {
+      for (const waitable_ref& x : tendril::iwait(objects)) {
+        if (reinterpret_cast<std::uintptr_t>(x.get()) == e_at) {
+          delete e;
+        } else {
+          delete r;
+        }
+        ++destroyed;
+      }
+    }
+    setter.join();
+  }
+  EXPECT_EQ(destroyed, 2 * rounds);
 }
