@@ -14,8 +14,8 @@ ready_collector::ready_collector(const std::vector<waitable_ref>& objects)
     watches_[i].index = i;
   }
   // Observe after everything is in place: an object that is ready already notifies at once.
-  // An object that refuses (a task of another thread: wrong_thread) leaves none watched:
-  // the destructor will not run, and an event set later would notify freed memory.
+  // An object that refuses (a task or queue of another thread: wrong_thread) leaves none
+  // watched: the destructor will not run, and an event set later would notify freed memory.
   std::size_t i = 0;
   try {
     for (; i < objects_.size(); ++i) objects_[i].observe(watches_[i].obs);

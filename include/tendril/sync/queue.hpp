@@ -39,7 +39,8 @@ class queue_closed : public std::runtime_error {
 // kill never receives or hands over an item. close() ends the queue: getters drain what is
 // left and then get queue_closed, putters get it at once. What moving an item throws comes
 // out of the put or get that moved it (docs/sync.md). For the greenlets of one thread: once
-// one of them waited in it, a call from another thread throws wrong_thread.
+// one of them waited in it (also through wait() or iwait()), a call from another thread
+// throws wrong_thread.
 template <class T>
 class queue {
  public:
@@ -139,12 +140,17 @@ class queue {
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() const noexcept { return {}; }
 
-  // For wait() and iwait(): ready when a get() would not wait.
+  // For wait() and iwait(): ready when a get() would not wait. A watching observer is a
+  // wait in it like a get(): it names the queue's thread, whose calls alone notify it
+  // (notify_all() lets it go at once), and unobserve() runs on that thread. Throws
+  // wrong_thread.
   bool ready() const noexcept { return !items_.empty() || !putters_.empty() || closed_; }
   void observe(detail::observer& o) {
+    check_thread();
     if (ready()) {
       detail::notify_at_once(o);
     } else {
+      note_thread();
       observers_.push_back(o);
     }
   }

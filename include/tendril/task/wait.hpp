@@ -88,7 +88,8 @@ class ready_collector {
 // It never touches a returned object again: the thread whose set() readied one may destroy
 // it once that set() returned, this greenlet as soon as wait() did. The objects not returned
 // must outlive the call. iwait() likewise for each object it yields, the others living on
-// until it is destroyed.
+// until it is destroyed. A task or queue of another thread throws wrong_thread (from wait(),
+// or from constructing the iwait).
 std::vector<waitable_ref> wait(const std::vector<waitable_ref>& objects,
                                std::size_t count = std::numeric_limits<std::size_t>::max());
 template <class Rep, class Period>

@@ -330,6 +330,70 @@ TEST_F(queues, a_call_from_another_thread_once_a_greenlet_waited_in_it_throws_wr
   EXPECT_EQ(got, 2);
 }
 
+// wait() and iwait() checked no thread: another thread's observer went into this thread's
+// wait lists unguarded, to be notified from here while its own thread ran.
+TEST_F(queues, wait_and_iwait_on_a_queue_of_another_thread_throw_wrong_thread) {
+  const std::string this_thread = std::to_string(tendril::detail::this_thread_id());
+  auto check = [&](auto& q) {
+    auto getter = spawn([&] { return q.get(); });
+    tendril::sleep(0s);  // q is this thread's from now on
+    std::vector<std::string> refused;
+    std::thread other([&] {
+      try {
+        tendril::wait_for({q}, 10ms);
+      } catch (const tendril::wrong_thread& e) {
+        refused.emplace_back(e.what());
+      }
+      try {
+        tendril::iwait watch({q});
+      } catch (const tendril::wrong_thread& e) {
+        refused.emplace_back(e.what());
+      }
+    });
+    other.join();
+    EXPECT_EQ(refused.size(), 2u);
+    for (const std::string& r : refused) {
+      EXPECT_TRUE(contains(r, "tendril::queue")) << r;
+      EXPECT_TRUE(contains(r, "thread " + this_thread)) << r;
+    }
+    q.put(5);
+    EXPECT_EQ(getter.get(), 5);
+  };
+  queue<int> q;
+  check(q);
+  channel<int> c;
+  check(c);
+  joinable_queue<int> j;
+  check(j);
+}
+
+// A queue waited on only through wait() had no thread: a put() from another thread was taken
+// and notified the waiting greenlet's observer from there, racing its own thread.
+TEST_F(queues, a_put_from_another_thread_into_a_queue_watched_by_wait_throws_wrong_thread) {
+  auto check = [&](auto& q) {
+    auto watcher = spawn([&] { return tendril::wait({q}).size(); });
+    tendril::sleep(0s);  // watcher's wait() watches q
+    std::string refused;
+    std::thread other([&] {
+      try {
+        q.put(1);
+      } catch (const tendril::wrong_thread& e) {
+        refused = e.what();
+      }
+    });
+    other.join();
+    EXPECT_TRUE(contains(refused, "tendril::queue")) << refused;
+    EXPECT_FALSE(watcher.ready());
+    q.put(2);
+    EXPECT_EQ(watcher.get(), 1u);
+    EXPECT_EQ(q.try_get(), std::optional<int>(2));
+  };
+  queue<int> q;
+  check(q);
+  joinable_queue<int> j;
+  check(j);
+}
+
 // A getter switched into by hand (invalid_switch) after a put had handed it its item: the
 // get() returns that item, and invalid_switch comes out of the next blocking call.
 TEST_F(queues, a_getter_switched_into_by_hand_after_a_hand_off_loses_no_item) {
