@@ -32,6 +32,20 @@ void* next_new(std::size_t n) {
   static const auto f = next_operator<void* (*)(std::size_t)>("_Znwm");
   return f(n);
 }
+void* next_new_array(std::size_t n) {
+  static const auto f = next_operator<void* (*)(std::size_t)>("_Znam");
+  return f(n);
+}
+void* next_aligned_new(std::size_t n, std::align_val_t a) {
+  static const auto f =
+      next_operator<void* (*)(std::size_t, std::align_val_t)>("_ZnwmSt11align_val_t");
+  return f(n, a);
+}
+void* next_aligned_new_array(std::size_t n, std::align_val_t a) {
+  static const auto f =
+      next_operator<void* (*)(std::size_t, std::align_val_t)>("_ZnamSt11align_val_t");
+  return f(n, a);
+}
 void next_delete(void* p) noexcept {
   static const auto f = next_operator<void (*)(void*) noexcept>("_ZdlPv");
   f(p);
@@ -39,6 +53,13 @@ void next_delete(void* p) noexcept {
 void next_sized_delete(void* p, std::size_t n) noexcept {
   static const auto f = next_operator<void (*)(void*, std::size_t) noexcept>("_ZdlPvm");
   f(p, n);
+}
+// fail_now() throws std::bad_alloc, once, if armed for an operator new of n bytes.
+void fail_now(std::size_t n) {
+  if (t_armed && (t_size == 0 || t_size == n)) {
+    t_armed = false;
+    throw std::bad_alloc();
+  }
 }
 }  // namespace
 
@@ -64,21 +85,54 @@ bool failing_new_works() noexcept {
 }
 }  // namespace tendril::test
 
+// Every form of operator new, so that the next one fails whichever the code uses (a runtime
+// new[] that calls operator new asks for the same size: the first check decides). The deletes
+// need not all be replaced: every block comes from the next definitions, whose deletes match.
 void* operator new(std::size_t n) {
-  if (t_armed && (t_size == 0 || t_size == n)) {
-    t_armed = false;
-    throw std::bad_alloc();
-  }
+  fail_now(n);
   return next_new(n);
+}
+void* operator new[](std::size_t n) {
+  fail_now(n);
+  return next_new_array(n);
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+  fail_now(n);
+  return next_aligned_new(n, a);
+}
+void* operator new[](std::size_t n, std::align_val_t a) {
+  fail_now(n);
+  return next_aligned_new_array(n, a);
 }
 
 void operator delete(void* p) noexcept { next_delete(p); }
 void operator delete(void* p, std::size_t n) noexcept { next_sized_delete(p, n); }
 
-// The nothrow form too, so that it can fail (the backends use it).
+// The nothrow forms return null where the others throw (the backends use them).
 void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
   try {
     return ::operator new(n);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return ::operator new[](n);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  try {
+    return ::operator new(n, a);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  try {
+    return ::operator new[](n, a);
   } catch (...) {
     return nullptr;
   }

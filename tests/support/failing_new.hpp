@@ -9,8 +9,9 @@
 
 namespace tendril::test {
 
-// fail_next_new() makes the next operator new on this thread throw std::bad_alloc: the next
-// one of `size` bytes, or of any size if size is 0. Once only; stop_failing_new() disarms it.
+// fail_next_new() makes the next operator new on this thread throw std::bad_alloc (any form:
+// single or array, aligned or not; a nothrow form returns null): the next one of `size`
+// bytes, or of any size if size is 0. Once only; stop_failing_new() disarms it.
 void fail_next_new(std::size_t size = 0) noexcept;
 void stop_failing_new() noexcept;
 // failing_new_works() tells whether this operator new is the one the program calls: under

@@ -1054,6 +1054,68 @@ TEST(hub, the_test_operator_new_leaves_asan_its_new_delete_checks) {
 #endif
 }
 
+// Only operator new(size_t) and its nothrow form were replaced: an aligned new never failed,
+// and new[] failed only where the runtime's new[] calls operator new (not under a sanitizer).
+TEST(hub, the_test_operator_new_fails_on_demand_in_every_form) {
+  if (!tendril::test::failing_new_works()) GTEST_SKIP() << "operator new is not the test's own";
+  struct alignas(64) aligned {
+    char c[64];
+  };
+  static void* volatile sink = nullptr;  // so that no new is optimised away
+  std::vector<std::string> failed;
+  auto expect_to_fail = [&](const char* form, void (*f)()) {
+    tendril::test::fail_next_new();
+    try {
+      f();
+    } catch (const std::bad_alloc&) {
+      failed.emplace_back(form);
+    }
+    tendril::test::stop_failing_new();
+    f();  // and works again
+  };
+  expect_to_fail("new", [] {
+    sink = new int(1);
+    delete static_cast<int*>(sink);
+  });
+  expect_to_fail("new[]", [] {
+    sink = new int[4];
+    delete[] static_cast<int*>(sink);
+  });
+  expect_to_fail("aligned new", [] {
+    sink = new aligned;
+    delete static_cast<aligned*>(sink);
+  });
+  expect_to_fail("aligned new[]", [] {
+    sink = new aligned[2];
+    delete[] static_cast<aligned*>(sink);
+  });
+  // The nothrow forms return null instead, taken here for a throw.
+  expect_to_fail("nothrow new", [] {
+    sink = new (std::nothrow) int(1);
+    if (sink == nullptr) throw std::bad_alloc();
+    delete static_cast<int*>(sink);
+  });
+  expect_to_fail("nothrow new[]", [] {
+    sink = new (std::nothrow) int[4];
+    if (sink == nullptr) throw std::bad_alloc();
+    delete[] static_cast<int*>(sink);
+  });
+  expect_to_fail("nothrow aligned new", [] {
+    sink = new (std::nothrow) aligned;
+    if (sink == nullptr) throw std::bad_alloc();
+    delete static_cast<aligned*>(sink);
+  });
+  expect_to_fail("nothrow aligned new[]", [] {
+    sink = new (std::nothrow) aligned[2];
+    if (sink == nullptr) throw std::bad_alloc();
+    delete[] static_cast<aligned*>(sink);
+  });
+  const std::vector<std::string> every = {
+      "new",         "new[]",         "aligned new",         "aligned new[]",
+      "nothrow new", "nothrow new[]", "nothrow aligned new", "nothrow aligned new[]"};
+  EXPECT_EQ(failed, every);
+}
+
 // submit() caught only std::system_error around starting a thread, after linking the job: a
 // std::bad_alloc from std::thread left the job queued while the caller, told it failed, freed
 // it; a worker then ran the freed job.
