@@ -524,6 +524,10 @@ void hub_impl::loop() {
   // message for a server answering one connection); a pass that follows a pass looks first,
   // so that greenlets that keep each other ready cannot starve I/O.
   bool io_asked = false;
+  // The hub's first run may be the end of a task started by a switch_to() by hand, which
+  // must be reaped like any other (task_test's
+  // a_task_started_by_hand_before_the_hub_ran_is_reaped_when_it_ends).
+  back_in_hub();
   while (true) {
     ts_->run_deferred();
     run_timers();

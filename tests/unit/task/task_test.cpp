@@ -1407,6 +1407,29 @@ TEST_F(tasks, a_task_started_by_hand_is_not_started_again_by_the_hub) {
   EXPECT_TRUE(later.successful());
 }
 
+// A task started by a switch_to() by hand before its thread's hub ever ran, ending without
+// blocking, started the hub with its end, and the hub's first run did not reap it: the task
+// kept itself (and its result) alive and stayed among the hub's children.
+TEST_F(tasks, a_task_started_by_hand_before_the_hub_ran_is_reaped_when_it_ends) {
+  std::weak_ptr<int> result;
+  bool expired = false;
+  int later = 0;
+  std::thread([&] {
+    {
+      auto t = spawn([] { return std::make_shared<int>(7); });
+      tendril::detail::waiter come_back;  // the hub resumes this thread once t has ended
+      come_back.wake();
+      t.greenlet().switch_to();  // by hand; t's end is the hub's first run
+      ASSERT_TRUE(t.ready());
+      result = t.get();
+    }
+    expired = result.expired();
+    later = spawn([] { return 5; }).get();
+  }).join();
+  EXPECT_TRUE(expired);
+  EXPECT_EQ(later, 5);
+}
+
 // A spawn_later whose delay is too long for the clock never starts, and arms no timer: a
 // wait that nothing else can end gets loop_exit, as sleep() with such a delay does.
 TEST_F(tasks, spawn_later_beyond_the_clock_does_not_keep_loop_exit_away) {
