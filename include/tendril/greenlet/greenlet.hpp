@@ -188,9 +188,11 @@ class greenlet {
   // comes back, as switch_to(). Into a greenlet that has not started, run() never runs: the
   // greenlet dies at once and `e` surfaces in its parent (a greenlet_exit arrives there as a
   // value instead); a task's greenlet not started yet is the exception: its task ends with `e`
-  // at once and nothing switches (returns an empty value). Into a dead greenlet, `e` is raised
-  // in its first live ancestor, except that a greenlet_exit arrives there as a value. Throws
-  // std::invalid_argument for a null `e`. Switches: yes, but into an unstarted task.
+  // as kill(e) would, its links and the error handler running on the caller's greenlet, and
+  // an empty value is returned. Into a dead greenlet, `e` is raised in its first live
+  // ancestor, except that a greenlet_exit arrives there as a value. Throws
+  // std::invalid_argument for a null `e`. Switches: yes; into an unstarted task only if one of
+  // its links or the error handler blocks.
   std::any throw_into(std::exception_ptr e);
   template <class E, class = std::enable_if_t<!std::is_same_v<std::decay_t<E>, std::exception_ptr>>>
   std::any throw_into(E&& e) {

@@ -208,9 +208,9 @@ class task_base {
   void unobserve(detail::observer& o) noexcept;
 
   // greenlet() is the task's greenlet. Entered by hand (docs/tasks.md): throw_into() before
-  // the task started ends it as kill() would, without a switch; switch_to() before it started
-  // runs it at once instead of at the hub's start; either, into a parked task, raises
-  // invalid_switch in it.
+  // the task started ends it as kill() would (no switch unless a link or the error handler
+  // blocks); switch_to() before it started runs it at once instead of at the hub's start;
+  // either, into a parked task, raises invalid_switch in it.
   tendril::greenlet greenlet() const noexcept { return g_; }
   explicit operator bool() const noexcept { return !g_.empty(); }
   friend bool operator==(const task_base& a, const task_base& b) noexcept { return a.g_ == b.g_; }
