@@ -484,14 +484,33 @@ std::any greenlet::throw_into(std::exception_ptr e) {
         "tendril::greenlet::throw_into: null exception_ptr thrown into greenlet '" +
         detail::record_name(rec_) + "'");
   }
-  if (rec_->status == greenlet_status::unstarted && rec_->on_thrown_unstarted) {
-    rec_->on_thrown_unstarted(rec_, std::move(e));
+  const bool unstarted = rec_->status == greenlet_status::unstarted;
+  if (rec_->on_thrown_unstarted_or_dead && rec_->status != greenlet_status::active) {
+    rec_->on_thrown_unstarted_or_dead(rec_, std::move(e));
     return {};
+  }
+  // Where it would be raised: here, or past dead and unstarted greenlets (which it ends
+  // unrun) in the first live ancestor. In a hub it would end the loop, and the next wait
+  // would jump into a dead hub (task_test's
+  // throwing_into_a_greenlet_that_would_raise_it_in_the_hub_is_refused); a greenlet_exit that
+  // reaches it from a descendant arrives as a value, harmlessly.
+  greenlet_record* at = rec_;
+  while (!at->refuses_thrown && at->status != greenlet_status::active && at->parent) {
+    at = at->parent;
+  }
+  if (at->refuses_thrown && (at == rec_ || !detail::is_greenlet_exit(e))) {
+    throw greenlet_error(
+        "tendril::greenlet::throw_into: the exception thrown into greenlet '" +
+        detail::record_name(rec_) + "'" +
+        (at == rec_ ? std::string()
+                    : std::string(unstarted ? ", not started," : ", which has ended,") +
+                          " would be raised in greenlet '" + detail::record_name(at) + "'") +
+        ", a thread's hub: only its loop runs there");
   }
   // Where it lands may be a lazy greenlet that has no stack yet; given one before anything
   // changes, so that running out of memory leaves everything as it was.
-  detail::prepare_destination(rec_->status == greenlet_status::unstarted ? rec_->parent : rec_);
-  if (rec_->status == greenlet_status::unstarted) {
+  detail::prepare_destination(unstarted ? rec_->parent : rec_);
+  if (unstarted) {
     // It dies without running: the exception surfaces in its parent, a greenlet_exit as a
     // value, exactly as if run had raised it on its first line.
     detail::greenlet_discard_unstarted(rec_);

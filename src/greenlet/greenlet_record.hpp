@@ -37,6 +37,9 @@ struct greenlet_record : switch_core {
   bool generator_body = false;
   // It caught the greenlet_exit of its destruction and switched away: never unwound again.
   bool resisted = false;
+  // throw_into() refuses to raise an exception here through a dead or unstarted descendant:
+  // the hub (L2), which no user's exception may end.
+  bool refuses_thrown = false;
   // How many greenlets it is waiting for to unwind (kill_for_destruction()).
   std::uint32_t killing = 0;
 
@@ -63,9 +66,10 @@ struct greenlet_record : switch_core {
   void* timeouts = nullptr;                     // its innermost timeout scope
   void* locals = nullptr;                       // its greenlet-local values
   void (*on_dead)(greenlet_record*) = nullptr;  // called by the hub once it died
-  // throw_into() before it started hands `e` here and switches nowhere, instead of raising
-  // it in the parent (a task ends as one killed before it started).
-  void (*on_thrown_unstarted)(greenlet_record*, std::exception_ptr e) noexcept = nullptr;
+  // throw_into() before it started or once it died hands `e` here and switches nowhere,
+  // instead of raising it in its first live ancestor (a task ends as one killed before it
+  // started, or ignores it as a kill once it ended).
+  void (*on_thrown_unstarted_or_dead)(greenlet_record*, std::exception_ptr e) noexcept = nullptr;
 
   void (*extra_destroy)(void*) = nullptr;  // destroys the extra storage after the record
 

@@ -262,6 +262,7 @@ hub_impl::hub_impl() : ts_(&thread_state::get()), facade_(this) {
     tendril::greenlet root(ts_->root(), tendril::greenlet::adopt_t{});
     hub_ = tendril::greenlet([this] { loop(); }, root);
     hub_.set_name("hub");
+    hub_.record()->refuses_thrown = true;  // no user's exception may end the loop
   } catch (...) {
     close_backend();
     throw;

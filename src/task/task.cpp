@@ -87,10 +87,12 @@ void end_unstarted(greenlet_record* r, task_core& t, std::exception_ptr e) noexc
 }
 
 // throw_into() on the greenlet of a task not started yet: the task ends as kill(e) would
-// end it, without a switch (gevent's Greenlet.throw). Raised in its parent, the hub, e would
-// leave the task pending for ever.
-void thrown_unstarted(greenlet_record* r, std::exception_ptr e) noexcept {
-  end_unstarted(r, task_of(r), std::move(e));
+// end it (gevent's Greenlet.throw). On that of an ended task: nothing, as kill(). Raised in
+// its parent, the hub, e would leave the task pending for ever, or end the hub.
+void thrown_unstarted_or_dead(greenlet_record* r, std::exception_ptr e) noexcept {
+  task_core& t = task_of(r);
+  if (t.phase.load(std::memory_order_relaxed) == task_core::pending)
+    end_unstarted(r, t, std::move(e));
 }
 
 // The hub goes away with its thread: every task still alive is killed.
@@ -184,7 +186,7 @@ void task_start(greenlet_record* r, std::int64_t deadline_ns) {
   r->name_prefix = "Greenlet-";
   r->name_number = t.number;
   r->on_dead = &reap;
-  r->on_thrown_unstarted = &thrown_unstarted;
+  r->on_thrown_unstarted_or_dead = &thrown_unstarted_or_dead;
   greenlet_retain(r);
   t.self = tendril::greenlet(r, tendril::greenlet::adopt_t{});
   t.child.shutdown = &shutdown_child;

@@ -190,9 +190,12 @@ class greenlet {
   // value instead); a task's greenlet not started yet is the exception: its task ends with `e`
   // as kill(e) would, its links and the error handler running on the caller's greenlet, and
   // an empty value is returned. Into a dead greenlet, `e` is raised in its first live
-  // ancestor, except that a greenlet_exit arrives there as a value. Throws
-  // std::invalid_argument for a null `e`. Switches: yes; into an unstarted task only if one of
-  // its links or the error handler blocks.
+  // ancestor, except that a greenlet_exit arrives there as a value; into a dead task's
+  // greenlet, nothing happens (as kill() of an ended task) and an empty value is returned.
+  // Throws std::invalid_argument for a null `e`, and greenlet_error, before anything changes,
+  // if `e` would be raised in a thread's hub (thrown into the hub, or into a dead or unstarted
+  // greenlet whose first live ancestor is the hub). Switches: yes; into an unstarted task only
+  // if one of its links or the error handler blocks; into a dead task, no.
   std::any throw_into(std::exception_ptr e);
   template <class E, class = std::enable_if_t<!std::is_same_v<std::decay_t<E>, std::exception_ptr>>>
   std::any throw_into(E&& e) {

@@ -209,8 +209,8 @@ class task_base {
 
   // greenlet() is the task's greenlet. Entered by hand (docs/tasks.md): throw_into() before
   // the task started ends it as kill() would (no switch unless a link or the error handler
-  // blocks); switch_to() before it started runs it at once instead of at the hub's start;
-  // either, into a parked task, raises invalid_switch in it.
+  // blocks), and after it ended does nothing; switch_to() before it started runs it at once
+  // instead of at the hub's start; either, into a parked task, raises invalid_switch in it.
   tendril::greenlet greenlet() const noexcept { return g_; }
   explicit operator bool() const noexcept { return !g_.empty(); }
   friend bool operator==(const task_base& a, const task_base& b) noexcept { return a.g_ == b.g_; }

@@ -1430,6 +1430,88 @@ TEST_F(tasks, a_task_started_by_hand_before_the_hub_ran_is_reaped_when_it_ends) 
   EXPECT_EQ(later, 5);
 }
 
+// throw_into() into the greenlet of a task that had ended raised the exception in its first
+// live ancestor, the hub: a hub that had not run yet died of it (the next blocking call then
+// crashed); one that had ran reported it and left the caller to loop_exit.
+TEST_F(tasks, throwing_into_an_ended_task_does_nothing) {
+  std::vector<std::string> reported;
+  std::string escaped;
+  int later = 0;
+  std::thread([&] {
+    error_log log;
+    auto before = spawn([] {});
+    greenlet hub_greenlet = before.greenlet().parent();
+    before.greenlet().throw_into(some_error("first"));  // ends it, before the hub ran
+    try {
+      EXPECT_FALSE(before.greenlet().throw_into(some_error("second")).has_value());
+      EXPECT_FALSE(before.greenlet().throw_into(greenlet_exit{}).has_value());
+      ASSERT_FALSE(hub_greenlet.dead());
+      auto after = spawn([] { return 2; });
+      EXPECT_EQ(after.get(), 2);  // ended, and the hub has run
+      EXPECT_FALSE(after.greenlet().throw_into(some_error("third")).has_value());
+      EXPECT_FALSE(after.greenlet().throw_into(greenlet_exit{}).has_value());
+      tendril::sleep(10ms);
+      later = spawn([] { return 5; }).get();
+    } catch (const std::exception& e) {  // loop_exit among them
+      escaped = e.what();
+    }
+    for (const auto& r : log.reports) reported.push_back(what_of(r.error));
+  }).join();
+  EXPECT_EQ(escaped, "");
+  EXPECT_EQ(reported, std::vector<std::string>{"first"});
+  EXPECT_EQ(later, 5);
+}
+
+// throw_into() into a plain greenlet that had ended or not started, whose first live ancestor
+// was the hub, raised the exception there: a hub that had not run yet died of it; one that
+// had ran reported it and left the caller to loop_exit.
+TEST_F(tasks, throwing_into_a_greenlet_that_would_raise_it_in_the_hub_is_refused) {
+  std::vector<std::string> refused;
+  std::string escaped;
+  bool left_unstarted = false;
+  std::size_t reports = 0;
+  int later = 0;
+  std::thread([&] {
+    error_log log;
+    greenlet hub_greenlet = spawn([] {}).greenlet().parent();
+    greenlet unstarted([] {}, hub_greenlet);
+    try {
+      try {
+        unstarted.throw_into(some_error("into an unstarted greenlet"));
+      } catch (const tendril::greenlet_error& e) {
+        refused.push_back(e.what());
+      }
+      ASSERT_FALSE(hub_greenlet.dead());
+      left_unstarted = !unstarted.started();
+      greenlet ended;
+      spawn([&] {
+        ended = greenlet([] {});  // a child of the task: the hub's once the task is gone
+        ended.switch_to();
+      }).join();
+      try {
+        ended.throw_into(some_error("into an ended greenlet"));
+      } catch (const tendril::greenlet_error& e) {
+        refused.push_back(e.what());
+      }
+      EXPECT_THROW(hub_greenlet.throw_into(some_error("into the hub")), tendril::greenlet_error);
+      EXPECT_THROW(hub_greenlet.throw_into(greenlet_exit{}), tendril::greenlet_error);
+      later = spawn([] { return 5; }).get();
+    } catch (const std::exception& e) {  // loop_exit among them
+      escaped = e.what();
+    }
+    reports = log.reports.size();
+  }).join();
+  EXPECT_EQ(escaped, "");
+  ASSERT_EQ(refused.size(), 2u);
+  for (const std::string& what : refused) {
+    EXPECT_TRUE(contains(what, "'hub'")) << what;
+    EXPECT_TRUE(contains(what, "'greenlet-")) << what;
+  }
+  EXPECT_TRUE(left_unstarted);
+  EXPECT_EQ(reports, 0u);
+  EXPECT_EQ(later, 5);
+}
+
 // A spawn_later whose delay is too long for the clock never starts, and arms no timer: a
 // wait that nothing else can end gets loop_exit, as sleep() with such a delay does.
 TEST_F(tasks, spawn_later_beyond_the_clock_does_not_keep_loop_exit_away) {
