@@ -87,6 +87,7 @@ class queue {
   // try_get() takes an item only if that needs no wait (empty optional otherwise, also when
   // closed). Switches: no.
   std::optional<T> try_get() {
+    check_thread();
     if (closed_ && items_.empty() && putters_.empty()) return std::nullopt;
     return get_deadline(0);
   }

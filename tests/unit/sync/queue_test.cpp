@@ -328,6 +328,17 @@ TEST_F(queues, a_call_from_another_thread_once_a_greenlet_waited_in_it_throws_wr
   q.put(2);
   getter.join();
   EXPECT_EQ(got, 2);
+  // Closed and drained, try_get() answered "nothing" before it looked at the thread.
+  q.close();
+  std::thread late([&] {
+    try {
+      q.try_get();
+    } catch (const tendril::wrong_thread&) {
+      ++refusals;
+    }
+  });
+  late.join();
+  EXPECT_EQ(refusals, 5);
 }
 
 // wait() and iwait() checked no thread: another thread's observer went into this thread's
