@@ -116,28 +116,35 @@ int process_threads() {
   return threads > 0 ? threads : -1;
 }
 
-// process_user_threads() counts the process's threads as /proc/self/task lists them, but for
-// io_uring's kernel workers ("iou-wrk-…", "iou-sqp-…"): threads of the process too, one kept
-// for good after the first operation the kernel punted, but they run no code of the program.
-// -1 if /proc cannot tell.
-int process_user_threads() {
+// for_each_thread() calls f(tid) for each thread /proc/self/task lists; false if it cannot.
+template <class F>
+bool for_each_thread(F f) {
   DIR* dir = ::opendir("/proc/self/task");
-  if (dir == nullptr) return -1;
-  int threads = 0;
+  if (dir == nullptr) return false;
   while (const dirent* e = ::readdir(dir)) {
-    if (e->d_name[0] == '.') continue;
-    char path[300];
-    std::snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-    char comm[8] = {};
-    if (int fd = ::open(path, O_RDONLY | O_CLOEXEC); fd >= 0) {
-      const ssize_t n = ::read(fd, comm, 4);
-      ::close(fd);
-      if (n == 4 && std::memcmp(comm, "iou-", 4) == 0) continue;
-    }
-    ++threads;
+    if (const auto tid = static_cast<pid_t>(std::atoi(e->d_name)); tid > 0) f(tid);
   }
   ::closedir(dir);
-  return threads > 0 ? threads : -1;
+  return true;
+}
+
+// process_user_threads() counts the process's threads but for io_uring's kernel workers
+// ("iou-wrk-…", "iou-sqp-…"): threads of the process too, one kept for good after the first
+// operation the kernel punted, but they run no code of the program. -1 if /proc cannot tell.
+int process_user_threads() {
+  int threads = 0;
+  const bool listed = for_each_thread([&threads](pid_t tid) {
+    char path[48];
+    std::snprintf(path, sizeof path, "/proc/self/task/%d/comm", static_cast<int>(tid));
+    char comm[4] = {};
+    if (int fd = ::open(path, O_RDONLY | O_CLOEXEC); fd >= 0) {
+      const ssize_t n = ::read(fd, comm, sizeof comm);
+      ::close(fd);
+      if (n == 4 && std::memcmp(comm, "iou-", 4) == 0) return;
+    }
+    ++threads;
+  });
+  return listed && threads > 0 ? threads : -1;
 }
 
 // Whether thread tid of this process is still there.
@@ -171,20 +178,16 @@ struct sanitizer_thread {
     }
     // The joined thread leaves /proc a moment after join() returns.
     for (int i = 0; i < 1000 && thread_alive(joined); ++i) ::sched_yield();
-    DIR* dir = ::opendir("/proc/self/task");
-    if (dir == nullptr) return;
     const pid_t self = ::gettid();
     pid_t other = 0;
     int others = 0;
-    while (const dirent* e = ::readdir(dir)) {
-      const pid_t id = static_cast<pid_t>(std::atoi(e->d_name));
-      if (id > 0 && id != self && id != joined) {
+    const bool listed = for_each_thread([&](pid_t id) {
+      if (id != self && id != joined) {
         other = id;
         ++others;
       }
-    }
-    ::closedir(dir);
-    if (others == 1) {
+    });
+    if (listed && others == 1) {
       pid = ::getpid();
       tid = other;
     }
