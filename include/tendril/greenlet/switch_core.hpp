@@ -73,15 +73,24 @@ struct eh_globals_prefix {
 };
 
 // thread_core is the switch's part of a thread's state (the base of thread_state).
+//
+// current_ and from_ are kept apart: side by side, compilers (GCC from -O2) merge the two
+// stores of every switch into one 16-byte vector store, and the resumed side's 8-byte load
+// of current_ from it cannot be forwarded from the store buffer on this project's machine
+// (AMD Zen 5): a switch measured 3.6 ns instead of 3.2 (docs/benchmarks.md).
 struct thread_core {
   greenlet_record* current_ = nullptr;  // the running greenlet, never null once made
-  greenlet_record* from_ = nullptr;     // the greenlet that switched to it last
   eh_globals_prefix* eh_ = nullptr;     // this thread's __cxa_eh_globals
   int* errno_ = nullptr;                // this thread's errno
+  greenlet_record* from_ = nullptr;     // the greenlet that switched to it last
   // Set when another thread queued a greenlet of this one for unwinding: the next switch
   // runs it (out of line).
   std::atomic<bool> has_deferred_{false};
 };
+
+static_assert(__builtin_offsetof(thread_core, from_) !=
+                  __builtin_offsetof(thread_core, current_) + sizeof(void*),
+              "current_ and from_ must not be adjacent (see thread_core)");
 
 // The calling thread's state, null until it first uses a greenlet and after it exited.
 extern constinit thread_local thread_core* t_thread_core __attribute__((tls_model("initial-exec")));
