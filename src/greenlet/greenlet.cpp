@@ -435,8 +435,6 @@ std::any complete_switch(bool jumped) {
   return {};
 }
 
-std::any take_inbox() { return thread_state::peek()->take_inbox(); }
-
 void refuse_resume(greenlet_record* g, greenlet_record* const* inside) {
   thread_state& ts = owner_thread("resume the generator on", g);
   throw generator_running("tendril::generator: next() or send() from greenlet " +

@@ -176,7 +176,10 @@ void* after_death(void* p) {
   r->tsan_fiber = nullptr;
 #endif
   r->ctx = nullptr;
-  return note.next;  // the argument of entry, if the successor had not started
+  // The argument of entry, if the successor had not started. Never null, so a successor
+  // suspended in an inline switch lands out of line, where its errno (which the release
+  // above may have changed) and exception state are put back (switch_core.hpp).
+  return note.next;
 }
 
 }  // namespace

@@ -63,7 +63,7 @@ class thread_state : public thread_core {
     if (error && *error) [[unlikely]]
       target->pending = std::move(*error);
     if (target == self) [[unlikely]]
-      return {nullptr, nullptr};
+      return {nullptr, nullptr, nullptr};
     if (target->ctx == nullptr) [[unlikely]]
       start_lazy(target);
     return plan_fast(target);
@@ -102,7 +102,7 @@ class thread_state : public thread_core {
 #if defined(TENDRIL_HAS_ASAN)
     asan_landed(self);
 #endif
-    static_cast<void>(land_core(this));
+    restore_state(this, core_of(current_));
   }
 
   // clear_inbox() drops what was handed to the running greenlet (after invalid_switch).

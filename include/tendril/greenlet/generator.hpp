@@ -52,9 +52,8 @@ inline void switch_bare(switch_plan p) {
 #if TENDRIL_SWITCH_INLINE
 // switch_bare_fast() is the inline switch without a value, for a target the caller checked.
 [[gnu::always_inline]] inline void switch_bare_fast(thread_core* t, greenlet_record* to) {
-  jump_to(plan_core(t, to));
-  if (land_core(t_thread_core)) [[unlikely]]
-    complete_bare(false);
+  if (jump_to(plan_core(t, to)) != nullptr) [[unlikely]]
+    complete_bare(true);
 }
 #endif
 

@@ -85,20 +85,18 @@ void greenlet_handle_dropped(greenlet_record* r, const void* where) noexcept;
 // switch_core.hpp does not take: plan_switch() does every check and all bookkeeping and
 // returns where to jump (to == nullptr: the target is the running greenlet itself, no jump);
 // complete_switch() restores the resumed greenlet's state and returns the value handed to it,
-// or throws the exception raised into it. take_inbox() is that last step alone, for a fast
-// switch whose greenlet landed with something in its inbox.
+// or throws the exception raised into it; the fast path calls it when its jump returns
+// non-null (switch_core.hpp: something waits in the inbox).
 switch_plan plan_switch(greenlet_record* target, std::any* value);
 std::any complete_switch(bool jumped);
-std::any take_inbox();
 
 inline std::any switch_inline(greenlet_record* target, std::any* value) {
 #if TENDRIL_SWITCH_INLINE
   thread_core* t = t_thread_core;
   if (can_switch_fast(t, target)) [[likely]] {
     if (value->has_value()) core_of(target)->inbox = std::move(*value);
-    jump_to(plan_core(t, target));
-    if (land_core(t_thread_core)) [[unlikely]]
-      return take_inbox();
+    if (jump_to(plan_core(t, target)) != nullptr) [[unlikely]]
+      return complete_switch(true);
     return {};
   }
 #endif

@@ -61,16 +61,20 @@ enum class greenlet_status : std::uint8_t {
 
 // The C++ runtime's per-thread exception state that each greenlet keeps its own copy of
 // (src/greenlet/exception_state.hpp): the exceptions being handled and the count in flight.
+// __cxa_eh_globals of libstdc++ and of libc++abi is these two fields and nothing else on
+// x86-64 and aarch64 (a third comes only with the 32-bit ARM EHABI unwinder): 16 bytes with
+// the tail padding, which a switch copies whole, in one load and one store each way.
 struct exception_state {
   void* caught = nullptr;     // __cxa_eh_globals::caughtExceptions
   unsigned int uncaught = 0;  // __cxa_eh_globals::uncaughtExceptions
+  unsigned int padding = 0;   // __cxa_eh_globals's tail padding, copied with the rest
 };
-
-// The prefix of __cxa_eh_globals that libstdc++ and libc++abi share.
-struct eh_globals_prefix {
-  void* caught;
-  unsigned int uncaught;
-};
+using eh_globals_prefix = exception_state;
+static_assert(sizeof(void*) == 8 && sizeof(exception_state) == 16,
+              "the switch copies __cxa_eh_globals as 16 bytes (LP64 only)");
+#if defined(__ARM_EABI_UNWINDER__)
+#error "tendril: __cxa_eh_globals has a third field with the ARM EHABI unwinder"
+#endif
 
 // thread_core is the switch's part of a thread's state (the base of thread_state).
 //
@@ -113,7 +117,11 @@ inline switch_core* core_of(greenlet_record* r) noexcept {
 }
 
 // A switch is plan, jump, land. The plan says where to jump: to == nullptr means no jump
-// (the target is the running greenlet itself).
+// (the target is the running greenlet itself). It also says what the jump hands over, which
+// the resumed side's jump returns: null when it has nothing to do but go on (its errno and
+// exception state are already back, and its inbox is empty), else it lands out of line
+// (complete_switch(), complete_bare(), landed()). Every jump to a greenlet suspended in a
+// switch hands over a plan's data or something non-null (finish() does: after_death()).
 //
 // Under ThreadSanitizer the plan also names the target's TSan fiber, and jump_to() switches
 // TSan to it in the same frame as the jump: a switch made inside the out-of-line plan would
@@ -121,43 +129,52 @@ inline switch_core* core_of(greenlet_record* r) noexcept {
 struct switch_plan {
   void** save;
   void* to;
+  void* data;
 #if defined(TENDRIL_TSAN_FIBERS)
   void* tsan_fiber = nullptr;
 #endif
 };
 
-[[gnu::always_inline]] inline void jump_to(const switch_plan& p) noexcept {
+// jump_to() makes the planned jump and returns what the switch that resumes this side hands
+// over: null when there is nothing to land out of line.
+[[gnu::always_inline]] inline void* jump_to(const switch_plan& p) noexcept {
 #if defined(TENDRIL_TSAN_FIBERS)
   __tsan_switch_to_fiber(p.tsan_fiber, 0);
 #endif
-  context::jump(p.save, p.to, nullptr);
+  return context::jump(p.save, p.to, p.data);
+}
+
+// restore_state() gives the thread the errno and C++ exception state that `self` saved when
+// it was last left. The plan of a switch does it for the target before the jump (nothing
+// between them touches either); landing out of line does it again, which changes nothing
+// then, and covers the jumps that are not planned (a greenlet's end: after_death()).
+[[gnu::always_inline]] inline void restore_state(thread_core* t, switch_core* self) noexcept {
+  *t->eh_ = self->eh;
+  *t->errno_ = self->saved_errno;
 }
 
 // plan_core() is the plan of a switch from the running greenlet to `target`, a live greenlet
-// of thread t other than the running one that has a context, its inbox already filled.
+// of thread t other than the running one that has a context, its inbox already filled: the
+// running greenlet's errno and exception state are saved, the target's put back, and the
+// target becomes current. The resumed side then has nothing to do after the jump unless its
+// inbox holds something (data non-null). Planned this way, a switch measured 2.5 ns against
+// 3.5 with the state put back after the jump (docs/benchmarks.md).
 [[gnu::always_inline]] inline switch_plan plan_core(thread_core* t,
                                                     greenlet_record* target) noexcept {
-  switch_core* self = core_of(t->current_);
+  greenlet_record* cur = t->current_;
+  switch_core* self = core_of(cur);
   switch_core* to = core_of(target);
+  eh_globals_prefix* eh = t->eh_;
+  int* err = t->errno_;
   to->status = greenlet_status::active;
-  self->eh.caught = t->eh_->caught;
-  self->eh.uncaught = t->eh_->uncaught;
-  self->saved_errno = *t->errno_;
-  t->from_ = t->current_;
+  self->eh = *eh;
+  self->saved_errno = *err;
+  *eh = to->eh;
+  *err = to->saved_errno;
+  t->from_ = cur;
   t->current_ = target;
-  return {&self->ctx, to->ctx};
-}
-
-// land_core() is the first thing a greenlet does on its own stack after a jump: its errno and
-// exception state come back. Returns whether its inbox holds something to take. The inline
-// paths pass t_thread_core read afresh: keeping the planning side's pointers across the jump
-// instead measured slower (6.4 against 5.3 ns a switch), since they would be spilled before it.
-[[gnu::always_inline]] inline bool land_core(thread_core* t) noexcept {
-  switch_core* self = core_of(t->current_);
-  t->eh_->caught = self->eh.caught;
-  t->eh_->uncaught = self->eh.uncaught;
-  *t->errno_ = self->saved_errno;
-  return self->pending || self->inbox.has_value();
+  bool mail = to->pending || to->inbox.has_value();
+  return {&self->ctx, to->ctx, mail ? target : nullptr};
 }
 
 // can_switch_fast() is true when a switch of the calling thread to `target` needs none of
