@@ -321,6 +321,7 @@ void greenlet_discard_unstarted(greenlet_record* r) noexcept {
   r->callable = nullptr;
   if (r->stk) stack_pool::release(r->stk);
   r->stk = {};
+  r->ctx = nullptr;  // a dead greenlet has no context (can_switch_fast() relies on it)
 #if defined(TENDRIL_HAS_TSAN)
   sanitizer::tsan_destroy(r->tsan_fiber);
   r->tsan_fiber = nullptr;
@@ -422,7 +423,7 @@ switch_plan plan_switch(greenlet_record* target, std::any* value) {
       [[unlikely]] {
     return plan_switch_slow(target, value);
   }
-  if (value->has_value()) target->inbox = std::move(*value);
+  if (value != nullptr && value->has_value()) target->inbox = std::move(*value);
   return ts->plan_fast(target);
 }
 

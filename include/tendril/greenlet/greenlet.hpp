@@ -87,6 +87,7 @@ void greenlet_handle_dropped(greenlet_record* r, const void* where) noexcept;
 // complete_switch() restores the resumed greenlet's state and returns the value handed to it,
 // or throws the exception raised into it; the fast path calls it when its jump returns
 // non-null (switch_core.hpp: something waits in the inbox).
+// `value` may be null: nothing to hand over.
 switch_plan plan_switch(greenlet_record* target, std::any* value);
 std::any complete_switch(bool jumped);
 
@@ -94,7 +95,7 @@ inline std::any switch_inline(greenlet_record* target, std::any* value) {
 #if TENDRIL_SWITCH_INLINE
   thread_core* t = t_thread_core;
   if (can_switch_fast(t, target)) [[likely]] {
-    if (value->has_value()) core_of(target)->inbox = std::move(*value);
+    if (value != nullptr && value->has_value()) core_of(target)->inbox = std::move(*value);
     if (jump_to(plan_core(t, target)) != nullptr) [[unlikely]]
       return complete_switch(true);
     return {};
@@ -180,7 +181,9 @@ class greenlet {
   // into the caller (its run() threw, or throw_into()), it is thrown here. Switching to a
   // dead greenlet goes to its first live ancestor instead; switching to the current greenlet
   // returns `value` at once. Switches: yes. Throws wrong_thread, greenlet_error (empty).
-  std::any switch_to(std::any value = {}) { return detail::switch_inline(rec_, &value); }
+  // (Without a value, the same switch with nothing to hand over: no std::any to make.)
+  std::any switch_to(std::any value) { return detail::switch_inline(rec_, &value); }
+  std::any switch_to() { return detail::switch_inline(rec_, nullptr); }
 
   // throw_into() resumes this greenlet with `e` raised at its switch point and returns what
   // comes back, as switch_to(). Into a greenlet that has not started, run() never runs: the

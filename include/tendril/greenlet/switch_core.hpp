@@ -185,9 +185,10 @@ struct switch_plan {
   if (target == nullptr) return false;
   switch_core* to = core_of(target);
   // A record's owner is never null, so the first test also fails when the thread has no
-  // state (t null) before t is read.
-  return to->owner == t && to->status != greenlet_status::dead && to->ctx != nullptr &&
-         target != t->current_ && !t->has_deferred_.load(std::memory_order_relaxed);
+  // state (t null) before t is read. A dead greenlet has no context (after_death() and
+  // greenlet_discard_unstarted() clear it), so the second test also fails for one.
+  return to->owner == t && to->ctx != nullptr && target != t->current_ &&
+         !t->has_deferred_.load(std::memory_order_relaxed);
 }
 
 }  // namespace tendril::detail
