@@ -436,6 +436,12 @@ std::any complete_switch(bool jumped) {
   return {};
 }
 
+std::any land_with_mail() {
+  thread_state* ts = thread_state::peek();
+  ts->landed(ts->current());
+  return ts->take_inbox();
+}
+
 void refuse_resume(greenlet_record* g, greenlet_record* const* inside) {
   thread_state& ts = owner_thread("resume the generator on", g);
   throw generator_running("tendril::generator: next() or send() from greenlet " +

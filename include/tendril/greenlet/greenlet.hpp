@@ -85,11 +85,12 @@ void greenlet_handle_dropped(greenlet_record* r, const void* where) noexcept;
 // switch_core.hpp does not take: plan_switch() does every check and all bookkeeping and
 // returns where to jump (to == nullptr: the target is the running greenlet itself, no jump);
 // complete_switch() restores the resumed greenlet's state and returns the value handed to it,
-// or throws the exception raised into it; the fast path calls it when its jump returns
-// non-null (switch_core.hpp: something waits in the inbox).
+// or throws the exception raised into it. land_with_mail() is complete_switch(true) for the
+// fast path, whose jump returned non-null (switch_core.hpp: something waits in the inbox).
 // `value` may be null: nothing to hand over.
 switch_plan plan_switch(greenlet_record* target, std::any* value);
 std::any complete_switch(bool jumped);
+std::any land_with_mail();
 
 inline std::any switch_inline(greenlet_record* target, std::any* value) {
 #if TENDRIL_SWITCH_INLINE
@@ -97,7 +98,7 @@ inline std::any switch_inline(greenlet_record* target, std::any* value) {
   if (can_switch_fast(t, target)) [[likely]] {
     if (value != nullptr && value->has_value()) core_of(target)->inbox = std::move(*value);
     if (jump_to(plan_core(t, target)) != nullptr) [[unlikely]]
-      return complete_switch(true);
+      return land_with_mail();
     return {};
   }
 #endif
