@@ -190,13 +190,9 @@ class generator {
   // empty optional, also on every later call). An exception thrown by the body comes out
   // here. With a send type, the pending yield() returns S{}. Switches: yes.
   std::optional<Y> next() {
-    if constexpr (std::is_void_v<S>) {
-      return resume();
-    } else {
-      static_assert(std::is_default_constructible_v<S>,
-                    "generator<Y, S>::next() sends S{}, so S must be default constructible");
-      return resume_with(S{});
-    }
+    std::optional<Y> v;
+    next_into(v);
+    return v;
   }
 
   // send() resumes the body with `value` as the result of its pending yield() and returns
@@ -229,7 +225,7 @@ class generator {
     Y& operator*() const { return *gen_->current_; }
     Y* operator->() const { return &*gen_->current_; }
     iterator& operator++() {
-      gen_->current_ = gen_->next();
+      gen_->next_into(gen_->current_);
       return *this;
     }
     void operator++(int) { ++*this; }
@@ -244,7 +240,7 @@ class generator {
 
   // begin() runs the body to its first yield; range-for then drains it.
   iterator begin() {
-    current_ = next();
+    next_into(current_);
     return iterator(this);
   }
   std::default_sentinel_t end() const noexcept { return {}; }
@@ -253,8 +249,25 @@ class generator {
   template <class Run>
   static state& state_of(const greenlet& g);
 
-  std::optional<Y> resume() {
-    if (done()) return std::nullopt;
+  // next_into() is next() with the value (or nothing) put in `out`, which the iterator keeps
+  // engaged from one item to the next: the value is then moved in alone. (Returning a fresh
+  // optional and assigning it made the consumer store its engaged flag as one byte and reload
+  // it in a wider word, which the store buffer cannot forward.)
+  void next_into(std::optional<Y>& out) {
+    if constexpr (std::is_void_v<S>) {
+      resume_into(out);
+    } else {
+      static_assert(std::is_default_constructible_v<S>,
+                    "generator<Y, S>::next() sends S{}, so S must be default constructible");
+      resume_with_into(S{}, out);
+    }
+  }
+
+  void resume_into(std::optional<Y>& out) {
+    if (done()) {
+      out.reset();
+      return;
+    }
     detail::greenlet_record* const g = g_.record();
     detail::thread_core* const t = detail::t_thread_core;
     // A second consumer must not take over a body that runs for the first: switched into
@@ -273,17 +286,33 @@ class generator {
     }
     if (g_.dead()) {
       if (exit_) std::rethrow_exception(std::exchange(exit_, nullptr));
-      return std::nullopt;
+      out.reset();
+      return;
     }
     st_->inside = nullptr;
-    std::optional<Y> v = std::move(st_->out);
+    // Field by field: the body stored the value and the flag apart, and a copy of the whole
+    // optional would reload them as one word, which the store buffer cannot forward.
+    if (!st_->out.has_value()) [[unlikely]] {
+      out.reset();
+    } else if (out.has_value()) {
+      *out = std::move(*st_->out);
+    } else {
+      out.emplace(std::move(*st_->out));
+    }
     st_->out.reset();
-    return v;
+  }
+  void resume_with_into(sent_type value, std::optional<Y>& out) {
+    if (done()) {
+      out.reset();
+      return;
+    }
+    if (g_.started()) st_->in.emplace(std::move(value));
+    resume_into(out);
   }
   std::optional<Y> resume_with(sent_type value) {
-    if (done()) return std::nullopt;
-    if (g_.started()) st_->in.emplace(std::move(value));
-    return resume();
+    std::optional<Y> v;
+    resume_with_into(std::move(value), v);
+    return v;
   }
 
   void detach() noexcept {

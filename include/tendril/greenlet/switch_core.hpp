@@ -6,10 +6,12 @@
 //
 // A switch from A to B when every check passes (otherwise the out-of-line functions of
 // src/greenlet/greenlet.cpp do all of it, with the same steps):
-//   plan   B becomes active and current; A's errno and C++ exception state go into A.
-//   jump   context::jump() saves A's context in A.ctx and resumes B.ctx.
-//   land   B restores its errno and exception state; a value handed to it or an exception
-//          raised into it (its inbox) is taken out of line, when there is one.
+//   plan   B becomes active and current; A's errno and C++ exception state go into A, and
+//          B's come back from B.
+//   jump   context::jump() saves A's context in A.ctx and resumes B.ctx, handing B a
+//          non-null word only when B's inbox holds something.
+//   land   B goes on; a value handed to it or an exception raised into it (its inbox) is
+//          taken out of line, when the jump returned non-null.
 // Under ASan or TSan every switch takes the out-of-line path, where the sanitizers' fiber
 // notes are made (src/context/sanitizer.hpp); code that includes this header must be built
 // with the same sanitizer settings as the library.
