@@ -294,8 +294,12 @@ class generator {
     // optional would reload them as one word, which the store buffer cannot forward.
     if (!st_->out.has_value()) [[unlikely]] {
       out.reset();
-    } else if (out.has_value()) {
-      *out = std::move(*st_->out);
+    } else if constexpr (std::is_move_assignable_v<Y>) {
+      if (out.has_value()) {
+        *out = std::move(*st_->out);
+      } else {
+        out.emplace(std::move(*st_->out));
+      }
     } else {
       out.emplace(std::move(*st_->out));
     }

@@ -136,6 +136,28 @@ TEST(generator, move_only_values_are_yielded) {
   EXPECT_EQ(got, (std::vector<int>{1, 2}));
 }
 
+// A value that can be moved but not assigned (a const member): next() builds a new optional
+// each time and range-for replaces the iterator's value, so neither needs an assignment.
+struct labelled {
+  const int id;
+};
+
+TEST(generator, values_that_cannot_be_assigned_come_out_of_next_and_range_for) {
+  static_assert(!std::is_move_assignable_v<labelled>);
+  auto make = [] {
+    return generator<labelled>([](auto& y) {
+      for (int i = 1; i <= 3; ++i) y.yield(labelled{i});
+    });
+  };
+  std::vector<int> by_next;
+  auto g = make();
+  while (auto v = g.next()) by_next.push_back(v->id);
+  EXPECT_EQ(by_next, (std::vector<int>{1, 2, 3}));
+  std::vector<int> by_range;
+  for (const labelled& v : make()) by_range.push_back(v.id);
+  EXPECT_EQ(by_range, (std::vector<int>{1, 2, 3}));
+}
+
 TEST(generator, a_generator_may_be_consumed_by_several_greenlets_in_turn) {
   generator<int> gen([](auto& y) {
     for (int i = 0; i < 4; ++i) y.yield(i);
