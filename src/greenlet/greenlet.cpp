@@ -66,7 +66,11 @@ __attribute__((no_sanitize("undefined"))) void greenlet_entry(void*) {
     self->pending = nullptr;
   } else {
     try {
-      result = self->ops->invoke(self->callable, std::move(self->inbox));
+      // Out of the inbox first: a run that takes no value (or a const reference) would leave
+      // it there, and the greenlet's next switch_to() would return it again.
+      std::any first = std::move(self->inbox);
+      self->inbox.reset();
+      result = self->ops->invoke(self->callable, std::move(first));
     } catch (const greenlet_exit& e) {
       result = e;
 #if defined(__GLIBCXX__)
@@ -452,6 +456,9 @@ void refuse_resume(greenlet_record* g, greenlet_record* const* inside) {
 
 switch_plan plan_resume(greenlet_record* g) {
   thread_state& ts = owner_thread("resume the generator on", g);
+  // The slow path of every switch unwinds the greenlets other threads dropped (a thread that
+  // only iterates generators would otherwise never get to them).
+  ts.run_deferred();
   greenlet_record* cur = ts.current();
   for (greenlet_record* a = cur; a; a = a->parent) {
     if (a == g)

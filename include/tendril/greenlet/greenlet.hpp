@@ -46,6 +46,7 @@ std::any invoke_callable(void* p, std::any&& first_value) {
   } else {
     static_assert(std::is_invocable_v<F&>,
                   "a greenlet's run must be callable with no argument or with one std::any");
+    first_value.reset();  // handed to a run that takes none: dropped now, not when run ends
     if constexpr (std::is_void_v<std::invoke_result_t<F&>>) {
       f();
       return {};

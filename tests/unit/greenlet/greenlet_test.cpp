@@ -269,6 +269,34 @@ TEST(greenlet, run_taking_nothing_ignores_the_value_of_the_first_switch) {
   EXPECT_EQ(std::any_cast<int>(g.switch_to(std::string("ignored"))), 5);
 }
 
+TEST(greenlet, a_first_value_that_run_does_not_take_is_dropped_and_never_returned_again) {
+  greenlet main_g = greenlet::current();
+  std::any second;
+  greenlet g([&] { second = main_g.switch_to(1); });
+  auto token = std::make_shared<int>(7);
+  std::weak_ptr<int> watch = token;
+  EXPECT_EQ(std::any_cast<int>(g.switch_to(std::move(token))), 1);
+  EXPECT_TRUE(watch.expired());  // dropped at the start, not kept until run ends
+  g.switch_to();                 // resumed with nothing
+  EXPECT_TRUE(g.dead());
+  EXPECT_FALSE(second.has_value());
+}
+
+TEST(greenlet, a_first_value_run_takes_by_reference_is_not_returned_again) {
+  greenlet main_g = greenlet::current();
+  int seen = 0;
+  std::any second;
+  greenlet g([&](const std::any& v) {
+    seen = std::any_cast<int>(v);
+    second = main_g.switch_to();
+  });
+  g.switch_to(42);
+  EXPECT_EQ(seen, 42);
+  g.switch_to();
+  EXPECT_TRUE(g.dead());
+  EXPECT_FALSE(second.has_value());
+}
+
 TEST(greenlet, run_returning_void_hands_the_parent_an_empty_value) {
   greenlet g([] {});
   std::any r = g.switch_to(3);

@@ -383,6 +383,24 @@ TEST(threads, dropping_the_last_handle_on_another_thread_unwinds_it_on_its_own_t
   EXPECT_EQ(*unwound_on, owner_id);
 }
 
+TEST(threads, a_thread_that_only_iterates_a_generator_unwinds_greenlets_dropped_elsewhere) {
+  std::optional<std::thread::id> unwound_on;
+  auto* victim = new greenlet([&] {
+    notes_thread n{&unwound_on};
+    switch_to_parent();
+  });
+  victim->switch_to();
+  tendril::generator<int> gen([](auto& y) {
+    for (int i = 0;; ++i) y.yield(i);
+  });
+  EXPECT_EQ(gen.next(), 0);
+  std::thread([victim] { delete victim; }).join();  // the last handle, dropped elsewhere
+  EXPECT_FALSE(unwound_on.has_value());
+  EXPECT_EQ(gen.next(), 1);  // this thread's next switch, into the generator
+  ASSERT_TRUE(unwound_on.has_value());
+  EXPECT_EQ(*unwound_on, std::this_thread::get_id());
+}
+
 TEST(threads, a_greenlet_dropped_elsewhere_is_unwound_when_its_thread_ends) {
   // python's test_dealloc_other_thread: the owner never switches again, it just ends.
   std::optional<std::thread::id> unwound_on;
