@@ -519,6 +519,21 @@ TEST(exception_state, errno_from_a_failed_call_survives_other_greenlets_failing_
   EXPECT_EQ(after_switch, EBADF);
 }
 
+TEST(exception_state, a_greenlet_ending_with_a_value_leaves_its_parent_its_own_errno) {
+  greenlet g([] {
+    switch_to_parent();
+    errno = EPIPE;  // its last errno: the parent must not see it
+    return 7;
+  });
+  g.switch_to();
+  errno = ENOENT;
+  int result = std::any_cast<int>(g.switch_to());
+  int after_end = errno;
+  EXPECT_EQ(result, 7);
+  EXPECT_TRUE(g.dead());
+  EXPECT_EQ(after_end, ENOENT);
+}
+
 // --- killing greenlets that sit in catch blocks --------------------------------------------
 
 TEST(exception_state, killing_a_greenlet_in_a_catch_block_unwinds_through_user_catch_blocks) {
