@@ -19,10 +19,10 @@ extern "C" __cxa_eh_globals* __cxa_get_globals() noexcept;
 
 namespace tendril::detail {
 
-// exception_state and eh_globals_prefix: include/tendril/greenlet/switch_core.hpp.
+// exception_state, the layout of __cxa_eh_globals: include/tendril/greenlet/switch_core.hpp.
 
-inline eh_globals_prefix* thread_eh_globals() noexcept {
-  return reinterpret_cast<eh_globals_prefix*>(__cxxabiv1::__cxa_get_globals());
+inline exception_state* thread_eh_globals() noexcept {
+  return reinterpret_cast<exception_state*>(__cxxabiv1::__cxa_get_globals());
 }
 
 }  // namespace tendril::detail

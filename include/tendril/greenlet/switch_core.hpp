@@ -71,7 +71,6 @@ struct exception_state {
   unsigned int uncaught = 0;  // __cxa_eh_globals::uncaughtExceptions
   unsigned int padding = 0;   // __cxa_eh_globals's tail padding, copied with the rest
 };
-using eh_globals_prefix = exception_state;
 static_assert(sizeof(void*) == 8 && sizeof(exception_state) == 16,
               "the switch copies __cxa_eh_globals as 16 bytes (LP64 only)");
 #if defined(__ARM_EABI_UNWINDER__)
@@ -83,10 +82,10 @@ static_assert(sizeof(void*) == 8 && sizeof(exception_state) == 16,
 // current_ and from_ are kept apart: side by side, compilers (GCC from -O2) merge the two
 // stores of every switch into one 16-byte vector store, and the resumed side's 8-byte load
 // of current_ from it cannot be forwarded from the store buffer on this project's machine
-// (AMD Zen 5): a switch measured 3.6 ns instead of 3.2 (docs/benchmarks.md).
+// (AMD Zen 5): a switch measured 3.7 ns instead of 3.45 (docs/design/context.md).
 struct thread_core {
   greenlet_record* current_ = nullptr;  // the running greenlet, never null once made
-  eh_globals_prefix* eh_ = nullptr;     // this thread's __cxa_eh_globals
+  exception_state* eh_ = nullptr;       // this thread's __cxa_eh_globals
   int* errno_ = nullptr;                // this thread's errno
   greenlet_record* from_ = nullptr;     // the greenlet that switched to it last
   // Set when another thread queued a greenlet of this one for unwinding: the next switch
@@ -166,7 +165,7 @@ struct switch_plan {
   greenlet_record* cur = t->current_;
   switch_core* self = core_of(cur);
   switch_core* to = core_of(target);
-  eh_globals_prefix* eh = t->eh_;
+  exception_state* eh = t->eh_;
   int* err = t->errno_;
   to->status = greenlet_status::active;
   self->eh = *eh;
