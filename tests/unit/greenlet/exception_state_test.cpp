@@ -213,6 +213,86 @@ TEST(exception_state, nested_catch_blocks_in_interleaved_greenlets_keep_their_ex
   for (int c : checks) EXPECT_EQ(c, depth);
 }
 
+// A switch between two greenlets with no exception state copies none (switch_core.hpp): the
+// state a greenlet kept when it switched away inside a catch block must be dropped once it
+// leaves the block and switches away again, or a later landing out of line (a value handed
+// to it, a child's end) would put the old exception back.
+TEST(exception_state, a_greenlet_that_left_its_catch_block_gets_no_exception_back_with_a_value) {
+  std::vector<std::string> seen;
+  greenlet g([&] {
+    try {
+      throw some_error("g's");
+    } catch (const some_error&) {
+      switch_to_parent();  // left inside the catch block
+      seen.push_back("in catch: " + current());
+    }
+    switch_to_parent();  // left with nothing caught
+    // Resumed with a value: it lands out of line, which puts the saved state back.
+    seen.push_back("after value: " + current() + " " + std::to_string(std::uncaught_exceptions()));
+  });
+  g.switch_to();
+  EXPECT_EQ(current(), "none");
+  g.switch_to();
+  EXPECT_EQ(current(), "none");
+  g.switch_to(42);
+  EXPECT_TRUE(g.dead());
+  EXPECT_EQ(seen, (std::vector<std::string>{"in catch: g's", "after value: none 0"}));
+}
+
+TEST(exception_state, a_parent_that_left_its_catch_block_gets_no_exception_back_when_a_child_ends) {
+  std::vector<std::string> seen;
+  greenlet g([&] {
+    try {
+      throw some_error("g's");
+    } catch (const some_error&) {
+      greenlet child([&] { seen.push_back("child: " + current()); });
+      child.switch_to();  // left inside the catch block; the child's end lands back here
+      seen.push_back("back in catch: " + current());
+    }
+    greenlet child([&] {
+      seen.push_back("second child: " + current());
+      throw std::logic_error("child's");
+    });
+    try {
+      child.switch_to();
+    } catch (const std::logic_error& e) {
+      seen.push_back(std::string("caught ") + e.what() + ", current " + current());
+    }
+    seen.push_back("after: " + current());
+  });
+  g.switch_to();
+  EXPECT_TRUE(g.dead());
+  EXPECT_EQ(current(), "none");
+  EXPECT_EQ(seen,
+            (std::vector<std::string>{"child: none", "back in catch: g's", "second child: none",
+                                      "caught child's, current child's", "after: none"}));
+}
+
+TEST(exception_state, the_root_in_a_catch_block_keeps_its_exception_across_many_switches) {
+  // The running greenlet's state not empty: every switch away keeps it, every switch back
+  // restores it; the other greenlet sees none each time.
+  std::vector<std::string> in_g;
+  greenlet main_g = greenlet::current();
+  greenlet g([&] {
+    for (int i = 0; i < 3; ++i) {
+      in_g.push_back(current());
+      main_g.switch_to();
+    }
+  });
+  try {
+    throw some_error("root's");
+  } catch (const some_error&) {
+    for (int i = 0; i < 3; ++i) {
+      g.switch_to();
+      EXPECT_EQ(current(), "root's");
+    }
+  }
+  EXPECT_EQ(current(), "none");
+  g.switch_to();
+  EXPECT_TRUE(g.dead());
+  EXPECT_EQ(in_g, (std::vector<std::string>{"none", "none", "none"}));
+}
+
 TEST(exception_state, a_childs_exception_lands_inside_the_parents_catch_block) {
   std::string inner;
   std::string during;
