@@ -6,8 +6,8 @@
 //
 // A switch from A to B when every check passes (otherwise the out-of-line functions of
 // src/greenlet/greenlet.cpp do all of it, with the same steps):
-//   plan   B becomes active and current; A's errno and C++ exception state go into A, and
-//          B's come back from B.
+//   plan   B becomes active and current; A's errno goes into A and B's comes back from B,
+//          and so do their C++ exception states when either is not empty.
 //   jump   context::jump() saves A's context in A.ctx and resumes B.ctx, handing B a
 //          non-null word only when B's inbox holds something.
 //   land   B goes on; a value handed to it or an exception raised into it (its inbox) is
@@ -154,8 +154,10 @@ struct switch_plan {
 
 // restore_state() gives the thread the errno and C++ exception state that `self` saved when
 // it was last left. The plan of a switch does it for the target before the jump (nothing
-// between them touches either); landing out of line does it again, which changes nothing
-// then, and covers the jumps that are not planned (a greenlet's end: after_death()).
+// between them touches either; the exception state only when either side's is not empty,
+// keep_exception_state(), and otherwise both are empty already); landing out of line does
+// it again, which changes nothing then, and covers the jumps that are not planned (a
+// greenlet's end: after_death()).
 [[gnu::always_inline]] inline void restore_state(thread_core* t, switch_core* self) noexcept {
   *t->eh_ = self->eh;
   *t->errno_ = self->saved_errno;
