@@ -60,8 +60,10 @@ __attribute__((no_sanitize("undefined"))) void greenlet_entry(void*) {
   ts.landed(self);
   std::any result;
   std::exception_ptr error;
-  if (self->pending) {
+  if (self->pending && !self->refuses_thrown) {
     // Started by a descendant that died with an exception: it goes on up, run never runs.
+    // (A greenlet that refuses thrown exceptions, the hub, runs with it pending: its run
+    // takes it, as from any of its switches.)
     error = std::move(self->pending);
     self->pending = nullptr;
   } else {

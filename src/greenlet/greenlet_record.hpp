@@ -37,8 +37,9 @@ struct greenlet_record : switch_core {
   bool generator_body = false;
   // It caught the greenlet_exit of its destruction and switched away: never unwound again.
   bool resisted = false;
-  // throw_into() refuses to raise an exception here through a dead or unstarted descendant:
-  // the hub (L2), which no user's exception may end.
+  // throw_into() refuses to raise an exception here through a dead or unstarted descendant,
+  // and a descendant's exception that starts it stays pending for its run to take instead of
+  // ending it unrun: the hub (L2), which no user's exception may end.
   bool refuses_thrown = false;
   // How many greenlets it is waiting for to unwind (kill_for_destruction()).
   std::uint32_t killing = 0;

@@ -455,14 +455,7 @@ void hub_impl::back_in_hub() noexcept {
   }
 }
 
-void hub_impl::resume(greenlet_record* g) {
-  if (!ready_to_run(g)) return;
-  switch_plan p = ts_->plan(g, nullptr, nullptr);
-  if (p.to != nullptr) {
-    jump_to(p);
-    ts_->landed(ts_->current());
-    back_in_hub();
-  }
+void hub_impl::take_inbox() {
   try {
     ts_->drop_inbox();
   } catch (const greenlet_exit&) {
@@ -476,6 +469,20 @@ void hub_impl::resume(greenlet_record* g) {
       // A handler on the hub cannot have been killed (it cannot block): it threw this itself.
     }
   }
+}
+
+void hub_impl::switch_from_hub(greenlet_record* g, std::exception_ptr error) {
+  switch_plan p = ts_->plan(g, nullptr, &error);
+  if (p.to != nullptr) {
+    jump_to(p);
+    ts_->landed(ts_->current());
+    back_in_hub();
+  }
+  take_inbox();
+}
+
+void hub_impl::resume(greenlet_record* g) {
+  if (ready_to_run(g)) switch_from_hub(g, nullptr);
 }
 
 void hub_impl::run_timers() {
@@ -545,7 +552,7 @@ void hub_impl::deliver_loop_exit() {
   interrupt_fn hook = g_interrupt.load(std::memory_order_acquire);
   if (target->parked && hook && hook(target, error)) return;
   // Nobody parked through a waiter: hand loop_exit to the root wherever it switched away.
-  ts_->switch_to(root, {}, std::move(error));
+  switch_from_hub(root, std::move(error));
 }
 
 void hub_impl::loop() {
@@ -556,8 +563,11 @@ void hub_impl::loop() {
   bool io_asked = false;
   // The hub's first run may be the end of a task started by a switch_to() by hand, which
   // must be reaped like any other (task_test's
-  // a_task_started_by_hand_before_the_hub_ran_is_reaped_when_it_ends).
+  // a_task_started_by_hand_before_the_hub_ran_is_reaped_when_it_ends), or that of a plain
+  // child that threw, which is reported as any later one is (hub_test's
+  // a_greenlet_that_throws_into_the_hub_is_reported_whatever_the_hub_was_doing).
   back_in_hub();
+  take_inbox();
   while (true) {
     ts_->run_deferred();
     run_timers();
@@ -569,8 +579,7 @@ void hub_impl::loop() {
       continue;
     }
     if (draining_ && children_.next == &children_) {
-      ts_->switch_to(ts_->root(), {}, nullptr);
-      back_in_hub();
+      switch_from_hub(ts_->root(), nullptr);
       continue;
     }
     std::int64_t timeout = -1;
@@ -583,11 +592,10 @@ void hub_impl::loop() {
         !remote_pending_.load(std::memory_order_acquire)) {
       if (!someone_else_could_wake()) {
         if (draining_) {
-          ts_->switch_to(ts_->root(), {}, nullptr);
+          switch_from_hub(ts_->root(), nullptr);
         } else {
           deliver_loop_exit();
         }
-        back_in_hub();
         continue;
       }
       timeout = recheck_ns;

@@ -188,6 +188,14 @@ class hub_impl {
   void run_remote();
   void run_ready();
   void resume(greenlet_record* g);
+  // switch_from_hub() switches the hub to g, handing it error if not null, and once back
+  // takes the inbox (take_inbox()). Every switch of the loop away from the hub goes through
+  // it, so that a child's exception is reported wherever the hub waits. Throws only the
+  // greenlet_exit that destroys the hub.
+  void switch_from_hub(greenlet_record* g, std::exception_ptr error);
+  // take_inbox() drops what was handed to the hub and reports an exception a plain child
+  // ended with through the error handler.
+  void take_inbox();
   // ready_to_run() makes sure g can be switched to (a lazy greenlet gets its stack now);
   // false if g is dead or could not be given a stack (then it was failed).
   bool ready_to_run(greenlet_record* g) noexcept;

@@ -759,6 +759,61 @@ TEST(hub, blocking_inside_a_descriptor_callback_raises_blocking_switch_out) {
   ::close(p[1]);
 }
 
+// A plain greenlet whose parent is the hub and that threw ended the hub itself when the hub had
+// not run yet, or sat in its own switch to the root (after loop_exit, after draining its
+// tasks): the root got the exception, and the thread's next wait jumped into a dead hub.
+TEST(hub, a_greenlet_that_throws_into_the_hub_is_reported_whatever_the_hub_was_doing) {
+  enum class before { nothing, loop_exit_in_the_root, draining_the_tasks };
+  for (before b : {before::nothing, before::loop_exit_in_the_root, before::draining_the_tasks}) {
+    SCOPED_TRACE(b == before::nothing                 ? "the hub had not run"
+                 : b == before::loop_exit_in_the_root ? "after loop_exit in the root"
+                                                      : "after draining the tasks");
+    std::vector<std::string> reported;
+    std::string escaped;
+    bool hub_alive = false;
+    int later = 0;
+    on_new_thread([&] {
+      hub_impl& hub = hub_impl::current();
+      hub.facade().set_error_handler([&](const std::string& name, std::exception_ptr e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+          reported.push_back(name + ": " + x.what());
+        }
+      });
+      if (b == before::loop_exit_in_the_root) {
+        // Started by hand, the task ends into the hub, which finds nothing that could resume
+        // the root and switches to it with loop_exit.
+        auto direct = spawn([] {});
+        EXPECT_THROW(direct.greenlet().switch_to(), loop_exit);
+      } else if (b == before::draining_the_tasks) {
+        auto sleeper = spawn([] { tendril::sleep(1h); });
+        tendril::sleep(0s);
+        hub.end_tasks();  // the hub switches to the root once the sleeper has unwound
+        EXPECT_TRUE(sleeper.ready());
+      }
+      tendril::detail::greenlet_retain(hub.greenlet());
+      greenlet hub_greenlet(hub.greenlet(), greenlet::adopt_t{});
+      greenlet thrower([] { throw std::runtime_error("boom"); }, hub_greenlet);
+      try {
+        waiter come_back;  // the hub resumes the root once it handled the error
+        come_back.wake();
+        thrower.switch_to();
+      } catch (const std::exception& e) {
+        escaped = e.what();
+      }
+      hub_alive = !hub_greenlet.dead();
+      if (!hub_alive) return;  // the next wait would jump into a dead hub
+      tendril::sleep(1ms);
+      later = spawn([] { return 5; }).get();
+    });
+    EXPECT_EQ(escaped, "");
+    EXPECT_TRUE(hub_alive);
+    EXPECT_EQ(reported, std::vector<std::string>{"a greenlet whose parent is the hub: boom"});
+    EXPECT_EQ(later, 5);
+  }
+}
+
 // --- threads and their hubs ----------------------------------------------------------------
 
 TEST(hub, each_thread_has_its_own_hub) {
