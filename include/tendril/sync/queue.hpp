@@ -92,9 +92,21 @@ class queue {
     return get_deadline(0);
   }
 
-  std::size_t size() const noexcept { return items_.size(); }
-  bool empty() const noexcept { return items_.empty(); }
-  bool full() const noexcept { return items_.size() >= maxsize_; }
+  // size(), empty() and full() tell what the queue holds now; like every call that reads or
+  // changes its state, they throw wrong_thread from another thread once a greenlet waited in
+  // it. maxsize() never changes: any thread may read it. Switches: no.
+  std::size_t size() const {
+    check_thread();
+    return items_.size();
+  }
+  bool empty() const {
+    check_thread();
+    return items_.empty();
+  }
+  bool full() const {
+    check_thread();
+    return items_.size() >= maxsize_;
+  }
   std::size_t maxsize() const noexcept { return maxsize_; }
 
   // close() ends the queue (see above). Switches: no.
@@ -110,7 +122,11 @@ class queue {
     }
     observers_.notify_all();
   }
-  bool closed() const noexcept { return closed_; }
+  // closed() tells whether close() was called. Throws wrong_thread. Switches: no.
+  bool closed() const {
+    check_thread();
+    return closed_;
+  }
 
   // Range-for takes items until the queue is closed and drained.
   class iterator {
@@ -145,10 +161,13 @@ class queue {
   // wait in it like a get(): it names the queue's thread, whose calls alone notify it
   // (notify_all() lets it go at once), and unobserve() runs on that thread. Throws
   // wrong_thread.
-  bool ready() const noexcept { return !items_.empty() || !putters_.empty() || closed_; }
+  bool ready() const {
+    check_thread();
+    return ready_here();
+  }
   void observe(detail::observer& o) {
     check_thread();
-    if (ready()) {
+    if (ready_here()) {
       detail::notify_at_once(o);
     } else {
       note_thread();
@@ -261,6 +280,9 @@ class queue {
   }
 
  private:
+  // ready_here() is ready() for a caller that checked the thread.
+  bool ready_here() const noexcept { return !items_.empty() || !putters_.empty() || closed_; }
+
   // first_waiting() is the longest waiter of l whose wait has not ended, left in l (those
   // that timed out or were killed unlink themselves when they resume: dropped here). Its
   // item moves first and take() claims it after, so a move that throws leaves it waiting
@@ -355,7 +377,12 @@ class joinable_queue : public queue<T> {
       while (detail::waiter* w = joiners_.pop_front()) w->wake();
     }
   }
-  std::size_t unfinished() const noexcept { return unfinished_; }
+  // unfinished() is how many items were put and not yet marked done. Throws wrong_thread.
+  // Switches: no.
+  std::size_t unfinished() const {
+    this->check_thread();
+    return unfinished_;
+  }
 
   // join() waits until every item put was marked done. Switches: yes.
   void join() { join_deadline(detail::forever_ns); }

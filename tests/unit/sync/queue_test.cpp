@@ -341,6 +341,40 @@ TEST_F(queues, a_call_from_another_thread_once_a_greenlet_waited_in_it_throws_wr
   EXPECT_EQ(refusals, 5);
 }
 
+// size(), empty(), full(), ready(), closed() and unfinished() checked no thread: another
+// thread read what this thread's greenlets change unguarded, where every other member refused.
+TEST_F(queues, reading_its_state_from_another_thread_once_a_greenlet_waited_throws_wrong_thread) {
+  joinable_queue<int> q(4);
+  auto getter = spawn([&] { return q.get(); });
+  tendril::sleep(0s);  // q is this thread's from now on
+  std::vector<std::string> refused;
+  std::thread other([&] {
+    auto refuse = [&](auto call) {
+      try {
+        call();
+      } catch (const tendril::wrong_thread& e) {
+        refused.emplace_back(e.what());
+      }
+    };
+    refuse([&] { return q.size(); });
+    refuse([&] { return q.empty(); });
+    refuse([&] { return q.full(); });
+    refuse([&] { return q.ready(); });
+    refuse([&] { return q.closed(); });
+    refuse([&] { return q.unfinished(); });
+    EXPECT_EQ(q.maxsize(), 4u);  // never changes: any thread may read it
+  });
+  other.join();
+  EXPECT_EQ(refused.size(), 6u);
+  for (const std::string& r : refused) EXPECT_TRUE(contains(r, "tendril::queue")) << r;
+  EXPECT_TRUE(q.empty());
+  EXPECT_FALSE(q.ready());
+  q.put(3);
+  EXPECT_EQ(getter.get(), 3);
+  EXPECT_EQ(q.size(), 0u);
+  EXPECT_EQ(q.unfinished(), 1u);
+}
+
 // wait() and iwait() checked no thread: another thread's observer went into this thread's
 // wait lists unguarded, to be notified from here while its own thread ran.
 TEST_F(queues, wait_and_iwait_on_a_queue_of_another_thread_throw_wrong_thread) {
