@@ -578,8 +578,8 @@ void hub_impl::loop() {
       run_ready();
       continue;
     }
-    if (draining_ && children_.next == &children_) {
-      switch_from_hub(ts_->root(), nullptr);
+    if (draining_ && children_.next == &children_ && !any_parked()) {
+      drained();
       continue;
     }
     std::int64_t timeout = -1;
@@ -592,7 +592,7 @@ void hub_impl::loop() {
         !remote_pending_.load(std::memory_order_acquire)) {
       if (!someone_else_could_wake()) {
         if (draining_) {
-          switch_from_hub(ts_->root(), nullptr);
+          drained();
         } else {
           deliver_loop_exit();
         }
@@ -669,13 +669,68 @@ void hub_impl::drain_children() noexcept {
     disown(c);
     adopt(c);
   }
-  if (children_.next == &children_ || ts_->current() != ts_->root()) return;
+  if (ts_->current() != ts_->root()) return;
+  // Greenlets parked here that are not tasks (a plain greenlet a task switched into, one
+  // whose task has ended) unwind the same way: their stacks hold sockets and memory too.
+  unwind_parked();
+  if (children_.next == &children_ && !any_parked()) return;
   draining_ = true;
-  try {
-    ts_->switch_to(hub_.record(), {}, nullptr);
-  } catch (...) {
+  // A greenlet whose parent is the root ends into it, before the loop is done.
+  drain_over_ = false;
+  while (!drain_over_) {
+    try {
+      ts_->switch_to(hub_.record(), {}, nullptr);
+    } catch (...) {
+    }
   }
   draining_ = false;
+}
+
+void hub_impl::drained() {
+  drain_over_ = true;
+  switch_from_hub(ts_->root(), nullptr);
+}
+
+namespace {
+
+// Calls f on every greenlet of the thread that waits in its hub, but those inherited from the
+// parent in a forked child (their frames' work is the parent's).
+template <class F>
+void for_each_parked(thread_state& ts, F f) {
+  greenlet_record* const root = ts.root();
+  greenlet_record* r = root->first_child;
+  while (r != nullptr) {
+    if (r->parked && r->status == greenlet_status::active && !ts.made_in_parent(r)) f(r);
+    if (r->first_child != nullptr) {
+      r = r->first_child;
+      continue;
+    }
+    while (r != root && r->next_sibling == nullptr) r = r->parent;
+    r = r != root ? r->next_sibling : nullptr;
+  }
+}
+
+}  // namespace
+
+void hub_impl::unwind_parked() noexcept {
+  interrupt_fn hook = g_interrupt.load(std::memory_order_acquire);
+  if (hook == nullptr) return;  // no waiter was ever made: nothing is parked
+  std::exception_ptr exit;
+  try {
+    exit = std::make_exception_ptr(greenlet_exit{});
+  } catch (...) {
+    return;  // no memory: they stay parked, and their stacks leak
+  }
+  // Tasks were asked first (drain_children()): their waits are over already, and the hook
+  // refuses a wait that is over, so none is killed twice. Interrupting runs no user code:
+  // the tree does not change during the walk.
+  for_each_parked(*ts_, [&](greenlet_record* r) { hook(r, exit); });
+}
+
+bool hub_impl::any_parked() const noexcept {
+  bool found = false;
+  for_each_parked(*ts_, [&](greenlet_record*) { found = true; });
+  return found;
 }
 
 void hub_impl::set_error_handler(tendril::hub::error_handler h) {

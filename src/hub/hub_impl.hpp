@@ -104,10 +104,14 @@ class hub_impl {
     return h ? *h : make_for_this_thread();
   }
   static hub_impl* peek() noexcept { return t_hub_; }
-  // end_tasks() asks every task still alive on this thread to stop and lets them unwind (as
-  // the hub's destruction does): for what must go after them at thread exit and before the
-  // hub (the descriptor table, whose records parked tasks unlink themselves from).
+  // end_tasks() asks every task still alive on this thread to stop and unwinds every other
+  // greenlet parked here, and lets them end (as the hub's destruction does): for what must go
+  // after them at thread exit and before the hub (the descriptor table, whose records parked
+  // greenlets unlink themselves from).
   void end_tasks() noexcept { drain_children(); }
+  // ending() tells whether the hub is unwinding its thread's greenlets as the thread ends:
+  // then nothing wakes a new wait, and the waiter refuses it with loop_exit.
+  bool ending() const noexcept { return draining_; }
   // forget_after_fork() leaves the parent's hub and thread pool behind in a forked child;
   // the greenlet that forked then ends into the root. A pthread_atfork child handler,
   // registered when the process's first hub is made. The root, if it waited in the parent's
@@ -205,6 +209,12 @@ class hub_impl {
   bool someone_else_could_wake() const;
   void deliver_loop_exit();
   void drain_children() noexcept;
+  // unwind_parked() raises greenlet_exit in every greenlet of the thread parked here whose
+  // wait can be interrupted; any_parked() tells whether one is still parked. Hub's thread.
+  void unwind_parked() noexcept;
+  bool any_parked() const noexcept;
+  // drained() is the loop's end of a drain: nothing is left, or nothing could move any more.
+  void drained();
   // abandon() disarms the timers and empties the queues of the parent's hub in a forked child.
   void abandon() noexcept;
   // close_backend() takes the hub off the process's list of hubs and closes its backend.
@@ -237,8 +247,9 @@ class hub_impl {
 
   hub_child children_;  // sentinel of a circular list
   bool draining_ = false;
-  bool in_pass_ = false;    // run_ready() is under way: park() may hand off within the pass
-  bool abandoned_ = false;  // the parent's hub, in a forked child
+  bool drain_over_ = false;  // set by drained(); the root may be resumed by something else
+  bool in_pass_ = false;     // run_ready() is under way: park() may hand off within the pass
+  bool abandoned_ = false;   // the parent's hub, in a forked child
   // Shared: a call holds it while it runs (see report_task_error()).
   std::shared_ptr<tendril::hub::error_handler> on_error_;
 };

@@ -125,15 +125,25 @@ bool waiter::wait(std::int64_t deadline_ns) {
   if (!shielded_ && (owner = pending_owner(self)) != nullptr) [[unlikely]] {
     // Woken already: the interrupt stays pending for the next blocking call.
     if (transition(cancelled)) raise_pending_interrupt(owner);
-  } else if (current_state() == waiting && deadline_ns != forever_ns) {
-    if (deadline_ns <= hub_now_ns()) {
-      if (transition(timed_out)) return false;
-    } else {
-      timer_.deadline_ns = deadline_ns;
-      timer_.fire = &on_deadline;
-      timer_.context = this;
-      hub_->add_timer(timer_);
+  } else if (current_state() == waiting && deadline_ns != forever_ns &&
+             deadline_ns <= hub_now_ns()) {
+    if (transition(timed_out)) return false;
+  } else if (!shielded_ && deadline_ns == forever_ns && !timed_by_caller_ && hub_->ending() &&
+             current_state() == waiting) [[unlikely]] {
+    // Its thread is ending and the hub unwinds it: a greenlet that caught greenlet_exit and
+    // waits again without a time limit could hang the thread's end (hub_test's
+    // an_ending_thread_refuses_a_wait_without_a_time_limit_of_a_task_it_unwinds). A wait
+    // with a time limit is cleanup that ends by itself: it runs.
+    if (transition(cancelled)) {
+      throw loop_exit("tendril: greenlet '" + record_name(self) +
+                      "' blocked while its thread was ending; the hub is unwinding the "
+                      "thread's greenlets and nothing will wake it");
     }
+  } else if (current_state() == waiting && deadline_ns != forever_ns) {
+    timer_.deadline_ns = deadline_ns;
+    timer_.fire = &on_deadline;
+    timer_.context = this;
+    hub_->add_timer(timer_);
   }
   // Park even when already woken: the wake scheduled this greenlet, and only the hub may
   // take it off the run queue by resuming it.

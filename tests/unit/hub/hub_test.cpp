@@ -2,13 +2,16 @@
 // TENDRIL_BACKEND names, fires timers in deadline order, runs ready greenlets one pass at a
 // time in the order they became ready, takes wakes from other threads, raises loop_exit
 // instead of hanging (and only then), refuses switches that bypass it (invalid_switch) and
-// blocking on itself (blocking_switch_out); one hub per thread, which unwinds its tasks when
-// the thread ends; the thread pool beside it; and a forked child's fresh hub and pool.
+// blocking on itself (blocking_switch_out); one hub per thread, which unwinds its tasks and
+// the other greenlets parked there when the thread ends; the thread pool beside it; and a
+// forked child's fresh hub and pool.
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,6 +44,8 @@
 #include "tendril/hub/deadline.hpp"
 #include "tendril/hub/exceptions.hpp"
 #include "tendril/hub/hub.hpp"
+#include "tendril/net/socket.hpp"
+#include "tendril/sync/event.hpp"
 #include "tendril/sync/waiter.hpp"
 #include "tendril/task/sleep.hpp"
 #include "tendril/task/task.hpp"
@@ -53,6 +58,7 @@ using tendril::greenlet;
 using tendril::invalid_switch;
 using tendril::loop_exit;
 using tendril::spawn;
+using tendril::spawn_later;
 using tendril::timeout;
 using tendril::timeout_error;
 using tendril::detail::hub_impl;
@@ -949,6 +955,178 @@ TEST(hub, an_ending_thread_whose_unstarted_task_kills_another_in_a_link_stops_bo
   EXPECT_TRUE(link_ran);
   EXPECT_FALSE(a_ran);
   EXPECT_FALSE(b_ran);
+}
+
+namespace {
+
+// Whether fd still names the socket whose inode was ino (a number closed since may have been
+// reused by another descriptor).
+bool still_open_as(int fd, ino_t ino) {
+  struct stat st {};
+  return ::fcntl(fd, F_GETFD) != -1 && ::fstat(fd, &st) == 0 && st.st_ino == ino;
+}
+
+// A connected TCP pair: `ours` a tendril socket of this thread, `peer` a plain descriptor
+// that the caller closes.
+std::pair<tendril::net::tcp_stream, int> tcp_pair_with_plain_peer() {
+  tendril::net::tcp_listener l = tendril::net::listen("127.0.0.1", 0);
+  const tendril::net::address to = l.local_address();
+  const int peer = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  EXPECT_GE(peer, 0);
+  EXPECT_EQ(::connect(peer, to.data(), to.size()), 0);  // the backlog completes it
+  return {l.accept(), peer};
+}
+
+}  // namespace
+
+// Tasks parked in a sleep, an event and a recv, each holding what its unwinding must release
+// (a socket, heap memory for ASan's leak check, a guard), and one spawned for later. The hub's
+// drain of its tasks already handled these; the test pins it down on every backend.
+TEST(hub, an_ending_thread_unwinds_tasks_parked_in_sleep_an_event_and_a_recv) {
+  std::atomic<int> destroyed{0};
+  std::thread::id sleeper_died_on, event_died_on, reader_died_on, thread_id;
+  std::atomic<bool> went_on{false};
+  auto token = std::make_shared<int>(0);
+  int sock_fd = -1;
+  ino_t sock_ino = 0;
+  int peer = -1;
+  on_new_thread([&] {
+    thread_id = std::this_thread::get_id();
+    auto [ours, plain_peer] = tcp_pair_with_plain_peer();
+    peer = plain_peer;
+    sock_fd = ours.native_handle();
+    struct stat st {};
+    ASSERT_EQ(::fstat(sock_fd, &st), 0);
+    sock_ino = st.st_ino;
+    spawn([&] {
+      noted n{&destroyed, &sleeper_died_on};
+      auto held = std::make_unique<std::string>(100, 's');
+      tendril::sleep(1h);
+      went_on = true;
+    });
+    // Held by the task: an event destroyed while a greenlet waits in it stops the process.
+    spawn([&, never = std::make_shared<tendril::event>()] {
+      noted n{&destroyed, &event_died_on};
+      auto held = std::make_unique<std::string>(100, 'e');
+      never->wait();
+      went_on = true;
+    });
+    spawn([&, s = std::move(ours)]() mutable {
+      noted n{&destroyed, &reader_died_on};
+      tendril::net::tcp_stream mine = std::move(s);
+      char buf[16];
+      mine.recv(buf, sizeof buf);
+      went_on = true;
+    });
+    spawn_later(1h, [&went_on, token] { went_on = true; });
+    tendril::sleep(0s);  // all three start and park
+    EXPECT_EQ(token.use_count(), 2);
+  });
+  EXPECT_EQ(destroyed.load(), 3);
+  EXPECT_EQ(sleeper_died_on, thread_id);
+  EXPECT_EQ(event_died_on, thread_id);
+  EXPECT_EQ(reader_died_on, thread_id);
+  EXPECT_FALSE(went_on);
+  EXPECT_EQ(token.use_count(), 1);
+  EXPECT_FALSE(still_open_as(sock_fd, sock_ino));
+  char c;
+  EXPECT_EQ(::recv(peer, &c, 1, MSG_DONTWAIT), 0);  // our end was closed: end of stream
+  ::close(peer);
+}
+
+// A greenlet parked in the hub that is not a task (here one a task switched into) was never
+// woken: the task was asked to stop but waited for it, and the thread's end hung.
+TEST(hub, an_ending_thread_unwinds_a_plain_greenlet_parked_in_its_hub) {
+  std::atomic<int> destroyed{0};
+  std::thread::id died_on, thread_id;
+  bool went_on = false;
+  bool task_went_on = false;
+  int sock_fd = -1;
+  ino_t sock_ino = 0;
+  int peer = -1;
+  on_new_thread([&] {
+    thread_id = std::this_thread::get_id();
+    auto [ours, plain_peer] = tcp_pair_with_plain_peer();
+    peer = plain_peer;
+    sock_fd = ours.native_handle();
+    struct stat st {};
+    ASSERT_EQ(::fstat(sock_fd, &st), 0);
+    sock_ino = st.st_ino;
+    spawn([&, s = std::move(ours)]() mutable {
+      greenlet reader([&] {
+        noted n{&destroyed, &died_on};
+        auto held = std::make_unique<std::string>(100, 'r');
+        tendril::net::tcp_stream mine = std::move(s);
+        char buf[16];
+        mine.recv(buf, sizeof buf);
+        went_on = true;
+      });
+      reader.switch_to();
+      tendril::sleep(1h);  // the task's own kill, pending, ends it here
+      task_went_on = true;
+    });
+    tendril::sleep(0s);
+  });
+  EXPECT_EQ(destroyed.load(), 1);
+  EXPECT_EQ(died_on, thread_id);
+  EXPECT_FALSE(went_on);
+  EXPECT_FALSE(task_went_on);
+  EXPECT_FALSE(still_open_as(sock_fd, sock_ino));
+  char c;
+  EXPECT_EQ(::recv(peer, &c, 1, MSG_DONTWAIT), 0);
+  ::close(peer);
+}
+
+// A task that caught the greenlet_exit of its thread's end and blocked again waited for ever:
+// a sleep kept the hub waiting for its timer, an event for another thread that might set it.
+TEST(hub, an_ending_thread_refuses_a_wait_without_a_time_limit_of_a_task_it_unwinds) {
+  // A task that caught greenlet_exit and waited again without a time limit hung the thread's
+  // end (nothing was left to wake it). A wait with a time limit in its cleanup still runs.
+  std::vector<std::string> refused;
+  int caught = 0;
+  std::vector<std::string> went_on;
+  std::vector<std::string> reported;
+  on_new_thread([&] {
+    tendril::hub::current().set_error_handler([&](const std::string&, std::exception_ptr e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const loop_exit& x) {
+        reported.push_back(x.what());
+      } catch (...) {
+        reported.push_back("?");
+      }
+    });
+    auto block_again = [&](const char* what, auto wait) {
+      try {
+        tendril::sleep(1h);
+      } catch (const tendril::greenlet_exit&) {
+        ++caught;
+        try {
+          wait();
+        } catch (const loop_exit& e) {
+          refused.push_back(e.what());
+          throw;
+        }
+        went_on.push_back(what);
+      }
+    };
+    // By value: the thread's function has returned by the time they unwind.
+    spawn([block_again] { block_again("sleep", [] { tendril::sleep(10ms); }); });
+    spawn([block_again, e = std::make_shared<tendril::event>()] {
+      block_again("timed event wait", [e] { e->wait_for(10ms); });
+    });
+    spawn([block_again, e = std::make_shared<tendril::event>()] {
+      block_again("event wait", [e] { e->wait(); });
+    });
+    tendril::sleep(0s);
+  });
+  EXPECT_EQ(caught, 3);
+  std::sort(went_on.begin(), went_on.end());
+  EXPECT_EQ(went_on, (std::vector<std::string>{"sleep", "timed event wait"}));
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_TRUE(contains(refused[0], "blocked while its thread was ending")) << refused[0];
+  EXPECT_TRUE(contains(refused[0], "Greenlet-")) << refused[0];
+  EXPECT_EQ(reported, refused);
 }
 
 // --- the thread pool -----------------------------------------------------------------------
