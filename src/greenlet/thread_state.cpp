@@ -197,6 +197,11 @@ void thread_state::finish(greenlet_record* self, std::any&& result,
                           std::exception_ptr&& error) noexcept {
   self->status = greenlet_status::dead;
   self->inbox.reset();
+  if (self->eh_kept) {  // a dead greenlet keeps nothing (thread_core::slow_)
+    self->eh_kept = false;
+    self->eh = {};
+    slow_.fetch_sub(1, std::memory_order_relaxed);
+  }
   greenlet_record* next = self->parent;
   while (next->status == greenlet_status::dead) next = next->parent;
   // A lazy ancestor (a task's greenlet that has not run yet) starts with the result.
@@ -219,7 +224,7 @@ void thread_state::defer_destruction(greenlet_record* r) noexcept {
     if (!exited_.load(std::memory_order_relaxed)) {
       try {
         deferred_.push_back(r);
-        has_deferred_.store(true, std::memory_order_release);
+        slow_.fetch_or(deferred_bit, std::memory_order_release);
         return;
       } catch (const std::bad_alloc&) {
         std::fprintf(
@@ -239,7 +244,7 @@ void thread_state::run_deferred_slow() noexcept {
   {
     std::lock_guard lock(deferred_mu_);
     todo.swap(deferred_);
-    has_deferred_.store(false, std::memory_order_relaxed);
+    slow_.fetch_and(~deferred_bit, std::memory_order_relaxed);
   }
   for (greenlet_record* r : todo) greenlet_release(r);  // drops the queue's reference
 }

@@ -28,7 +28,7 @@
 namespace tendril::detail {
 
 // thread_state derives from thread_core, the part of it the inline switch reads and writes
-// (include/tendril/greenlet/switch_core.hpp): current_, from_, eh_, errno_, has_deferred_.
+// (include/tendril/greenlet/switch_core.hpp): current_, from_, eh_, errno_, slow_.
 class thread_state : public thread_core {
  public:
   // get() is the calling thread's state, made on first use.
@@ -40,7 +40,6 @@ class thread_state : public thread_core {
   static thread_state* peek() noexcept { return static_cast<thread_state*>(t_thread_core); }
 
   greenlet_record* current() const noexcept { return current_; }
-  bool has_deferred() const noexcept { return has_deferred_.load(std::memory_order_relaxed); }
   greenlet_record* root() const noexcept { return root_; }
   int tid() const noexcept { return tid_; }
   // made_in_parent() tells whether r was made before this process was forked from its parent
@@ -151,7 +150,7 @@ class thread_state : public thread_core {
   void defer_destruction(greenlet_record* r) noexcept;
   // run_deferred() unwinds what was queued; a no-op unless something was.
   void run_deferred() noexcept {
-    if (has_deferred_.load(std::memory_order_relaxed)) [[unlikely]]
+    if (has_deferred()) [[unlikely]]
       run_deferred_slow();
   }
 

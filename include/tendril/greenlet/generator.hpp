@@ -51,8 +51,9 @@ inline void switch_bare(switch_plan p) {
 // every item after the first: g is already the running greenlet's child.
 #if TENDRIL_SWITCH_INLINE
 // switch_bare_fast() is the inline switch without a value, for a target the caller checked.
+template <bool Quiet>
 [[gnu::always_inline]] inline void switch_bare_fast(thread_core* t, greenlet_record* to) {
-  if (jump_to(plan_core(t, to)) != nullptr) [[unlikely]]
+  if (jump_to(plan_core<Quiet>(t, to)) != nullptr) [[unlikely]]
     complete_bare(true);
 }
 #endif
@@ -61,7 +62,7 @@ inline void resume_generator(greenlet_record* g) {
 #if TENDRIL_SWITCH_INLINE
   thread_core* t = t_thread_core;
   if (can_switch_fast(t, g) && core_of(g)->parent == t->current_) [[likely]]
-    return switch_bare_fast(t, g);
+    return switch_bare_fast<true>(t, g);
 #endif
   switch_bare(plan_resume(g));
 }
@@ -70,7 +71,7 @@ inline void suspend_generator(greenlet_record* g) {
 #if TENDRIL_SWITCH_INLINE
   greenlet_record* to = core_of(g)->parent;
   if (core_of(to)->status != greenlet_status::dead) [[likely]]
-    return switch_bare_fast(t_thread_core, to);
+    return switch_bare_fast<false>(t_thread_core, to);
 #endif
   switch_bare(plan_suspend(g));
 }

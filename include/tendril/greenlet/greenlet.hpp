@@ -98,7 +98,7 @@ inline std::any switch_inline(greenlet_record* target, std::any* value) {
   thread_core* t = t_thread_core;
   if (can_switch_fast(t, target)) [[likely]] {
     if (value != nullptr && value->has_value()) core_of(target)->inbox = std::move(*value);
-    if (jump_to(plan_core(t, target)) != nullptr) [[unlikely]]
+    if (jump_to(plan_core<true>(t, target)) != nullptr) [[unlikely]]
       return land_with_mail();
     return {};
   }

@@ -7,7 +7,9 @@
 // A switch from A to B when every check passes (otherwise the out-of-line functions of
 // src/greenlet/greenlet.cpp do all of it, with the same steps):
 //   plan   B becomes active and current; A's errno goes into A and B's comes back from B,
-//          and so do their C++ exception states when either is not empty.
+//          and so do their C++ exception states when the thread's is not empty or a
+//          greenlet of the thread kept one (the inline switch leaves those switches to the
+//          out-of-line path).
 //   jump   context::jump() saves A's context in A.ctx and resumes B.ctx, handing B a
 //          non-null word only when B's inbox holds something.
 //   land   B goes on; a value handed to it or an exception raised into it (its inbox) is
@@ -92,9 +94,28 @@ struct thread_core {
   exception_state* eh_ = nullptr;       // this thread's __cxa_eh_globals
   int* errno_ = nullptr;                // this thread's errno
   greenlet_record* from_ = nullptr;     // the greenlet that switched to it last
-  // Set when another thread queued a greenlet of this one for unwinding: the next switch
-  // runs it (out of line).
-  std::atomic<bool> has_deferred_{false};
+  // What sends a switch out of line, one word so that the inline switch tests it with the
+  // exception state at once: deferred_bit, set when another thread queued a greenlet of this
+  // one for unwinding (the next switch runs it), and below it how many greenlets of this
+  // thread have eh_kept set (switch_core; while none has, a switch out of an empty exception
+  // state copies nothing). Other threads only set deferred_bit.
+  static constexpr std::uint32_t deferred_bit = 1u << 31;
+  std::atomic<std::uint32_t> slow_{0};
+
+  bool has_deferred() const noexcept {
+    return (slow_.load(std::memory_order_relaxed) & deferred_bit) != 0;
+  }
+  std::uint32_t kept_count() const noexcept {
+    return slow_.load(std::memory_order_relaxed) & ~deferred_bit;
+  }
+  // quiet() is true when a switch of this thread needs neither the exception state copied nor
+  // the out-of-line path: the thread's state is empty, no greenlet of it kept one, and
+  // nothing is queued for unwinding.
+  bool quiet() const noexcept {
+    std::uintptr_t any = reinterpret_cast<std::uintptr_t>(eh_->caught) | eh_->uncaught |
+                         slow_.load(std::memory_order_relaxed);
+    return any == 0;
+  }
 };
 
 static_assert(__builtin_offsetof(thread_core, from_) !=
@@ -111,8 +132,9 @@ struct switch_core {
   greenlet_record* parent = nullptr;  // null only for roots
   void* ctx = nullptr;  // where it resumes (unstarted: its made context, once it has a stack)
   greenlet_status status = greenlet_status::unstarted;
-  // True when it was last left with an exception state that was not empty; false means eh is
-  // empty (keep_exception_state() keeps it so), and a switch to it need not restore it.
+  // True when it was last left with an exception state that was not empty (its thread's
+  // slow_ counts it until it is left empty or ends); false means eh is empty
+  // (keep_exception_state() keeps it so), and a switch to it need not restore it.
   bool eh_kept = false;
   int saved_errno = 0;         // saved while it is not running
   exception_state eh;          // saved while it is not running
@@ -164,19 +186,23 @@ struct switch_plan {
 }
 
 // keep_exception_state() is the part of a plan for a switch in which the thread's exception
-// state (*eh, the running greenlet's) is not empty, or either side last left with one: the
-// running greenlet keeps it and the target's is put back. A greenlet's eh_kept stays set
-// while it runs, and is cleared when it is next left with an empty state. Every other switch
-// copies nothing: the thread's state is empty, and so are both greenlets' copies. Measured:
-// a switch 0.87-0.96 and a generator item 0.94-0.95 of the time with both copies made on
-// every switch (docs/design/context.md).
-[[gnu::cold, gnu::noinline]] inline void keep_exception_state(exception_state* eh,
-                                                              switch_core* self,
+// state (*t->eh_, the running greenlet's) is not empty, or a greenlet of the thread last
+// left with one (thread_core::slow_ counts them; it may also hold the deferred bit, which
+// costs only this call): the running greenlet keeps it and the target's is put back. A
+// greenlet's eh_kept stays set while it runs, and is cleared when it is next left with an
+// empty state or ends (thread_state::finish()). Every other switch copies nothing: the
+// thread's state is empty, and so are all greenlets' copies. Measured: a switch 0.87-0.96
+// and a generator item 0.94-0.95 of the time with both copies made on every switch; the
+// count in one word with the deferred bit, tested once by can_switch_fast(), 0.86 and 0.98
+// of the time with a flag per greenlet (docs/design/context.md).
+[[gnu::cold, gnu::noinline]] inline void keep_exception_state(thread_core* t, switch_core* self,
                                                               switch_core* to) noexcept {
-  exception_state now = *eh;
+  exception_state now = *t->eh_;
+  bool kept = !now.empty();
+  if (kept != self->eh_kept) t->slow_.fetch_add(kept ? 1u : ~0u, std::memory_order_relaxed);
   self->eh = now;
-  self->eh_kept = !now.empty();
-  *eh = to->eh;  // empty unless to->eh_kept
+  self->eh_kept = kept;
+  *t->eh_ = to->eh;  // empty unless to->eh_kept
 }
 
 // plan_core() is the plan of a switch from the running greenlet to `target`, a live greenlet
@@ -185,18 +211,19 @@ struct switch_plan {
 // target becomes current. The resumed side then has nothing to do after the jump unless its
 // inbox holds something (data non-null). Planned this way, a switch measured 3.1 ns against
 // 3.45 with the state put back after the jump (docs/design/context.md).
+// Quiet: the caller checked t->quiet(), so there is no exception state to copy.
+template <bool Quiet = false>
 [[gnu::always_inline]] inline switch_plan plan_core(thread_core* t,
                                                     greenlet_record* target) noexcept {
   greenlet_record* cur = t->current_;
   switch_core* self = core_of(cur);
   switch_core* to = core_of(target);
-  exception_state* eh = t->eh_;
   int* err = t->errno_;
   to->status = greenlet_status::active;
-  // One test for the four: the thread's state is empty and neither side kept one.
-  std::uintptr_t any_state = reinterpret_cast<std::uintptr_t>(eh->caught) | eh->uncaught;
-  if ((any_state | self->eh_kept | to->eh_kept) != 0) [[unlikely]]
-    keep_exception_state(eh, self, to);
+  if constexpr (!Quiet) {
+    if (!t->quiet()) [[unlikely]]
+      keep_exception_state(t, self, to);
+  }
   self->saved_errno = *err;
   *err = to->saved_errno;
   t->from_ = cur;
@@ -206,8 +233,9 @@ struct switch_plan {
 }
 
 // can_switch_fast() is true when a switch of the calling thread to `target` needs none of
-// the out-of-line path's work: no check fails, nothing is queued for unwinding, the target
-// is live, has a context and is not the running greenlet.
+// the out-of-line path's work: no check fails, the target is live, has a context and is not
+// the running greenlet, and the thread is quiet() (no exception state to copy, nothing
+// queued for unwinding): the plan is then plan_core<true>().
 [[gnu::always_inline]] inline bool can_switch_fast(thread_core* t,
                                                    greenlet_record* target) noexcept {
   if (target == nullptr) return false;
@@ -215,8 +243,7 @@ struct switch_plan {
   // A record's owner is never null, so the first test also fails when the thread has no
   // state (t null) before t is read. A dead greenlet has no context (after_death() and
   // greenlet_discard_unstarted() clear it), so the second test also fails for one.
-  return to->owner == t && to->ctx != nullptr && target != t->current_ &&
-         !t->has_deferred_.load(std::memory_order_relaxed);
+  return to->owner == t && to->ctx != nullptr && target != t->current_ && t->quiet();
 }
 
 }  // namespace tendril::detail

@@ -293,6 +293,55 @@ TEST(exception_state, the_root_in_a_catch_block_keeps_its_exception_across_many_
   EXPECT_EQ(in_g, (std::vector<std::string>{"none", "none", "none"}));
 }
 
+TEST(exception_state,
+     a_greenlet_that_kept_an_exception_stops_counting_once_it_ends_or_leaves_empty) {
+  // The thread counts its greenlets left with an exception being handled, and a switch copies
+  // the state while the count is not zero: a count left up would make every switch copy.
+  auto kept = [] { return tendril::detail::t_thread_core->kept_count(); };
+  greenlet main_g = greenlet::current();
+  const unsigned base = kept();
+  {
+    greenlet a([&] {
+      try {
+        throw some_error("a's");
+      } catch (const some_error&) {
+        main_g.switch_to();
+      }
+    });
+    greenlet b([&] {
+      try {
+        throw some_error("b's");
+      } catch (const some_error&) {
+        main_g.switch_to();
+        main_g.switch_to();
+      }
+    });
+    a.switch_to();
+    EXPECT_EQ(kept(), base + 1);
+    b.switch_to();
+    EXPECT_EQ(kept(), base + 2);
+    a.switch_to();  // a leaves its catch block and ends
+    EXPECT_TRUE(a.dead());
+    EXPECT_EQ(kept(), base + 1);
+    b.switch_to();  // still in its catch block
+    EXPECT_EQ(kept(), base + 1);
+  }  // b is killed in its catch block
+  EXPECT_EQ(kept(), base);
+  greenlet c([&] {
+    for (;;) main_g.switch_to();
+  });
+  try {
+    throw some_error("root's");
+  } catch (const some_error&) {
+    c.switch_to();
+    EXPECT_EQ(kept(), base + 1);  // the root's
+  }
+  EXPECT_EQ(current(), "none");
+  c.switch_to();  // the root leaves with an empty state: counted no more
+  EXPECT_EQ(kept(), base);
+  EXPECT_EQ(current(), "none");
+}
+
 TEST(exception_state, a_childs_exception_lands_inside_the_parents_catch_block) {
   std::string inner;
   std::string during;
