@@ -27,7 +27,9 @@ class hub {
   // An error handler receives each task that failed with an exception other than
   // greenlet_exit, once, called on the task's own greenlet right after the task ended (before
   // its links run), so it may block. The default prints "tendril: task '<name>' failed:
-  // <what>" on stderr.
+  // <what>" on stderr. It also receives the exception of a plain greenlet (not a task) whose
+  // parent is the hub, named "a greenlet whose parent is the hub"; that call runs on the hub,
+  // where a blocking call throws blocking_switch_out.
   using error_handler = std::function<void(const std::string& task_name, std::exception_ptr error)>;
   // set_error_handler() replaces it; an empty handler restores the default.
   void set_error_handler(error_handler h);
