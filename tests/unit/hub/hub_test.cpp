@@ -966,15 +966,27 @@ bool still_open_as(int fd, ino_t ino) {
   return ::fcntl(fd, F_GETFD) != -1 && ::fstat(fd, &st) == 0 && st.st_ino == ino;
 }
 
-// A connected TCP pair: `ours` a tendril socket of this thread, `peer` a plain descriptor
-// that the caller closes.
-std::pair<tendril::net::tcp_stream, int> tcp_pair_with_plain_peer() {
+// A connected TCP pair whose closing the test checks: our end, a tendril socket of this
+// thread (returned; its number and inode recorded, to tell a reused number apart), and the
+// peer, a plain descriptor that the caller closes.
+struct watched_socket {
+  int fd = -1;
+  ino_t ino = 0;
+  int peer = -1;
+};
+
+tendril::net::tcp_stream tcp_pair_with_plain_peer(watched_socket& w) {
   tendril::net::tcp_listener l = tendril::net::listen("127.0.0.1", 0);
   const tendril::net::address to = l.local_address();
-  const int peer = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  EXPECT_GE(peer, 0);
-  EXPECT_EQ(::connect(peer, to.data(), to.size()), 0);  // the backlog completes it
-  return {l.accept(), peer};
+  w.peer = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  EXPECT_GE(w.peer, 0);
+  EXPECT_EQ(::connect(w.peer, to.data(), to.size()), 0);  // the backlog completes it
+  tendril::net::tcp_stream ours = l.accept();
+  w.fd = ours.native_handle();
+  struct stat st {};
+  EXPECT_EQ(::fstat(w.fd, &st), 0);
+  w.ino = st.st_ino;
+  return ours;
 }
 
 }  // namespace
@@ -987,17 +999,10 @@ TEST(hub, an_ending_thread_unwinds_tasks_parked_in_sleep_an_event_and_a_recv) {
   std::thread::id sleeper_died_on, event_died_on, reader_died_on, thread_id;
   std::atomic<bool> went_on{false};
   auto token = std::make_shared<int>(0);
-  int sock_fd = -1;
-  ino_t sock_ino = 0;
-  int peer = -1;
+  watched_socket sock;
   on_new_thread([&] {
     thread_id = std::this_thread::get_id();
-    auto [ours, plain_peer] = tcp_pair_with_plain_peer();
-    peer = plain_peer;
-    sock_fd = ours.native_handle();
-    struct stat st {};
-    ASSERT_EQ(::fstat(sock_fd, &st), 0);
-    sock_ino = st.st_ino;
+    tendril::net::tcp_stream ours = tcp_pair_with_plain_peer(sock);
     spawn([&] {
       noted n{&destroyed, &sleeper_died_on};
       auto held = std::make_unique<std::string>(100, 's');
@@ -1028,10 +1033,10 @@ TEST(hub, an_ending_thread_unwinds_tasks_parked_in_sleep_an_event_and_a_recv) {
   EXPECT_EQ(reader_died_on, thread_id);
   EXPECT_FALSE(went_on);
   EXPECT_EQ(token.use_count(), 1);
-  EXPECT_FALSE(still_open_as(sock_fd, sock_ino));
+  EXPECT_FALSE(still_open_as(sock.fd, sock.ino));
   char c;
-  EXPECT_EQ(::recv(peer, &c, 1, MSG_DONTWAIT), 0);  // our end was closed: end of stream
-  ::close(peer);
+  EXPECT_EQ(::recv(sock.peer, &c, 1, MSG_DONTWAIT), 0);  // our end was closed: end of stream
+  ::close(sock.peer);
 }
 
 // A greenlet parked in the hub that is not a task (here one a task switched into) was never
@@ -1041,17 +1046,10 @@ TEST(hub, an_ending_thread_unwinds_a_plain_greenlet_parked_in_its_hub) {
   std::thread::id died_on, thread_id;
   bool went_on = false;
   bool task_went_on = false;
-  int sock_fd = -1;
-  ino_t sock_ino = 0;
-  int peer = -1;
+  watched_socket sock;
   on_new_thread([&] {
     thread_id = std::this_thread::get_id();
-    auto [ours, plain_peer] = tcp_pair_with_plain_peer();
-    peer = plain_peer;
-    sock_fd = ours.native_handle();
-    struct stat st {};
-    ASSERT_EQ(::fstat(sock_fd, &st), 0);
-    sock_ino = st.st_ino;
+    tendril::net::tcp_stream ours = tcp_pair_with_plain_peer(sock);
     spawn([&, s = std::move(ours)]() mutable {
       greenlet reader([&] {
         noted n{&destroyed, &died_on};
@@ -1071,10 +1069,10 @@ TEST(hub, an_ending_thread_unwinds_a_plain_greenlet_parked_in_its_hub) {
   EXPECT_EQ(died_on, thread_id);
   EXPECT_FALSE(went_on);
   EXPECT_FALSE(task_went_on);
-  EXPECT_FALSE(still_open_as(sock_fd, sock_ino));
+  EXPECT_FALSE(still_open_as(sock.fd, sock.ino));
   char c;
-  EXPECT_EQ(::recv(peer, &c, 1, MSG_DONTWAIT), 0);
-  ::close(peer);
+  EXPECT_EQ(::recv(sock.peer, &c, 1, MSG_DONTWAIT), 0);
+  ::close(sock.peer);
 }
 
 // A task that caught the greenlet_exit of its thread's end and blocked again waited for ever:
