@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -137,11 +138,13 @@ std::int64_t run_keeping_bytes(fd_table& t, fd_record* r, op_state& st) {
   }
 }
 
-// polled_io() reads or writes a terminal on a readiness backend as a socket is: the call on
-// its non-blocking description, and on EAGAIN a wait on its record, which close() ends with
-// EBADF. A pool job could not be stopped: it went on waiting for input after the close, and
-// took bytes meant for whoever came next. n >= 0, or -errno.
-// Test: file.closing_a_terminal_ends_a_read_another_greenlet_waits_in_with_ebadf.
+// polled_io() reads or writes a device that cannot seek and can be waited on (a terminal) on a
+// readiness backend as a socket is: the call on its non-blocking description, and on EAGAIN a
+// wait on its record, which close() ends with EBADF. A pool job could not be stopped: it went
+// on waiting for input after the close or the caller's timeout, held its pool thread
+// meanwhile, and took bytes meant for whoever came next. n >= 0, or -errno.
+// Tests: file.closing_a_terminal_ends_a_read_another_greenlet_waits_in_with_ebadf,
+// file.a_device_read_that_ran_out_of_time_leaves_the_next_record_to_the_next_read.
 std::int64_t polled_io(fd_table& t, int fd, std::uint32_t gen, io_direction d, void* buf,
                        std::size_t len) {
   fd_record* r = t.find(fd, gen);
@@ -158,6 +161,18 @@ std::int64_t polled_io(fd_table& t, int fd, std::uint32_t gen, io_direction d, v
   }
 }
 
+// pollable() tells whether the kernel can wait for fd to be ready. epoll refuses (EPERM) a
+// file whose driver cannot be waited on; poll(2) would call it always ready, and a read that
+// said EAGAIN would be retried for ever.
+bool pollable(int fd) noexcept {
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) return false;
+  epoll_event ev{};
+  const bool ok = ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
+  ::close(ep);
+  return ok;
+}
+
 }  // namespace
 
 namespace {
@@ -166,9 +181,9 @@ namespace {
 // socket, *not_a_file then set). O_NONBLOCK so that opening a FIFO does not block the hub
 // until its other end opens; then FIFOs and sockets are refused (the net API and the hooks
 // are for them), and the flag is cleared again for the rest (a character device keeps its
-// usual blocking reads), but for a terminal when *polled (a readiness backend: see
-// polled_io()); *polled then tells whether it is one. *seekable tells whether it has offsets
-// (a terminal has not).
+// usual blocking reads), but when *polled (a readiness backend: see polled_io()) for a
+// character device that cannot seek and that the kernel can wait on (a terminal, the kernel
+// log); *polled then tells whether it is one. *seekable tells whether it has offsets.
 int open_file(const std::string& p, open_mode mode, unsigned perms, bool* not_a_file,
               bool* seekable, bool* polled) noexcept {
   int flags = O_CLOEXEC | O_NONBLOCK;
@@ -206,7 +221,7 @@ int open_file(const std::string& p, open_mode mode, unsigned perms, bool* not_a_
     *not_a_file = true;
   } else {
     *seekable = S_ISREG(st.st_mode) || ::lseek(fd, 0, SEEK_CUR) >= 0;
-    *polled = *polled && S_ISCHR(st.st_mode) && ::isatty(fd);
+    *polled = *polled && S_ISCHR(st.st_mode) && !*seekable && pollable(fd);
     if (!*polled && ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) err = errno;
   }
   if (err != 0) {

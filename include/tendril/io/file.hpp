@@ -1,8 +1,9 @@
 // tendril::io: regular files read and written without stalling the hub: on io_uring the
 // kernel does the I/O while the greenlet waits; on the other backends the calls run on the
 // thread pool (a regular file is always "ready" to a readiness backend, so its reads would
-// otherwise block the whole thread on the disk), but for a terminal, waited on for readiness
-// as a socket is (its descriptor is then non-blocking).
+// otherwise block the whole thread on the disk), but for a device that cannot seek and that the
+// kernel can wait on (a terminal), waited on for readiness as a socket is (its descriptor is
+// then non-blocking).
 #ifndef TENDRIL_IO_FILE_HPP
 #define TENDRIL_IO_FILE_HPP
 

@@ -585,6 +585,134 @@ TEST(file, closing_a_terminal_ends_a_write_another_greenlet_waits_in_with_ebadf)
   EXPECT_EQ(out.size(), filled) << "bytes were written after close()";
 }
 
+// The kernel's log (/dev/kmsg): a character device that is not a terminal and cannot seek,
+// whose reads wait for the next record. Opened at its end, so that only records written from
+// now on are read; skipped where the test may not read or write it (not root).
+class kernel_log {
+ public:
+  kernel_log() {
+    std::error_code ec;
+    reader = file::open("/dev/kmsg", open_mode::read, ec);
+    writer_ = ::open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+    if (ec || writer_ < 0) return;
+    usable = ::lseek(reader.native_handle(), 0, SEEK_END) >= 0;
+  }
+  ~kernel_log() {
+    // A read still blocked on a pool thread (before the fix) gets its record and ends.
+    if (writer_ >= 0) {
+      say("release");
+      ::close(writer_);
+    }
+  }
+  kernel_log(const kernel_log&) = delete;
+  kernel_log& operator=(const kernel_log&) = delete;
+  // say() writes a record that next() recognises, as "tendril-file-test <pid> <text>".
+  void say(const std::string& text) const {
+    const std::string line = tag() + text + "\n";
+    if (::write(writer_, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+      throw std::system_error(errno, std::generic_category(), "write /dev/kmsg");
+  }
+  // next() is the text of the next of this test's records that f reads (others are skipped).
+  std::string next(file& f) const {
+    char buf[8192];  // a read must hold a whole record
+    while (true) {
+      const std::string record(buf, f.read(buf, sizeof buf));
+      const std::size_t at = record.find(tag());
+      if (at == std::string::npos) continue;
+      std::string text = record.substr(at + tag().size());
+      while (!text.empty() && text.back() == '\n') text.pop_back();
+      return text;
+    }
+  }
+  file reader;
+  bool usable = false;
+
+ private:
+  static std::string tag() { return "tendril-file-test " + std::to_string(::getpid()) + " "; }
+  int writer_ = -1;
+};
+
+// A device that is not a terminal went to the thread pool on epoll and poll, where close()
+// could not stop its read: the reader stayed parked until the device had data.
+TEST(file, closing_a_device_ends_a_read_another_greenlet_waits_in_with_ebadf) {
+  kernel_log log;
+  if (!log.usable) GTEST_SKIP() << "/dev/kmsg cannot be read and written here";
+  std::error_code ec;
+  bool thrown = false;
+  auto reader = spawn([&] {
+    try {
+      log.next(log.reader);
+    } catch (const std::system_error& e) {
+      thrown = true;
+      ec = e.code();
+    }
+  });
+  tendril::sleep(20ms);  // the reader is parked in its read
+  ASSERT_FALSE(reader.ready());
+  log.reader.close();
+  const bool ended = reader.join_for(10s);
+  if (!ended) {
+    log.say("let the reader go");
+    reader.join();
+  }
+  ASSERT_TRUE(ended) << "the read outlived close()";
+  EXPECT_TRUE(thrown);
+  EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+}
+
+// A device read that ran out of time left its pool job blocked in read(2) on the same open
+// file: the job took the next record, which the next read never saw, and held a pool thread
+// until then.
+TEST(file, a_device_read_that_ran_out_of_time_leaves_the_next_record_to_the_next_read) {
+  kernel_log log;
+  if (!log.usable) GTEST_SKIP() << "/dev/kmsg cannot be read and written here";
+  struct pool_size_guard {
+    std::size_t saved = tendril::detail::thread_pool::size();
+    ~pool_size_guard() { tendril::detail::thread_pool::set_size(saved); }
+  } guard;
+  tendril::detail::thread_pool::set_size(1);
+  bool timed_out = false;
+  auto reader = spawn([&] {
+    tendril::timeout t(20ms);
+    try {
+      log.next(log.reader);
+    } catch (const tendril::timeout_error&) {
+      timed_out = true;
+    }
+  });
+  reader.join();
+  ASSERT_TRUE(timed_out);
+  // The one pool thread is free for other work,
+  {
+    tendril::timeout limit(10s);
+    EXPECT_EQ(tendril::offload([] { return 7; }), 7);
+  }
+  // and records written after the time ran out go to the next read, in order.
+  log.say("first");
+  log.say("second");
+  tendril::timeout limit(10s);
+  EXPECT_EQ(log.next(log.reader), "first");
+  EXPECT_EQ(log.next(log.reader), "second");
+}
+
+// A killed device read ends at once, and a read started later waits for its data and gets it.
+TEST(file, a_killed_device_read_ends_and_the_next_read_gets_data_written_later) {
+  kernel_log log;
+  if (!log.usable) GTEST_SKIP() << "/dev/kmsg cannot be read and written here";
+  auto reader = spawn([&] { log.next(log.reader); });
+  tendril::sleep(20ms);  // the reader is parked in its read
+  ASSERT_FALSE(reader.ready());
+  reader.kill();
+  EXPECT_TRUE(reader.ready());
+  std::string got;
+  auto next = spawn([&] { got = log.next(log.reader); });
+  tendril::sleep(20ms);
+  ASSERT_FALSE(next.ready());  // nothing to read yet
+  log.say("later");
+  ASSERT_TRUE(next.join_for(10s));
+  EXPECT_EQ(got, "later");
+}
+
 // --- wait_readable / wait_writable -----------------------------------------------------------
 
 TEST(wait_ready, a_zero_time_limit_still_sees_a_ready_descriptor) {
