@@ -157,6 +157,22 @@ void kill_for_destruction(thread_state& ts, greenlet_record* r) noexcept {
   if (unwind(ts, r)) greenlet_release(r);
 }
 
+}  // namespace
+
+void greenlet_end_now(greenlet_record* r) noexcept {
+  thread_state& ts = *owner_of(r);
+  if (r->status == greenlet_status::unstarted) {
+    greenlet_discard_unstarted(r);
+    return;
+  }
+  if (r->status != greenlet_status::active || r->resisted || r == ts.current()) return;
+  greenlet_retain(r);  // ours, while it unwinds
+  static_cast<void>(unwind(ts, r));
+  greenlet_release(r);
+}
+
+namespace {
+
 // The next record after r in a walk of the tree of children under root (children first).
 greenlet_record* next_in_tree(greenlet_record* r, const greenlet_record* root) noexcept {
   if (r->first_child) return r->first_child;

@@ -114,6 +114,12 @@ void* greenlet_extra(greenlet_record* r) noexcept;
 // callable is destroyed and its stack released.
 void greenlet_discard_unstarted(greenlet_record* r) noexcept;
 
+// greenlet_end_now() unwinds r, a greenlet of this thread that is not running, now, whatever
+// still refers to it (one not started yet just never runs); its handles then refer to a dead
+// greenlet. For an owner whose greenlet's frames use the owner's memory (the hub's loop), which
+// must not outlive it. Switches: yes, into r and back.
+void greenlet_end_now(greenlet_record* r) noexcept;
+
 // next_greenlet_id() is a process-wide unique id (taken in blocks per thread).
 std::uint64_t next_greenlet_id() noexcept;
 

@@ -298,7 +298,15 @@ hub_impl::hub_impl() : ts_(&thread_state::get()), facade_(this) {
 
 hub_impl::~hub_impl() {
   drain_children();
-  hub_ = tendril::greenlet();  // unwinds the loop (greenlet_exit at its switch)
+  // The loop ends here, while this object lives: greenlet_exit at its last switch, whatever
+  // else holds the hub's greenlet (a handle from greenlet::current().parent() in a static, or
+  // on a task's stack that the thread's end unwinds later). Left suspended, it would be
+  // unwound later by the thread's end, and every frame of the loop (switch_from_hub(),
+  // drained(), loop()) reads this object after its switch: guarding each of those reads
+  // would miss the next one added (hub_test's
+  // an_ending_thread_whose_hub_greenlet_is_still_referred_to_ends_cleanly).
+  greenlet_end_now(hub_.record());
+  hub_ = tendril::greenlet();
   close_backend();
 }
 

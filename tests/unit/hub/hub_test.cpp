@@ -1127,6 +1127,46 @@ TEST(hub, an_ending_thread_refuses_a_wait_without_a_time_limit_of_a_task_it_unwi
   EXPECT_EQ(reported, refused);
 }
 
+// A handle to the hub's greenlet kept past the thread's end (greenlet::current().parent() in a
+// task, kept outside or on a suspended greenlet's stack) left the loop suspended: the thread's end
+// unwound it after the hub was freed, and its switch read the freed hub (a crash).
+TEST(hub, an_ending_thread_whose_hub_greenlet_is_still_referred_to_ends_cleanly) {
+  enum class kept_by {
+    outside_with_nothing_left,
+    outside_with_a_task_parked,
+    a_suspended_greenlet
+  };
+  for (kept_by k : {kept_by::outside_with_nothing_left, kept_by::outside_with_a_task_parked,
+                    kept_by::a_suspended_greenlet}) {
+    SCOPED_TRACE(k == kept_by::outside_with_nothing_left    ? "kept outside, nothing left"
+                 : k == kept_by::outside_with_a_task_parked ? "kept outside, a task parked"
+                                                            : "kept by a suspended greenlet");
+    greenlet kept;
+    bool thread_returned = false;
+    on_new_thread([&] {
+      spawn([&] { kept = greenlet::current().parent(); });
+      tendril::sleep(1ms);
+      if (k == kept_by::outside_with_a_task_parked) {
+        spawn([e = std::make_shared<tendril::event>()] { e->wait(); });
+        tendril::sleep(1ms);
+      } else if (k == kept_by::a_suspended_greenlet) {
+        // Its stack holds the only other handle to the hub. Referred to from outside, it is
+        // unwound by the thread's end, after the hub.
+        greenlet holder([&] {
+          greenlet hub_greenlet = std::move(kept);
+          greenlet::current().parent().switch_to();
+        });
+        holder.switch_to();
+        kept = holder;
+      }
+      thread_returned = !kept.empty();
+    });
+    EXPECT_TRUE(thread_returned);
+    EXPECT_TRUE(kept.dead());  // as any greenlet its thread's end unwound
+    kept = greenlet();
+  }
+}
+
 // --- the thread pool -----------------------------------------------------------------------
 
 namespace {
