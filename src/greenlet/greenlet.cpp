@@ -99,17 +99,23 @@ bool is_greenlet_exit(const std::exception_ptr& e) {
   }
 }
 
-void report_escaped(const greenlet_record* r, const std::exception_ptr& e) {
+}  // namespace
+
+void report_escaped(const greenlet_record* r, const std::exception_ptr& e) noexcept {
   std::string what = "an exception that is not a std::exception";
+  std::string name = "(one that has ended since)";
   try {
+    if (r != nullptr) name = "'" + record_name(r) + "'";
     std::rethrow_exception(e);
   } catch (const std::exception& ex) {
     what = ex.what();
   } catch (...) {
   }
-  std::fprintf(stderr, "tendril: greenlet '%s' raised while it was being destroyed: %s\n",
-               record_name(r).c_str(), what.c_str());
+  std::fprintf(stderr, "tendril: greenlet %s raised while it was being destroyed: %s\n",
+               name.c_str(), what.c_str());
 }
+
+namespace {
 
 // unwind() raises greenlet_exit in r, a suspended greenlet of this thread, with the current
 // greenlet as its parent so that control comes back here. Returns whether r ended.

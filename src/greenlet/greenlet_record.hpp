@@ -120,6 +120,11 @@ void greenlet_discard_unstarted(greenlet_record* r) noexcept;
 // must not outlive it. Switches: yes, into r and back.
 void greenlet_end_now(greenlet_record* r) noexcept;
 
+// report_escaped() writes to stderr that r (null: one destroyed since) let e out while it was
+// being destroyed (unwound by greenlet_exit), where nothing could catch it: e is lost
+// otherwise.
+void report_escaped(const greenlet_record* r, const std::exception_ptr& e) noexcept;
+
 // next_greenlet_id() is a process-wide unique id (taken in blocks per thread).
 std::uint64_t next_greenlet_id() noexcept;
 

@@ -1167,6 +1167,36 @@ TEST(hub, an_ending_thread_whose_hub_greenlet_is_still_referred_to_ends_cleanly)
   }
 }
 
+// A plain greenlet whose parent is the root, parked in the hub, ends into the root when the
+// thread's end unwinds it; the drain swallowed what its cleanup threw there, silently.
+TEST(hub, an_ending_thread_reports_what_a_greenlet_ending_into_the_root_throws) {
+  bool caught = false;
+  greenlet cleaner;  // kept here, so that the thread's end, not its function, unwinds it
+  testing::internal::CaptureStderr();
+  on_new_thread([&] {
+    cleaner = greenlet([&] {  // its parent: the root
+      try {
+        tendril::sleep(1h);
+      } catch (const tendril::greenlet_exit&) {
+        caught = true;
+        throw std::runtime_error("cleanup failed");
+      }
+    });
+    cleaner.set_name("cleaner");
+    waiter come_back;  // once it parks, the hub resumes the root
+    come_back.wake();
+    cleaner.switch_to();
+  });
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(cleaner.dead());
+  cleaner = greenlet();
+  EXPECT_TRUE(caught);
+  EXPECT_TRUE(contains(err,
+                       "tendril: greenlet 'cleaner' raised while it was being destroyed: "
+                       "cleanup failed"))
+      << err;
+}
+
 // --- the thread pool -----------------------------------------------------------------------
 
 namespace {
