@@ -736,8 +736,11 @@ void hub_impl::unwind_parked() noexcept {
   }
   // Tasks were asked first (drain_children()): their waits are over already, and the hook
   // refuses a wait that is over, so none is killed twice. Interrupting runs no user code:
-  // the tree does not change during the walk.
-  for_each_parked(*ts_, [&](greenlet_record* r) { hook(r, exit); });
+  // the tree does not change during the walk. One that parks later without having been
+  // asked gets greenlet_exit at that wait (waiter::wait()).
+  for_each_parked(*ts_, [&](greenlet_record* r) {
+    if (hook(r, exit)) r->asked_to_end = true;
+  });
 }
 
 bool hub_impl::any_parked() const noexcept {

@@ -28,6 +28,15 @@ void raise_pending_interrupt(greenlet_record* g) {
 
 bool pending_for_real(greenlet_record* g) noexcept { return g->interrupt || pending_timeout(g); }
 
+// Whether the end of g's thread asked g to stop, or (g a generator's body) its consumer.
+bool asked_to_end(const greenlet_record* g) noexcept {
+  for (const greenlet_record* r = g; r != nullptr; r = r->parent) {
+    if (r->asked_to_end) return true;
+    if (!r->generator_body) break;
+  }
+  return false;
+}
+
 }  // namespace
 
 // A kill or a timeout that came while the consumer was inside next() is raised at the first
@@ -128,13 +137,22 @@ bool waiter::wait(std::int64_t deadline_ns) {
   } else if (current_state() == waiting && deadline_ns != forever_ns &&
              deadline_ns <= hub_now_ns()) {
     if (transition(timed_out)) return false;
-  } else if (!shielded_ && deadline_ns == forever_ns && !timed_by_caller_ && hub_->ending() &&
-             current_state() == waiting) [[unlikely]] {
-    // Its thread is ending and the hub unwinds it: a greenlet that caught greenlet_exit and
-    // waits again without a time limit could hang the thread's end (hub_test's
-    // an_ending_thread_refuses_a_wait_without_a_time_limit_of_a_task_it_unwinds). A wait
-    // with a time limit is cleanup that ends by itself: it runs.
+  } else if (!shielded_ && hub_->ending() && current_state() == waiting &&
+             (!asked_to_end(self) || (deadline_ns == forever_ns && !timed_by_caller_)))
+      [[unlikely]] {
+    // Its thread is ending and the hub unwinds its greenlets. One never asked to stop (it
+    // was not parked when the drain began: a greenlet its parked child ended into) gets
+    // greenlet_exit now, once, or it could go on for ever (hub_test's
+    // an_ending_thread_stops_a_greenlet_that_blocks_after_its_parked_child_was_unwound).
+    // One that was asked and caught it may clean up with a wait that has a time limit: it
+    // ends by itself. Without one, nothing might wake it and the thread's end would hang
+    // (hub_test's an_ending_thread_refuses_a_wait_without_a_time_limit_of_a_task_it_unwinds).
+    const bool asked = asked_to_end(self);
     if (transition(cancelled)) {
+      if (!asked) {
+        self->asked_to_end = true;
+        throw greenlet_exit{};
+      }
       throw loop_exit("tendril: greenlet '" + record_name(self) +
                       "' blocked while its thread was ending; the hub is unwinding the "
                       "thread's greenlets and nothing will wake it");

@@ -110,6 +110,9 @@ void shutdown_child(hub_child* c) {
   auto e = std::make_exception_ptr(greenlet_exit{});
   waiter* w = parked_waiter(r);
   if (!(w && w->interrupt(e)) && !r->interrupt) r->interrupt = e;
+  // Asked once: its cleanup may then wait with a time limit (waiter::wait()).
+  r->asked_to_end = true;
+  if (w != nullptr) w->greenlet()->asked_to_end = true;
 }
 
 }  // namespace

@@ -45,7 +45,10 @@ class waiter {
   // wait() parks the greenlet until the waiter is woken (returns true), the deadline (hub
   // clock, forever_ns for none) passes (returns false), or an interrupt arrives (throws it).
   // A pending interrupt is raised at once, before parking, unless the waiter was woken
-  // already. A deadline already past returns false without parking. Call once. Switches: yes.
+  // already. A deadline already past returns false without parking. While the thread ends
+  // (the hub unwinds its greenlets), a wait that is not shielded throws greenlet_exit at once
+  // in a greenlet the thread's end has not asked to stop yet, and loop_exit in one it asked
+  // if the wait has no time limit. Call once. Switches: yes.
   bool wait(std::int64_t deadline_ns = forever_ns);
   // timed_by_caller() tells wait() that a timer of the caller's own ends it (sleep()): while
   // the thread ends, it is let wait as a wait with a deadline is. Before wait().

@@ -1197,6 +1197,57 @@ TEST(hub, an_ending_thread_reports_what_a_greenlet_ending_into_the_root_throws) 
       << err;
 }
 
+// Task -> plain a -> plain b, b parked. The thread's end unwound b, which ended into a with
+// greenlet_exit as a value; a was never asked to stop and went on: a loop of sleeps (allowed
+// during the drain) kept the thread's end waiting for ever.
+TEST(hub, an_ending_thread_stops_a_greenlet_that_blocks_after_its_parked_child_was_unwound) {
+  paused_clock clock;  // a's sleeps take no time: without the fix, they end by themselves
+  enum class first_block { sleeps, a_recv };
+  for (first_block f : {first_block::sleeps, first_block::a_recv}) {
+    SCOPED_TRACE(f == first_block::sleeps ? "a sleeps in a loop" : "a reads a socket");
+    int sleeps_done = 0;
+    bool a_caught = false;
+    bool cleanup_slept = false;
+    std::string refused;
+    watched_socket sock;
+    on_new_thread([&] {
+      tendril::net::tcp_stream ours = tcp_pair_with_plain_peer(sock);
+      spawn([&, s = std::move(ours), ev = std::make_shared<tendril::event>()]() mutable {
+        greenlet a([&] {
+          greenlet b([ev] { ev->wait(); });
+          b.switch_to();  // b parks; the thread's end unwinds it, and it ends here
+          try {
+            tendril::net::tcp_stream mine = std::move(s);
+            if (f == first_block::a_recv) {
+              char buf[16];
+              mine.recv(buf, sizeof buf);  // an operation in flight on io_uring: cancelled
+            }
+            for (; sleeps_done < 100; ++sleeps_done) tendril::sleep(1h);
+          } catch (const tendril::greenlet_exit&) {
+            a_caught = true;
+            // Asked once: its cleanup may wait with a time limit, not without one.
+            tendril::sleep(10ms);
+            cleanup_slept = true;
+            try {
+              ev->wait();
+            } catch (const loop_exit& e) {
+              refused = e.what();
+            }
+          }
+        });
+        a.switch_to();
+      });
+      tendril::sleep(0s);
+    });
+    EXPECT_EQ(sleeps_done, 0);
+    EXPECT_TRUE(a_caught);
+    EXPECT_TRUE(cleanup_slept);
+    EXPECT_TRUE(contains(refused, "blocked while its thread was ending")) << refused;
+    EXPECT_FALSE(still_open_as(sock.fd, sock.ino));
+    ::close(sock.peer);
+  }
+}
+
 // --- the thread pool -----------------------------------------------------------------------
 
 namespace {
