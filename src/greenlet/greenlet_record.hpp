@@ -41,6 +41,8 @@ struct greenlet_record : switch_core {
   // and a descendant's exception that starts it stays pending for its run to take instead of
   // ending it unrun: the hub (L2), which no user's exception may end.
   bool refuses_thrown = false;
+  // The end of its thread asked it to stop (greenlet_exit): it is not asked again (L2, L3).
+  bool asked_to_end = false;
   // How many greenlets it is waiting for to unwind (kill_for_destruction()).
   std::uint32_t killing = 0;
 
@@ -67,8 +69,6 @@ struct greenlet_record : switch_core {
   void* timeouts = nullptr;                     // its innermost timeout scope
   void* locals = nullptr;                       // its greenlet-local values
   void (*on_dead)(greenlet_record*) = nullptr;  // called by the hub once it died
-  // The end of its thread asked it to stop (greenlet_exit): it is not asked again.
-  bool asked_to_end = false;
   // throw_into() before it started or once it died hands `e` here and switches nowhere,
   // instead of raising it in its first live ancestor (a task ends as one killed before it
   // started, or ignores it as a kill once it ended).
