@@ -590,6 +590,15 @@ void hub_impl::loop() {
       drained();
       continue;
     }
+    // While the thread ends, a wait that only I/O or another thread could end (a cleanup
+    // that waits without a time limit) might never end: once no timer, pool job or
+    // uninterruptible wait is left that will end by itself, those waits get loop_exit
+    // (hub_test's an_ending_thread_ends_a_cleanup_wait_nothing_bounded_would_end). Not
+    // before: a kill or join in a cleanup waits for a greenlet the drain is unwinding.
+    if (draining_ && timers_.empty() && pool_jobs_ == 0 && shielded_waits_ == 0 &&
+        end_unbounded_waits()) {
+      continue;
+    }
     std::int64_t timeout = -1;
     if (!timers_.empty()) {
       const std::int64_t now = hub_now_ns();
@@ -741,6 +750,26 @@ void hub_impl::unwind_parked() noexcept {
   for_each_parked(*ts_, [&](greenlet_record* r) {
     if (hook(r, exit)) r->asked_to_end = true;
   });
+}
+
+bool hub_impl::end_unbounded_waits() noexcept {
+  interrupt_fn hook = g_interrupt.load(std::memory_order_acquire);
+  if (hook == nullptr) return false;
+  bool ended = false;
+  // Interrupting runs no user code: the tree does not change during the walk.
+  for_each_parked(*ts_, [&](greenlet_record* r) {
+    std::exception_ptr e;
+    try {
+      e = std::make_exception_ptr(
+          loop_exit("tendril: greenlet " + quoted_name(r) +
+                    " blocked while its thread was ending; the hub is unwinding the thread's "
+                    "greenlets and nothing will wake it"));
+    } catch (...) {
+      return;  // no memory: it stays parked
+    }
+    if (hook(r, e)) ended = true;
+  });
+  return ended;
 }
 
 bool hub_impl::any_parked() const noexcept {

@@ -157,6 +157,9 @@ class hub_impl {
   // poll() and select()). A watch alone does not count: epoll and poll keep a descriptor
   // watched for its whole life once waited on, and an idle one wakes nobody.
   void add_cross_thread_waits(int delta) noexcept { cross_thread_waits_ += delta; }
+  // Waits that cannot be interrupted (an io_uring operation's cancellation), which the end of
+  // the thread lets finish before it ends the waits nothing bounded could end.
+  void add_shielded_waits(int delta) noexcept { shielded_waits_ += delta; }
   void add_pool_jobs(int delta) noexcept { pool_jobs_ += delta; }
   void add_descriptor_waits(int delta) noexcept { descriptor_waits_ += delta; }
 
@@ -213,6 +216,10 @@ class hub_impl {
   // wait can be interrupted; any_parked() tells whether one is still parked. Hub's thread.
   void unwind_parked() noexcept;
   bool any_parked() const noexcept;
+  // end_unbounded_waits() raises loop_exit in every greenlet of the thread parked here whose
+  // wait can be interrupted; true if it raised it in any. For the end of the thread, once
+  // nothing bounded is left that could end those waits.
+  bool end_unbounded_waits() noexcept;
   // drained() is the loop's end of a drain: nothing is left, or nothing could move any more.
   void drained();
   // abandon() disarms the timers and empties the queues of the parent's hub in a forked child.
@@ -242,6 +249,7 @@ class hub_impl {
   signal_watch* signal_watches_ = nullptr;
   greenlet_record* last_parked_ = nullptr;
   int cross_thread_waits_ = 0;
+  int shielded_waits_ = 0;
   int pool_jobs_ = 0;
   int descriptor_waits_ = 0;
 

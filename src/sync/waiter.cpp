@@ -94,6 +94,7 @@ void waiter::on_deadline(timer_node* t) {
 void waiter::finish_wait() noexcept {
   if (timer_.armed()) hub_->cancel_timer(timer_);
   if (cross_thread_) hub_->add_cross_thread_waits(-1);
+  if (shielded_) hub_->add_shielded_waits(-1);
   node_.greenlet->waiter = nullptr;
 }
 
@@ -137,25 +138,17 @@ bool waiter::wait(std::int64_t deadline_ns) {
   } else if (current_state() == waiting && deadline_ns != forever_ns &&
              deadline_ns <= hub_now_ns()) {
     if (transition(timed_out)) return false;
-  } else if (!shielded_ && hub_->ending() && current_state() == waiting &&
-             (!asked_to_end(self) || (deadline_ns == forever_ns && !timed_by_caller_)))
+  } else if (!shielded_ && hub_->ending() && current_state() == waiting && !asked_to_end(self))
       [[unlikely]] {
     // Its thread is ending and the hub unwinds its greenlets. One never asked to stop (it
     // was not parked when the drain began: a greenlet its parked child ended into) gets
     // greenlet_exit now, once, or it could go on for ever (hub_test's
     // an_ending_thread_stops_a_greenlet_that_blocks_after_its_parked_child_was_unwound).
-    // One that was asked and caught it may clean up with a wait that has a time limit: it
-    // ends by itself. Without one, nothing might wake it and the thread's end would hang
-    // (hub_test's an_ending_thread_refuses_a_wait_without_a_time_limit_of_a_task_it_unwinds).
-    const bool asked = asked_to_end(self);
+    // One that was asked and caught it may wait: the drain ends its wait with loop_exit
+    // once nothing but I/O or another thread could (hub_impl::end_unbounded_waits()).
     if (transition(cancelled)) {
-      if (!asked) {
-        self->asked_to_end = true;
-        throw greenlet_exit{};
-      }
-      throw loop_exit("tendril: greenlet '" + record_name(self) +
-                      "' blocked while its thread was ending; the hub is unwinding the "
-                      "thread's greenlets and nothing will wake it");
+      self->asked_to_end = true;
+      throw greenlet_exit{};
     }
   } else if (current_state() == waiting && deadline_ns != forever_ns) {
     timer_.deadline_ns = deadline_ns;
@@ -166,6 +159,7 @@ bool waiter::wait(std::int64_t deadline_ns) {
   // Park even when already woken: the wake scheduled this greenlet, and only the hub may
   // take it off the run queue by resuming it.
   if (cross_thread_) hub_->add_cross_thread_waits(1);
+  if (shielded_) hub_->add_shielded_waits(1);
   self->waiter = this;
   // Switched in by someone else (invalid_switch) or parked on the hub itself: end the wait
   // here, taking the node back if a wake got it scheduled meanwhile. True if a waker had

@@ -29,7 +29,6 @@ void sleep_until_ns(std::int64_t deadline_ns) {
   t.fire = [](timer_node* self) { static_cast<waiter*>(self->context)->wake(); };
   t.context = &w;
   hub.add_timer(t);
-  w.timed_by_caller();
   struct cancel {
     hub_impl& h;
     timer_node& t;

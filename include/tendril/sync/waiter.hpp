@@ -47,12 +47,10 @@ class waiter {
   // A pending interrupt is raised at once, before parking, unless the waiter was woken
   // already. A deadline already past returns false without parking. While the thread ends
   // (the hub unwinds its greenlets), a wait that is not shielded throws greenlet_exit at once
-  // in a greenlet the thread's end has not asked to stop yet, and loop_exit in one it asked
-  // if the wait has no time limit. Call once. Switches: yes.
+  // in a greenlet the thread's end has not asked to stop yet; one it asked waits, and gets
+  // loop_exit if only I/O or another thread is left that could end it
+  // (hub_impl::end_unbounded_waits()). Call once. Switches: yes.
   bool wait(std::int64_t deadline_ns = forever_ns);
-  // timed_by_caller() tells wait() that a timer of the caller's own ends it (sleep()): while
-  // the thread ends, it is let wait as a wait with a deadline is. Before wait().
-  void timed_by_caller() noexcept { timed_by_caller_ = true; }
 
   // claim() takes the waiter for a wake without scheduling it yet (so that the waker can
   // hand it something first); false if something else ended the wait. schedule() then
@@ -103,7 +101,6 @@ class waiter {
   std::atomic<state> state_{waiting};
   bool cross_thread_;
   bool shielded_;
-  bool timed_by_caller_ = false;
   hub_impl* hub_;
   std::exception_ptr error_;
 };

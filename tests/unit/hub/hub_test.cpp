@@ -1075,11 +1075,10 @@ TEST(hub, an_ending_thread_unwinds_a_plain_greenlet_parked_in_its_hub) {
   ::close(sock.peer);
 }
 
-// A task that caught the greenlet_exit of its thread's end and blocked again waited for ever:
-// a sleep kept the hub waiting for its timer, an event for another thread that might set it.
-TEST(hub, an_ending_thread_refuses_a_wait_without_a_time_limit_of_a_task_it_unwinds) {
-  // A task that caught greenlet_exit and waited again without a time limit hung the thread's
-  // end (nothing was left to wake it). A wait with a time limit in its cleanup still runs.
+// A task that caught the greenlet_exit of its thread's end and waited again on something
+// nobody would set hung the thread's end. Such a wait now gets loop_exit once nothing bounded
+// (a timer) is left; cleanup waits with a time limit run first.
+TEST(hub, an_ending_thread_ends_a_cleanup_wait_nothing_bounded_would_end) {
   std::vector<std::string> refused;
   int caught = 0;
   std::vector<std::string> went_on;
@@ -1125,6 +1124,40 @@ TEST(hub, an_ending_thread_refuses_a_wait_without_a_time_limit_of_a_task_it_unwi
   EXPECT_TRUE(contains(refused[0], "blocked while its thread was ending")) << refused[0];
   EXPECT_TRUE(contains(refused[0], "Greenlet-")) << refused[0];
   EXPECT_EQ(reported, refused);
+}
+
+// A cleanup that kills (and so waits for) another task the thread's end is unwinding got
+// loop_exit at once, refused as a wait without a time limit: thrown from a destructor, it
+// ended the process (std::terminate).
+TEST(hub, an_ending_thread_lets_a_cleanup_wait_for_a_task_it_is_unwinding) {
+  std::vector<std::string> order;
+  on_new_thread([&] {
+    // The guard's task first: the drain unwinds it while the child is still alive.
+    auto child = std::make_shared<std::optional<tendril::task<void>>>();
+    spawn([&order, child] {
+      struct stops_child {
+        std::vector<std::string>& order;
+        std::shared_ptr<std::optional<tendril::task<void>>> child;
+        ~stops_child() {
+          order.push_back((*child)->ready() ? "child ended already" : "guard kills the child");
+          (*child)->kill();  // waits for the child's end
+          order.push_back((*child)->ready() ? "child ended, guard returns" : "child alive");
+        }
+      } guard{order, child};
+      tendril::sleep(1h);
+    });
+    child->emplace(spawn([&order] {
+      try {
+        tendril::sleep(1h);
+      } catch (const tendril::greenlet_exit&) {
+        order.push_back("child unwound");
+        throw;
+      }
+    }));
+    tendril::sleep(0s);
+  });
+  EXPECT_EQ(order, (std::vector<std::string>{"guard kills the child", "child unwound",
+                                             "child ended, guard returns"}));
 }
 
 // A handle to the hub's greenlet kept past the thread's end (greenlet::current().parent() in a

@@ -596,3 +596,44 @@ TEST(stream_server, serve_forever_and_a_second_stop_wait_for_the_stop_under_way)
   server.reset();
   EXPECT_EQ(s.recv_exact(3), "bye");
 }
+
+// A task that owns a server whose handler waits in recv, left so when its thread ends: the
+// server's destructor got loop_exit at its wait for the handlers (refused as a wait without a
+// time limit), returned while the handler still ran, and freed what the handler used.
+TEST(stream_server, a_thread_that_ends_with_a_server_in_a_task_unwinds_its_handlers_first) {
+  std::vector<std::string> order;
+  std::thread th([&] {
+    std::uint16_t port = 0;
+    event ready;
+    event in_recv;
+    spawn([&] {
+      stream_server::options o;
+      o.max_connections = 4;
+      struct server_gone {
+        std::vector<std::string>& order;
+        ~server_gone() { order.push_back("server destroyed"); }
+      } after{order};  // destroyed after srv, declared before it
+      stream_server srv(
+          "127.0.0.1", 0,
+          [&order, &in_recv](tcp_stream& c, const address&) {
+            struct handler_gone {
+              std::vector<std::string>& order;
+              ~handler_gone() { order.push_back("handler unwound"); }
+            } g{order};
+            in_recv.set();
+            char buf[16];
+            c.recv(buf, sizeof buf);
+          },
+          o);
+      port = srv.local_address().port();
+      ready.set();
+      srv.serve_forever();
+    });
+    ready.wait();
+    static thread_local std::unique_ptr<tcp_stream> client;  // outlives the tasks
+    client = std::make_unique<tcp_stream>(tendril::net::connect("127.0.0.1", port));
+    in_recv.wait();
+  });
+  th.join();
+  EXPECT_EQ(order, (std::vector<std::string>{"handler unwound", "server destroyed"}));
+}
