@@ -194,6 +194,13 @@ void task_start(greenlet_record* r, std::int64_t deadline_ns) {
   t.self = tendril::greenlet(r, tendril::greenlet::adopt_t{});
   t.child.shutdown = &shutdown_child;
   hub.adopt(t.child);
+  if (hub.ending()) [[unlikely]] {
+    // Spawned by a cleanup while the thread ends: a task that has not started never runs
+    // then, and a spawn_later() would keep the thread alive until its time (hub_test's
+    // an_ending_thread_never_runs_a_task_a_cleanup_spawns).
+    shutdown_child(&t.child);
+    return;
+  }
   if (now) hub.schedule(t.start);
 }
 

@@ -1160,6 +1160,30 @@ TEST(hub, an_ending_thread_lets_a_cleanup_wait_for_a_task_it_is_unwinding) {
                                              "child ended, guard returns"}));
 }
 
+// A task that a cleanup spawned while its thread ended ran, and one it spawned for later kept
+// the thread alive until its time (for ever, for a task that spawns itself again so).
+TEST(hub, an_ending_thread_never_runs_a_task_a_cleanup_spawns) {
+  bool ran = false;
+  int spawned = 0;
+  on_new_thread([&] {
+    spawn([&] {
+      try {
+        tendril::sleep(1h);
+      } catch (const tendril::greenlet_exit&) {
+        auto now = spawn([&ran] { ran = true; });
+        auto later = spawn_later(1h, [&ran] { ran = true; });
+        spawned = 2;
+        EXPECT_TRUE(now.ready());
+        EXPECT_TRUE(later.ready());
+        throw;
+      }
+    });
+    tendril::sleep(0s);
+  });
+  EXPECT_EQ(spawned, 2);
+  EXPECT_FALSE(ran);
+}
+
 // A handle to the hub's greenlet kept past the thread's end (greenlet::current().parent() in a
 // task, kept outside or on a suspended greenlet's stack) left the loop suspended: the thread's end
 // unwound it after the hub was freed, and its switch read the freed hub (a crash).
