@@ -704,6 +704,11 @@ void hub_impl::drain_children() noexcept {
     } catch (...) {
       report_escaped(ts_->switched_from(), std::current_exception());
     }
+    // In a forked child: a cleanup forked, and its greenlet ended into the root, which
+    // waited in this hub, now the parent's (hub_death_test's
+    // a_cleanup_that_forked_at_its_threads_end_ending_in_the_child_stops_it).
+    if (abandoned_) [[unlikely]]
+      resumed_after_fork(ts_->root(), ts_->switched_from());
   }
   draining_ = false;
 }

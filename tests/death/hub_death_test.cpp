@@ -100,6 +100,35 @@ TEST_F(hub_death, a_task_that_forked_ending_in_the_child_stops_it_naming_the_tas
       "child with _exit\\(\\) or exit\\(\\)");
 }
 
+// The same from a task's cleanup at its thread's end: the root, in the drain, switched back
+// into the parent's abandoned hub in the child and crashed there (SIGSEGV).
+TEST_F(hub_death, a_cleanup_that_forked_at_its_threads_end_ending_in_the_child_stops_it) {
+  EXPECT_EXIT(
+      {
+        ::alarm(30);
+        pid_t pid = -1;
+        std::thread th([&pid] {
+          auto forker = tendril::spawn([&pid] {
+            try {
+              tendril::sleep(1h);
+            } catch (const tendril::greenlet_exit&) {
+              pid = ::fork();
+              throw;
+            }
+          });
+          forker.set_name("forker");
+          tendril::sleep(0s);
+        });
+        th.join();
+        if (pid == 0) std::_Exit(0);  // the child went on: the parent exits 0 too
+        int st = 0;
+        ::waitpid(pid, &st, 0);
+        std::_Exit(WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st));
+      },
+      testing::ExitedWithCode(128 + SIGABRT),
+      "tendril: greenlet 'forker' called fork\\(\\) and ended in the child process");
+}
+
 namespace {
 
 volatile int g_depth_limit = -1;  // never reached: for the compiler, which sees no end
