@@ -76,6 +76,19 @@ TEST_F(hub_death, pthread_exit_inside_a_task_stops_the_process_naming_it) {
       "'linked'");
 }
 
+namespace {
+
+// In the process that forked (pid its child's, or 0 in a child that went on): exits as the
+// child ended, 128 + the signal if one ended it (a child that went on exits 0 at once).
+[[noreturn]] void exit_as_the_forked_child_did(pid_t pid) {
+  if (pid == 0) std::_Exit(0);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  std::_Exit(WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st));
+}
+
+}  // namespace
+
 // The task that forked returned in the child: it ended into the root, which waited in the
 // parent's hub; the root took that for an intruder (a misleading invalid_switch out of its
 // join) and ran on in the child. The child stops instead, saying why and what to do.
@@ -90,10 +103,7 @@ TEST_F(hub_death, a_task_that_forked_ending_in_the_child_stops_it_naming_the_tas
         });
         forker.set_name("forker");
         forker.join();
-        if (pid == 0) std::_Exit(0);  // the child went on: the parent exits 0 too
-        int st = 0;
-        ::waitpid(pid, &st, 0);
-        std::_Exit(WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st));
+        exit_as_the_forked_child_did(pid);
       },
       testing::ExitedWithCode(128 + SIGABRT),
       "tendril: greenlet 'forker' called fork\\(\\) and ended in the child process.*end the "
@@ -120,10 +130,7 @@ TEST_F(hub_death, a_cleanup_that_forked_at_its_threads_end_ending_in_the_child_s
           tendril::sleep(0s);
         });
         th.join();
-        if (pid == 0) std::_Exit(0);  // the child went on: the parent exits 0 too
-        int st = 0;
-        ::waitpid(pid, &st, 0);
-        std::_Exit(WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st));
+        exit_as_the_forked_child_did(pid);
       },
       testing::ExitedWithCode(128 + SIGABRT),
       "tendril: greenlet 'forker' called fork\\(\\) and ended in the child process");
