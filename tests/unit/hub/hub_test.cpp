@@ -1126,6 +1126,37 @@ TEST(hub, an_ending_thread_ends_a_cleanup_wait_nothing_bounded_would_end) {
   EXPECT_EQ(reported, refused);
 }
 
+// The loop ends a cleanup's wait only when nothing bounded could end it: a recv whose bytes
+// have already arrived completes on every backend (io_uring included, where the read is an
+// operation of its own) instead of getting loop_exit.
+TEST(hub, an_ending_thread_lets_a_cleanup_read_what_has_already_arrived) {
+  std::string got;
+  std::vector<std::string> refused;
+  watched_socket sock;
+  on_new_thread([&] {
+    tendril::net::tcp_stream ours = tcp_pair_with_plain_peer(sock);
+    ASSERT_EQ(::send(sock.peer, "bye", 3, MSG_NOSIGNAL), 3);
+    spawn([&, s = std::move(ours)]() mutable {
+      tendril::net::tcp_stream mine = std::move(s);
+      try {
+        tendril::sleep(1h);
+      } catch (const tendril::greenlet_exit&) {
+        char buf[8];
+        try {
+          got.assign(buf, mine.recv(buf, sizeof buf));
+        } catch (const loop_exit& e) {
+          refused.push_back(e.what());
+        }
+        throw;
+      }
+    });
+    tendril::sleep(0s);
+  });
+  EXPECT_EQ(got, "bye");
+  EXPECT_TRUE(refused.empty()) << refused[0];
+  ::close(sock.peer);
+}
+
 // A cleanup that kills (and so waits for) another task the thread's end is unwinding got
 // loop_exit at once, refused as a wait without a time limit: thrown from a destructor, it
 // ended the process (std::terminate).
